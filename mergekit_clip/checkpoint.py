@@ -1,0 +1,348 @@
+"""Detector directories: create, save (atomically), read and load, in our format and Hugging Face CLIP layouts.
+
+A detector directory is ``config.json`` (:class:`~mergekit_clip.config.DetectorConfig`) + ``model.safetensors``
+(or a sharded ``model.safetensors.index.json``). Every writer goes through :func:`atomic_directory`: the
+files are written into a hidden temporary sibling that is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from mergekit_clip.config import (
+    ARCHITECTURE,
+    MODEL_TYPE,
+    OPENAI_MEAN,
+    OPENAI_STD,
+    BackboneSpec,
+    DetectorConfig,
+    DetectorSpec,
+    HeadSpec,
+    PreprocessSpec,
+)
+from mergekit_clip.hf_layout import hf_vision_to_open_clip, strip_vision_prefix
+from mergekit_clip.labels import normalize_labels
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+HF_CLIP_ARCHITECTURES = (
+    "CLIPVisionModel",
+    "CLIPVisionModelWithProjection",
+    "CLIPForImageClassification",
+    "CLIPModel",
+)
+
+
+class DetectorFormatError(ValueError):
+    """A directory or file that is not a valid detector (the message names the file and field)."""
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``path`` only if the block succeeds.
+
+    An existing ``path`` is refused unless ``overwrite``; when replaced, the old one is removed only after
+    the new one is in place, so a failure at any point leaves the previous state intact.
+    """
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists (pass overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.rename(path, old)
+        os.rename(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def weight_files(path: str | os.PathLike) -> list[Path]:
+    """The tensor files of a model directory (safetensors preferred, then PyTorch ``.bin``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DetectorFormatError(f"{path} is not a directory")
+    index = path / INDEX_NAME
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [path / s for s in shards]
+    if (path / WEIGHTS_NAME).exists():
+        return [path / WEIGHTS_NAME]
+    found = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not found:
+        raise DetectorFormatError(
+            f"{path} holds no weights (expected {WEIGHTS_NAME}, {INDEX_NAME} or pytorch_model.bin)"
+        )
+    return found
+
+
+def check_safetensors_file(file: str | os.PathLike) -> dict:
+    """Parse a safetensors header and check that the file is as long as the header says.
+
+    Returns the header (tensor name -> dtype/shape/offsets). A truncated or corrupt file raises
+    :class:`DetectorFormatError` naming it; this costs one small read, not a pass over the data.
+    """
+    file = Path(file)
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise DetectorFormatError(f"{file}: truncated safetensors file ({size} bytes, no header)")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > size - 8:
+            raise DetectorFormatError(f"{file}: truncated safetensors file (header needs {header_len} bytes)")
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DetectorFormatError(f"{file}: corrupt safetensors header ({e})") from e
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        raise DetectorFormatError(
+            f"{file}: truncated safetensors file ({size} bytes on disk, header describes {8 + header_len + end})"
+        )
+    return header
+
+
+def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """All tensors of a model directory or a single weights file (``.safetensors``, ``.pth``/``.bin``)."""
+    path = Path(path)
+    files = weight_files(path) if path.is_dir() else [path]
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        if file.suffix == ".safetensors":
+            check_safetensors_file(file)
+            with safe_open(str(file), framework="pt", device=device) as f:
+                for key in f.keys():
+                    state[key] = f.get_tensor(key)
+        else:
+            loaded = torch.load(file, map_location=device, weights_only=True)
+            if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+                loaded = loaded["state_dict"]
+            if not isinstance(loaded, dict):
+                raise DetectorFormatError(f"{file}: expected a dict of tensors, got {type(loaded).__name__}")
+            state.update(loaded)
+    return state
+
+
+def weights_hash(path: str | os.PathLike) -> str:
+    """SHA-256 over the weight files of a model directory (provenance in reports)."""
+    digest = hashlib.sha256()
+    for file in weight_files(path):
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- config discovery
+
+
+def read_config_json(path: str | os.PathLike) -> dict:
+    file = Path(path) / "config.json"
+    if not file.exists():
+        raise DetectorFormatError(f"{path} has no config.json: not a detector or CLIP model directory")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise DetectorFormatError(f"{file}: invalid JSON ({e})") from e
+
+
+def model_layout(cfg: dict) -> str:
+    """``clip_detector`` for our format, else the HF architecture name; raises for anything else."""
+    if cfg.get("model_type") == MODEL_TYPE:
+        return ARCHITECTURE
+    arch = (cfg.get("architectures") or [None])[0]
+    if arch in HF_CLIP_ARCHITECTURES:
+        return arch
+    raise DetectorFormatError(
+        f"unsupported model: model_type={cfg.get('model_type')!r}, architectures={cfg.get('architectures')}; "
+        f"expected {MODEL_TYPE!r} or one of {list(HF_CLIP_ARCHITECTURES)}"
+    )
+
+
+def hf_vision_config(cfg: dict) -> dict:
+    return cfg.get("vision_config", cfg) if cfg.get("model_type") == "clip" else cfg
+
+
+def spec_from_hf_config(cfg: dict, path: str | os.PathLike | None = None) -> DetectorSpec:
+    """Detector spec of an HF CLIP directory (vision geometry, head from classifier or ``detector_head``)."""
+    v = hf_vision_config(cfg)
+    hidden = v.get("hidden_size", 768)
+    backbone = BackboneSpec(
+        image_size=v.get("image_size", 224),
+        patch_size=v.get("patch_size", 32),
+        width=hidden,
+        layers=v.get("num_hidden_layers", 12),
+        heads=v.get("num_attention_heads", 12),
+        mlp_ratio=v.get("intermediate_size", 3072) / hidden,
+        embed_dim=v.get("projection_dim", cfg.get("projection_dim", 512)),
+        act="quick_gelu" if v.get("hidden_act", "quick_gelu") == "quick_gelu" else "gelu",
+        layer_norm_eps=v.get("layer_norm_eps", 1e-5),
+    )
+    head = None
+    if cfg.get("detector_head"):
+        head = HeadSpec.model_validate(cfg["detector_head"])
+    elif (cfg.get("architectures") or [None])[0] == "CLIPForImageClassification":
+        id2label = cfg.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
+        raw = [id2label[k] for k in sorted(id2label, key=int)]
+        labels = normalize_labels(raw, source=str(path or "config.json"))
+        head = HeadSpec(feature="patch_mean", num_classes=len(labels) if len(labels) == 2 else 1, labels=labels)
+    preprocess = PreprocessSpec(image_size=backbone.image_size)
+    if path is not None and (Path(path) / "preprocessor_config.json").exists():
+        pp = json.loads((Path(path) / "preprocessor_config.json").read_text())
+        crop = pp.get("crop_size", backbone.image_size)
+        crop = crop.get("height", backbone.image_size) if isinstance(crop, dict) else crop
+        preprocess = PreprocessSpec(
+            image_size=crop,
+            mean=tuple(pp.get("image_mean", OPENAI_MEAN)),
+            std=tuple(pp.get("image_std", OPENAI_STD)),
+        )
+    return DetectorSpec(backbone=backbone, head=head, preprocess=preprocess)
+
+
+def detector_spec(path: str | os.PathLike) -> DetectorSpec:
+    """The spec of any supported directory, without reading weights."""
+    cfg = read_config_json(path)
+    layout = model_layout(cfg)
+    if layout == ARCHITECTURE:
+        try:
+            return DetectorConfig.from_dict(cfg).spec
+        except ValueError as e:
+            raise DetectorFormatError(f"{Path(path) / 'config.json'}: {e}") from e
+    return spec_from_hf_config(cfg, path)
+
+
+# ---------------------------------------------------------------- build / save / load
+
+
+def create_detector(spec: DetectorSpec, seed: int | None = 0):
+    """A detector with random weights (seeded), built from a spec."""
+    from mergekit_clip.model import CLIPDetector
+
+    if seed is None:
+        return CLIPDetector(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIPDetector(spec)
+
+
+def load_pretrained_backbone(model, file: str | os.PathLike) -> list[str]:
+    """Load an open_clip / OpenAI weights file (whole CLIP or visual tower only) into ``model.visual``.
+
+    Returns the names of the visual tensors loaded. Shape mismatches and missing tensors raise
+    :class:`DetectorFormatError` naming them, before anything is modified.
+    """
+    state = read_state_dict(file)
+    if any(k.startswith("vision_model.") or k.startswith("embeddings.") for k in state):
+        state = hf_vision_to_open_clip(state, model.spec.backbone.layers)
+    visual = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
+    if not visual:
+        visual = dict(state)  # a bare visual-tower state dict
+    expected = model.visual.state_dict()
+    missing = sorted(set(expected) - set(visual))
+    if missing:
+        raise DetectorFormatError(f"{file}: missing visual tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    wrong = [
+        f"visual.{k}: file {tuple(visual[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if visual[k].shape != v.shape
+    ]
+    if wrong:
+        raise DetectorFormatError(f"{file} does not fit the architecture: {wrong[:6]}")
+    model.visual.load_state_dict({k: visual[k] for k in expected}, strict=True)
+    return [f"visual.{k}" for k in expected]
+
+
+def save_detector(
+    model,
+    path: str | os.PathLike,
+    provenance: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically; returns the directory."""
+    config = DetectorConfig.from_spec(model.spec, provenance=provenance)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        config.save_pretrained(str(tmp))
+    return Path(path)
+
+
+def open_clip_state_dict(path: str | os.PathLike, spec: DetectorSpec, cfg: dict) -> dict[str, torch.Tensor]:
+    """Weights of any supported directory, mapped to our tensor names."""
+    state = read_state_dict(path)
+    if model_layout(cfg) == ARCHITECTURE:
+        return state
+    try:
+        out = hf_vision_to_open_clip(state, spec.backbone.layers)
+    except KeyError as e:
+        raise DetectorFormatError(f"{path}: {e.args[0]}") from e
+    top = strip_vision_prefix(state)
+    if "visual_projection.weight" in top:
+        out["visual.proj"] = top["visual_projection.weight"].t().contiguous()
+    if spec.head is not None:
+        src = "classifier" if "classifier.weight" in top and not cfg.get("detector_head") else "head"
+        for kind in ("weight", "bias"):
+            if f"{src}.{kind}" not in top:
+                raise DetectorFormatError(f"{path}: missing tensor {src}.{kind}")
+            out[f"head.{kind}"] = top[f"{src}.{kind}"]
+    for key, value in top.items():
+        if key.startswith("adapter."):
+            out[key] = value
+    return out
+
+
+def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", require_head: bool = True):
+    """Load a detector from our format or an HF CLIP directory, in eval mode."""
+    from mergekit_clip.model import CLIPDetector
+
+    cfg = read_config_json(path)
+    spec = detector_spec(path)
+    if require_head and spec.head is None:
+        raise DetectorFormatError(f"{path} has no forensic head: it is a bare backbone, not a detector")
+    state = open_clip_state_dict(path, spec, cfg)
+    model = CLIPDetector(spec)
+    expected = model.state_dict()
+    if "visual.proj" not in state and "visual.proj" in expected:
+        # HF vision models without a projection: `pooled`/`patch_mean` heads never read visual.proj.
+        if spec.head is not None and spec.head.feature == "projected":
+            raise DetectorFormatError(f"{path}: head uses projected features but there is no projection")
+        state["visual.proj"] = expected["visual.proj"]
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise DetectorFormatError(f"{path}: missing tensor(s) {missing[:8]}")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected and model_layout(cfg) == ARCHITECTURE:
+        raise DetectorFormatError(f"{path}: unexpected tensor(s) {unexpected[:8]}")
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
+        for k, v in expected.items()
+        if state[k].shape != v.shape
+    ]
+    if wrong:
+        raise DetectorFormatError(f"{path}: tensors do not match config.json: {wrong[:6]}")
+    model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=True)
+    return model.to(device).eval()
+
+
+def load_provenance(path: str | os.PathLike) -> dict:
+    cfg = read_config_json(path)
+    return dict(cfg.get("provenance") or {})

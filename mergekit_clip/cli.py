@@ -1,0 +1,42 @@
+"""``mergekit-clip``: data tools, import/export of detectors, and plugin utilities.
+
+Sub-command groups live next to the code they drive and are attached lazily, so ``mergekit-clip --help``
+stays fast and a broken optional component cannot take the whole CLI down.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> "module:attribute" of a click command or group
+_COMMANDS = {
+    "data": "mergekit_clip.data.cli:data",
+    "import": "mergekit_clip.convert.cli:import_command",
+    "export": "mergekit_clip.convert.cli:export_command",
+    "create": "mergekit_clip.create_cli:create_command",
+    "plugin": "mergekit_clip.plugin_cli:plugin",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = _COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=_LazyGroup)
+@click.version_option(package_name="mergekit-clip")
+def main() -> None:
+    """Merge fine-tuned CLIP deepfake detectors with mergekit: data, import/export, plugin tools."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Configuration of a CLIP deepfake detector: pydantic specs plus the transformers config class.
+
+A detector directory carries one ``config.json`` written by :class:`DetectorConfig`, a
+``transformers.PretrainedConfig`` subclass with its own ``model_type`` (``clip_detector``). mergekit reads it
+through ``AutoConfig`` (the plugin registers the type) and matches ``architectures[0]`` (``CLIPDetector``).
+
+The config is split into one pydantic model per concern (backbone geometry, head, adapter, preprocessing),
+validated on load so that a bad field is reported by its path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from transformers import PretrainedConfig
+
+FORMAT_VERSION = 1
+MODEL_TYPE = "clip_detector"
+ARCHITECTURE = "CLIPDetector"
+CANONICAL_LABELS = ("real", "fake")  # index 0 = real, 1 = fake, always
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackboneSpec(_Spec):
+    """Geometry of an open_clip ViT visual tower (names follow ``open_clip.CLIPVisionCfg``)."""
+
+    image_size: int = Field(224, gt=0, description="input side in pixels")
+    patch_size: int = Field(16, gt=0, description="patch side in pixels")
+    width: int = Field(768, gt=0, description="transformer width (channels)")
+    layers: int = Field(12, gt=0, description="number of residual attention blocks")
+    heads: int = Field(12, gt=0, description="attention heads")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width / width")
+    embed_dim: int = Field(512, gt=0, description="output dim of visual.proj")
+    act: Literal["gelu", "quick_gelu"] = Field("gelu", description="QuickGELU for OpenAI weights")
+    layer_norm_eps: float = 1e-5
+
+    @model_validator(mode="after")
+    def _check(self) -> BackboneSpec:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        return self
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+    @property
+    def num_positions(self) -> int:
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+
+class HeadSpec(_Spec):
+    """A linear forensic head on a pooled CLIP feature.
+
+    ``feature``: ``pooled`` = ln_post(CLS token) (width), ``projected`` = pooled @ visual.proj (embed_dim),
+    ``patch_mean`` = mean of the final patch tokens before ln_post (width; Hugging Face
+    ``CLIPForImageClassification``). ``num_classes`` is 2 (softmax) or 1 (sigmoid logit of ``fake``).
+    """
+
+    type: Literal["linear"] = "linear"
+    feature: Literal["pooled", "projected", "patch_mean"] = "pooled"
+    normalize: bool = Field(False, description="L2-normalise the feature before the linear layer")
+    num_classes: Literal[1, 2] = 2
+    labels: tuple[str, ...] = CANONICAL_LABELS
+
+    @model_validator(mode="after")
+    def _check(self) -> HeadSpec:
+        if self.num_classes == 2 and len(self.labels) != 2:
+            raise ValueError(f"a 2-logit head needs 2 labels, got {list(self.labels)}")
+        if self.num_classes == 1 and len(self.labels) not in (1, 2):
+            raise ValueError(f"a 1-logit head needs the positive label (or both), got {list(self.labels)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"duplicate labels {list(self.labels)}")
+        return self
+
+    @property
+    def positive_label(self) -> str:
+        """The class a 1-logit head scores (the last label)."""
+        return self.labels[-1]
+
+
+class AdapterSpec(_Spec):
+    """Residual bottleneck adapter on the head feature: f + up(gelu(down(f)))."""
+
+    type: Literal["bottleneck"] = "bottleneck"
+    hidden: int = Field(64, gt=0)
+
+
+class PreprocessSpec(_Spec):
+    image_size: int = Field(224, gt=0)
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    resize_mode: Literal["shortest", "squash"] = "shortest"
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value):
+        if any(v <= 0 for v in value):
+            raise ValueError(f"std must be positive, got {value}")
+        return value
+
+
+class DetectorSpec(_Spec):
+    """Everything that defines a detector's computation (provenance excluded)."""
+
+    backbone: BackboneSpec = BackboneSpec()
+    head: HeadSpec | None = HeadSpec()
+    adapter: AdapterSpec | None = None
+    preprocess: PreprocessSpec = PreprocessSpec()
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectorSpec:
+        if self.adapter is not None and self.head is None:
+            raise ValueError("an adapter needs a head")
+        return self
+
+    @property
+    def feature_dim(self) -> int:
+        if self.head is not None and self.head.feature == "projected":
+            return self.backbone.embed_dim
+        return self.backbone.width
+
+
+class DetectorConfig(PretrainedConfig):
+    """transformers config of a ``CLIPDetector``; ``spec`` gives the validated view."""
+
+    model_type = MODEL_TYPE
+
+    format_version: int = FORMAT_VERSION
+    backbone: dict | None = None
+    head: dict | None = None
+    adapter: dict | None = None
+    preprocess: dict | None = None
+    provenance: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if not self.architectures:
+            self.architectures = [ARCHITECTURE]
+
+    @classmethod
+    def from_spec(cls, spec: DetectorSpec, provenance: dict[str, Any] | None = None) -> DetectorConfig:
+        dumped = spec.model_dump(mode="json")
+        return cls(
+            backbone=dumped["backbone"],
+            head=dumped["head"],
+            adapter=dumped["adapter"],
+            preprocess=dumped["preprocess"],
+            provenance=dict(provenance or {}),
+            architectures=[ARCHITECTURE],
+        )
+
+    @property
+    def spec(self) -> DetectorSpec:
+        try:
+            return DetectorSpec(
+                backbone=self.backbone or {},
+                head=self.head,
+                adapter=self.adapter,
+                preprocess=self.preprocess or {},
+            )
+        except ValidationError as e:
+            raise ValueError(f"invalid detector config: {e}") from e
+
+    @property
+    def num_hidden_layers(self) -> int:  # what mergekit reads to plan layer by layer
+        return int((self.backbone or {}).get("layers", BackboneSpec().layers))
+
+
+def spec_from_open_clip(
+    arch: str,
+    *,
+    quick_gelu: bool | None = None,
+    image_size: int | None = None,
+    head: HeadSpec | None = None,
+    adapter: AdapterSpec | None = None,
+) -> DetectorSpec:
+    """Detector spec for an open_clip architecture name such as ``ViT-B-16`` or ``ViT-L-14-quickgelu``.
+
+    OpenAI weights were trained with QuickGELU: pass ``quick_gelu=True`` (or a ``-quickgelu`` name) for them.
+    """
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        known = [n for n in open_clip.list_models() if n.startswith("ViT")]
+        raise ValueError(f"unknown open_clip architecture {arch!r}; ViT choices include {known[:12]}")
+    vision = cfg["vision_cfg"]
+    if isinstance(vision.get("layers"), (list, tuple)) or vision.get("timm_model_name"):
+        raise ValueError(f"{arch!r} is not a plain ViT visual tower (ResNet/timm towers are not supported)")
+    width = vision.get("width", 768)
+    size = image_size or vision.get("image_size", 224)
+    act = "quick_gelu" if (quick_gelu if quick_gelu is not None else cfg.get("quick_gelu", False)) else "gelu"
+    backbone = BackboneSpec(
+        image_size=size,
+        patch_size=vision.get("patch_size", 16),
+        width=width,
+        layers=vision.get("layers", 12),
+        heads=width // vision.get("head_width", 64),
+        mlp_ratio=vision.get("mlp_ratio", 4.0),
+        embed_dim=cfg["embed_dim"],
+        act=act,
+    )
+    return DetectorSpec(
+        backbone=backbone,
+        head=head if head is not None else HeadSpec(),
+        adapter=adapter,
+        preprocess=PreprocessSpec(image_size=size),
+    )

@@ -1,0 +1,74 @@
+"""The mergekit plugin: makes stock ``mergekit-yaml`` merge fine-tuned CLIP detectors.
+
+mergekit has no plugin entry point, so :func:`register` (run automatically when a process imports
+``mergekit``, see :mod:`mergekit_clip._autoload`) extends its registries and wraps two seams:
+
+* architectures: ``CLIPDetector`` (ours) and the Hugging Face CLIP layouts go into
+  ``mergekit.architecture.json_definitions.NAME_TO_ARCH``; ``clip_detector`` into ``AutoConfig``;
+* ``GatherTensors.execute``: the forensic-head policy (:mod:`.heads`) and NaN/Inf checks;
+* ``mergekit.merge.run_merge``: preflight checks, atomic output and the merged detector's config
+  (:mod:`.merge_output`);
+* the sparsifying kernels of TIES/DARE/breadcrumbs/DELLA get an O(n) selection (:mod:`mergekit_clip.fast_sparsify`).
+
+``register()`` is idempotent: a second call is a no-op; a different architecture already registered under
+one of our names is a conflict and raises, naming both.
+"""
+
+from __future__ import annotations
+
+import logging
+
+LOG = logging.getLogger("mergekit_clip")
+_REGISTERED = False
+
+
+def _register_architectures() -> None:
+    from mergekit.architecture.json_definitions import NAME_TO_ARCH
+
+    from mergekit_clip.plugin.architectures import ALL_ARCHITECTURES, is_ours
+
+    for arch in ALL_ARCHITECTURES:
+        for name in arch.architectures:
+            existing = NAME_TO_ARCH.setdefault(name, [])
+            if any(a is arch for a in existing):
+                continue
+            foreign = [a for a in existing if not is_ours(a)]
+            if foreign:
+                raise RuntimeError(
+                    f"mergekit already defines architecture {name!r} ({foreign[0].expected_model_type}); "
+                    f"mergekit-clip's definition ({arch.expected_model_type}) would conflict"
+                )
+            existing.append(arch)
+
+
+def _register_config() -> None:
+    from transformers import AutoConfig
+
+    from mergekit_clip.config import MODEL_TYPE, DetectorConfig
+
+    AutoConfig.register(MODEL_TYPE, DetectorConfig, exist_ok=True)
+
+
+def register() -> None:
+    """Install everything into the running mergekit (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from mergekit_clip.plugin.heads import install_gather_hook
+    from mergekit_clip.plugin.merge_output import install_run_merge_hook
+
+    _register_config()
+    _register_architectures()
+    install_gather_hook()
+    install_run_merge_hook()
+    try:
+        from mergekit_clip.fast_sparsify import install as install_fast_sparsify
+    except ImportError:  # optional accelerator; stock kernels stay in place
+        install_fast_sparsify = None
+    if install_fast_sparsify is not None:
+        install_fast_sparsify()
+    _REGISTERED = True
+
+
+def is_registered() -> bool:
+    return _REGISTERED

@@ -1,0 +1,142 @@
+"""Forensic-head policy: how heads (and adapters) are made mergeable before any mergekit method sees them.
+
+Policy (stated in every merge log and stored in the output's ``provenance.merge``):
+
+1. **Label order.** Every 2-logit head is permuted to the canonical order (real = 0, fake = 1) using the
+   label names in its config. Label sets other than {real, fake} are refused before the merge starts.
+2. **1-logit heads** (sigmoid score ``z`` of their positive label) become the equivalent 2-logit head
+   ``[-s*w/2, +s*w/2]`` (s = +1 when the positive label is ``fake``): softmax over it gives exactly
+   ``sigmoid(s*z)``, and both rows stay centred, as cross-entropy training keeps 2-logit heads.
+3. **Missing heads.** A model without a head tensor (a bare pretrained CLIP base, typically) is given the
+   mean of the reconciled heads of the models that have one. For base-relative methods (task arithmetic,
+   TIES, DARE, breadcrumbs, DELLA, Model Stock, SCE, RAM, NearSwap, ...) the head is then merged around
+   the ingredients' consensus: task arithmetic with unit weights returns exactly that mean. Adapters
+   follow the same rule.
+4. Non-finite weights (NaN/Inf) in any input are an error naming the model and tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from mergekit_clip.config import CANONICAL_LABELS, HeadSpec
+from mergekit_clip.labels import canonical_permutation
+
+LOG = logging.getLogger("mergekit_clip.merge")
+
+HEAD_POLICY = (
+    "labels aligned to (real, fake); 1-logit heads -> equivalent centred 2-logit heads; "
+    "a model without a head/adapter tensor gets the mean of the others' (reconciled) tensors"
+)
+HEAD_NAMES = ("head.weight", "head.bias", "classifier.weight", "classifier.bias")
+
+
+class MergeInputError(ValueError):
+    """An input model that cannot be merged; the message names the model and the tensor or field."""
+
+
+@dataclass
+class ModelHeadInfo:
+    name: str
+    head: HeadSpec | None
+    is_base: bool = False
+
+
+@dataclass
+class MergeContext:
+    models: dict  # ModelReference -> ModelHeadInfo
+    events: list[str] = field(default_factory=list)
+    _logged: set = field(default_factory=set)
+
+    def note(self, message: str) -> None:
+        if message not in self._logged:
+            self._logged.add(message)
+            self.events.append(message)
+            LOG.warning(message)
+
+
+_ACTIVE: list[MergeContext] = []  # shared across mergekit's executor threads
+
+
+def active_context() -> MergeContext | None:
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+@contextlib.contextmanager
+def merge_context(ctx: MergeContext) -> Iterator[MergeContext]:
+    _ACTIVE.append(ctx)
+    try:
+        yield ctx
+    finally:
+        _ACTIVE.remove(ctx)
+
+
+def reconcile_head_tensor(tensor: torch.Tensor, head: HeadSpec) -> torch.Tensor:
+    """Rows of a head weight/bias in canonical (real, fake) order, 2 logits."""
+    if head.num_classes == 1:
+        sign = 1.0 if head.positive_label == "fake" else -1.0
+        half = tensor * (sign / 2)
+        return torch.cat([-half, half], dim=0)
+    if tuple(head.labels) != CANONICAL_LABELS:
+        return tensor[canonical_permutation(head.labels)]
+    return tensor
+
+
+def prepare_inputs(weight_name: str, tensors: dict, ctx: MergeContext, expected: list) -> dict:
+    """Apply the head policy to one gathered tensor group (``ModelReference -> tensor``)."""
+    for model, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise MergeInputError(f"{ctx.models[model].name}: tensor {weight_name} has NaN/Inf values")
+    is_head = weight_name in HEAD_NAMES
+    is_adapter = weight_name.startswith("adapter.")
+    if not (is_head or is_adapter):
+        return tensors
+    out = dict(tensors)
+    if is_head:
+        for model, tensor in tensors.items():
+            info = ctx.models[model]
+            if info.head is not None and (info.head.num_classes == 1 or tuple(info.head.labels) != CANONICAL_LABELS):
+                out[model] = reconcile_head_tensor(tensor, info.head)
+                ctx.note(
+                    f"head policy: {info.name}: head {list(info.head.labels)} with {info.head.num_classes} "
+                    "logit(s) reconciled to 2 logits (real, fake)"
+                )
+    missing = [m for m in expected if m not in out]
+    if missing and out:
+        fill = torch.stack([t.to(torch.float32) for t in out.values()]).mean(dim=0)
+        dtype = next(iter(out.values())).dtype
+        for model in missing:
+            out[model] = fill.to(dtype)
+            what = "head" if is_head else "adapter"
+            role = "base model" if ctx.models[model].is_base else "model"
+            ctx.note(
+                f"head policy: {role} {ctx.models[model].name} has no {what}: using the mean of the "
+                f"{len(tensors)} other {what}(s) in its place"
+            )
+    return out
+
+
+def install_gather_hook() -> None:
+    """Route mergekit's ``GatherTensors`` results through :func:`prepare_inputs` during our merges."""
+    from mergekit.io.tasks import GatherTensors
+
+    if getattr(GatherTensors.execute, "_mergekit_clip", False):
+        return
+    original = GatherTensors.execute
+
+    def execute(self, **kwargs):
+        result = original(self, **kwargs)
+        ctx = active_context()
+        if ctx is None or not all(m in ctx.models for m in self.weight_info):
+            return result
+        name = next(iter(self.weight_info.values())).name
+        return prepare_inputs(name, result, ctx, list(self.weight_info))
+
+    execute._mergekit_clip = True
+    execute.__wrapped__ = original
+    GatherTensors.execute = execute

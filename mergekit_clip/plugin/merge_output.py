@@ -1,0 +1,149 @@
+"""Wraps ``mergekit.merge.run_merge`` for CLIP detector merges: preflight, atomic output, merged config.
+
+mergekit writes the base model's ``config.json`` into the output; for detectors that describes the wrong
+model (a bare CLIP base has no head). After mergekit has written the tensors into a temporary directory,
+we write the config of the merged detector (architecture, labels, preprocessing, merge provenance), a
+``merge_log.json`` with the head policy and what it did, and only then move the directory into place.
+Merges that do not involve CLIP detectors go to stock mergekit untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from mergekit_clip.checkpoint import ARCHITECTURE, atomic_directory, hf_vision_config, read_config_json
+from mergekit_clip.config import CANONICAL_LABELS, DetectorConfig, DetectorSpec, HeadSpec
+from mergekit_clip.plugin.heads import HEAD_POLICY, MergeContext, MergeInputError, merge_context
+from mergekit_clip.plugin.preflight import InputModel, preflight
+
+LOG = logging.getLogger("mergekit_clip.merge")
+
+
+def merged_head(inputs: list[InputModel]) -> HeadSpec | None:
+    heads = [m.spec.head for m in inputs if m.spec.head is not None]
+    if not heads:
+        return None
+    return heads[0].model_copy(update={"num_classes": 2, "labels": CANONICAL_LABELS})
+
+
+def merge_provenance(merge_config, inputs: list[InputModel], ctx: MergeContext) -> dict:
+    base = merge_config.base_model
+    return {
+        "tool": "mergekit-yaml + mergekit-clip",
+        "method": merge_config.merge_method,
+        "base_model": str(Path(base.model.path).absolute()) if base is not None else None,
+        "models": [str(m.path.absolute()) for m in inputs if base is None or m.ref != base],
+        "parameters": merge_config.model_dump(mode="json").get("parameters"),
+        "dtype": merge_config.dtype,
+        "head_policy": HEAD_POLICY,
+        "events": list(ctx.events),
+    }
+
+
+def _write_detector_config(out: Path, inputs, reference: InputModel, provenance: dict) -> None:
+    adapter = next((m.spec.adapter for m in inputs if m.spec.adapter is not None), None)
+    head = merged_head(inputs)
+    spec = DetectorSpec(
+        backbone=reference.spec.backbone,
+        head=head,
+        adapter=adapter if head is not None else None,
+        preprocess=reference.spec.preprocess,
+    )
+    DetectorConfig.from_spec(spec, provenance={"merge": provenance}).save_pretrained(str(out))
+
+
+def _write_hf_config(out: Path, inputs, reference: InputModel, provenance: dict) -> None:
+    from transformers import CLIPConfig, CLIPVisionConfig
+
+    base_cfg = read_config_json(reference.path)
+    vision = {k: v for k, v in hf_vision_config(base_cfg).items() if k not in ("architectures", "transformers_version")}
+    vision.pop("model_type", None)
+    vision.setdefault("projection_dim", base_cfg.get("projection_dim", 512))
+    head = merged_head(inputs)
+    has_projection = any(k == "visual_projection.weight" for k in _output_tensor_names(out))
+    if head is not None and head.feature == "patch_mean":
+        text = base_cfg.get("text_config") or {}
+        config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=vision["projection_dim"])
+        config.architectures = ["CLIPForImageClassification"]
+        config.id2label = {0: "real", 1: "fake"}
+        config.label2id = {"real": 0, "fake": 1}
+    else:
+        config = CLIPVisionConfig(**vision)
+        config.architectures = ["CLIPVisionModelWithProjection" if has_projection else "CLIPVisionModel"]
+        if head is not None:
+            config.detector_head = head.model_dump(mode="json")
+    config.mergekit_clip = {"merge": provenance}
+    config.save_pretrained(str(out))
+
+
+def _output_tensor_names(out: Path) -> list[str]:
+    from mergekit_clip.checkpoint import check_safetensors_file, weight_files
+
+    names = []
+    for file in weight_files(out):
+        names += [k for k in check_safetensors_file(file) if k != "__metadata__"]
+    return names
+
+
+def _write_card(out: Path, provenance: dict, config_source: str | None) -> None:
+    lines = [
+        "# Merged CLIP deepfake detector",
+        "",
+        f"Merged with mergekit `{provenance['method']}` via mergekit-clip.",
+        "",
+        f"- base: `{provenance['base_model']}`",
+        *[f"- model: `{m}`" for m in provenance["models"]],
+        "",
+        f"Head policy: {provenance['head_policy']}.",
+        "",
+        "Labels: 0 = real, 1 = fake; the score is the softmax probability of `fake`.",
+    ]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    if config_source:
+        (out / "mergekit_config.yml").write_text(config_source)
+
+
+def _check_replaceable(out: Path) -> None:
+    if out.exists() and any(out.iterdir()) and not (out / "config.json").exists():
+        raise MergeInputError(f"{out} exists and is not a model directory; refusing to replace it")
+
+
+def install_run_merge_hook() -> None:
+    import mergekit.merge as merge_module
+
+    if getattr(merge_module.run_merge, "_mergekit_clip", False):
+        return
+    original = merge_module.run_merge
+
+    def run_merge(merge_config, out_path, options, config_source=None):
+        found = preflight(merge_config)
+        if found is None:
+            return original(merge_config, out_path, options=options, config_source=config_source)
+        ctx, inputs, reference = found
+        out = Path(out_path).absolute()
+        _check_replaceable(out)
+        LOG.warning(
+            "mergekit-clip: %s merge of %d CLIP detector input(s) (%s layout); head policy: %s",
+            merge_config.merge_method,
+            len(inputs),
+            reference.layout,
+            HEAD_POLICY,
+        )
+        # Cards from mergekit query the Hub for relative paths, and CLIP dirs carry no tokenizer to copy.
+        options = options.model_copy(update={"write_model_card": False, "copy_tokenizer": False})
+        with atomic_directory(out, overwrite=True) as tmp, merge_context(ctx):
+            original(merge_config, str(tmp), options=options, config_source=config_source)
+            provenance = merge_provenance(merge_config, inputs, ctx)
+            if reference.layout == ARCHITECTURE:
+                _write_detector_config(tmp, inputs, reference, provenance)
+            else:
+                _write_hf_config(tmp, inputs, reference, provenance)
+            (tmp / "merge_log.json").write_text(json.dumps(provenance, indent=2) + "\n")
+            _write_card(tmp, provenance, config_source or merge_config.to_yaml())
+        LOG.warning("mergekit-clip: wrote merged detector to %s", out)
+
+    run_merge._mergekit_clip = True
+    run_merge.__wrapped__ = original
+    merge_module.run_merge = run_merge

@@ -1,0 +1,170 @@
+"""Checks run before mergekit plans a merge of CLIP detectors, so bad input fails before any output exists.
+
+Each problem raises :class:`MergeInputError` naming the model and the field or tensor: missing directory,
+config or weights; truncated safetensors; mixed layouts; different width/depth/heads/patch/image size;
+head features or label sets that cannot be reconciled; missing tensors; tensors whose shapes disagree.
+NaN/Inf values are caught while tensors stream (see :mod:`mergekit_clip.plugin.heads`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mergekit_clip.checkpoint import (
+    ARCHITECTURE,
+    DetectorFormatError,
+    check_safetensors_file,
+    detector_spec,
+    model_layout,
+    read_config_json,
+    weight_files,
+)
+from mergekit_clip.config import DetectorSpec
+from mergekit_clip.hf_layout import HF_PREFIX, hf_vision_tensor_names, open_clip_visual_tensor_names
+from mergekit_clip.labels import normalize_labels
+from mergekit_clip.plugin.heads import MergeContext, MergeInputError, ModelHeadInfo
+
+GEOMETRY_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio", "act")
+
+
+@dataclass
+class InputModel:
+    ref: object  # mergekit ModelReference
+    path: Path
+    layout: str
+    spec: DetectorSpec
+    tensors: dict[str, tuple]  # name -> shape, from the file headers
+
+
+def _looks_like_ours(path: str) -> bool:
+    try:
+        model_layout(read_config_json(path))
+        return True
+    except DetectorFormatError:
+        return False
+
+
+def collect_inputs(merge_config) -> list[InputModel] | None:
+    """Inspect every referenced model; ``None`` when the merge does not involve CLIP detectors at all."""
+    refs = list(merge_config.referenced_models())
+    local = [r for r in refs if os.path.isdir(r.model.path)]
+    if not any(_looks_like_ours(r.model.path) for r in local):
+        return None
+    inputs = []
+    for ref in refs:
+        path = Path(ref.model.path)
+        if not path.is_dir():
+            raise MergeInputError(f"{ref.model.path}: no such model directory")
+        try:
+            layout = model_layout(read_config_json(path))
+            spec = detector_spec(path)
+            files = weight_files(path)
+            shapes: dict[str, tuple] = {}
+            for file in files:
+                if file.suffix == ".safetensors":
+                    header = check_safetensors_file(file)
+                    shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
+        except (DetectorFormatError, ValueError) as e:
+            raise MergeInputError(f"{path}: {e}") from e
+        if spec.head is not None:
+            try:
+                normalize_labels(spec.head.labels, source=f"{path}/config.json head.labels")
+            except ValueError as e:
+                raise MergeInputError(str(e)) from e
+        inputs.append(InputModel(ref=ref, path=path, layout=layout, spec=spec, tensors=shapes))
+    return inputs
+
+
+def _family(layout: str) -> str:
+    return "open_clip detector" if layout == ARCHITECTURE else "Hugging Face CLIP"
+
+
+def check_compatible(inputs: list[InputModel], base_ref) -> InputModel:
+    """Raise on any incompatibility; returns the reference model (the base, else the first input)."""
+    reference = next((m for m in inputs if base_ref is not None and m.ref == base_ref), inputs[0])
+    for m in inputs:
+        if _family(m.layout) != _family(reference.layout):
+            raise MergeInputError(
+                f"{m.path}: {_family(m.layout)} layout ({m.layout}) cannot be merged with "
+                f"{reference.path} ({_family(reference.layout)}, {reference.layout}); convert one of them with "
+                "`mergekit-clip import` first"
+            )
+        for name in GEOMETRY_FIELDS:
+            mine, ref = getattr(m.spec.backbone, name), getattr(reference.spec.backbone, name)
+            if mine != ref:
+                raise MergeInputError(
+                    f"{m.path}: backbone.{name} is {mine} but {reference.path} has {ref}; "
+                    "only fine-tunes of one architecture can be merged"
+                )
+    heads = [m for m in inputs if m.spec.head is not None]
+    for m in heads[1:]:
+        for name in ("feature", "normalize"):
+            mine, first = getattr(m.spec.head, name), getattr(heads[0].spec.head, name)
+            if mine != first:
+                raise MergeInputError(
+                    f"{m.path}: head.{name} is {mine!r} but {heads[0].path} has {first!r}; heads on different "
+                    "features cannot be merged"
+                )
+    adapters = [m for m in inputs if m.spec.adapter is not None]
+    for m in adapters[1:]:
+        if m.spec.adapter != adapters[0].spec.adapter:
+            raise MergeInputError(f"{m.path}: adapter {m.spec.adapter} differs from {adapters[0].path}")
+    _check_tensors(inputs)
+    return reference
+
+
+def _expected_tensors(m: InputModel) -> list[str]:
+    layers = m.spec.backbone.layers
+    if m.layout == ARCHITECTURE:
+        pre, per_layer, post = open_clip_visual_tensor_names(layers)
+        names = pre + [n for layer in per_layer for n in layer] + post
+        if m.spec.head is not None:
+            names += ["head.weight", "head.bias"]
+        return names
+    prefixed = any(k.startswith(HF_PREFIX) for k in m.tensors)
+    names = hf_vision_tensor_names(layers, prefix=HF_PREFIX if prefixed else "")
+    if m.spec.head is not None:
+        src = "classifier" if m.layout == "CLIPForImageClassification" else "head"
+        names += [f"{src}.weight", f"{src}.bias"]
+    return names
+
+
+def _canonical(name: str) -> str:
+    return name[len(HF_PREFIX) :] if name.startswith(HF_PREFIX) else name
+
+
+def _check_tensors(inputs: list[InputModel]) -> None:
+    shapes: dict[str, tuple[tuple, Path]] = {}
+    for m in inputs:
+        if not m.tensors:  # legacy .bin: names are checked when mergekit loads them
+            continue
+        for name in _expected_tensors(m):
+            if name not in m.tensors:
+                raise MergeInputError(f"{m.path}: missing tensor {name}")
+            if name.startswith(("head.", "classifier.")):
+                continue  # 1- and 2-logit heads legitimately differ; reconciled by the head policy
+            key = _canonical(name)
+            shape = m.tensors[name]
+            if key in shapes and shapes[key][0] != shape:
+                raise MergeInputError(
+                    f"{m.path}: tensor {name} has shape {list(shape)} but {shapes[key][1]} has "
+                    f"{list(shapes[key][0])}"
+                )
+            shapes.setdefault(key, (shape, m.path))
+
+
+def preflight(merge_config) -> tuple[MergeContext, list[InputModel], InputModel] | None:
+    inputs = collect_inputs(merge_config)
+    if inputs is None:
+        return None
+    base_ref = merge_config.base_model
+    reference = check_compatible(inputs, base_ref)
+    ctx = MergeContext(
+        models={
+            m.ref: ModelHeadInfo(name=str(m.path), head=m.spec.head, is_base=base_ref is not None and m.ref == base_ref)
+            for m in inputs
+        }
+    )
+    return ctx, inputs, reference
