@@ -1,0 +1,208 @@
+"""O(n) sparsification kernels for mergekit's TIES / breadcrumbs / DELLA, bit-identical to stock.
+
+Stock mergekit 0.1.5 (``mergekit/sparsify.py``) picks the kept entries of a task vector with a full
+``torch.argsort`` of ``|delta|``: O(n log n), and most of a ``ties`` merge's wall time on CPU. The kept set
+is a function of two order statistics only, so we find those with ``torch.kthvalue`` (a selection, O(n))
+and build the same mask with a few element-wise passes:
+
+* ``magnitude`` (TIES, DARE-free trims): keep ``|x| > t`` plus enough entries with ``|x| == t``, where ``t``
+  is the k-th largest magnitude.
+* ``magnitude_outliers`` (breadcrumbs): keep ascending ranks ``[n_bot, n_bot + target_n)``, i.e. the values
+  strictly between two order statistics plus entries tied with either.
+* ``della_magprune``: ranks need a sort, but stock sorts twice (``argsort`` of the ``argsort``); the inverse
+  permutation is a scatter, so we sort once. Ranks, probabilities and the ``torch.bernoulli`` draw (same
+  shape, dtype and generator state) are then identical.
+
+**Ties in magnitude.** ``torch.argsort`` on CPU is not stable (introsort for more than a few dozen
+entries), so which of several entries tied at the threshold stock keeps depends on the whole array and
+cannot be reproduced without doing the sort. Only those boundary ties matter, and only when they are
+non-zero: a kept or dropped ``±0`` multiplies to the same ``±0`` either way. So, per tensor:
+
+* no ambiguous boundary tie (the usual case for fp32 task vectors): the O(n) path, bit-identical to stock;
+* an ambiguous non-zero boundary tie, or non-finite values: the stock function itself is called, so the
+  result is still bit-identical (``fallbacks`` counts these calls);
+* ``MERGEKIT_CLIP_SPARSIFY_TIES=index`` instead breaks boundary ties by position (lowest flat index first,
+  what ``torch.argsort(..., stable=True)`` gives) and never sorts: deterministic and fast for bf16/fp16
+  models full of ties, but then not bit-identical to stock mergekit on those tensors.
+
+:func:`install` swaps these functions into ``mergekit.sparsify`` (``sparsify()`` looks them up there at call
+time); it is idempotent and run by :func:`mergekit_clip.plugin.register`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+
+import torch
+
+TIES_ENV = "MERGEKIT_CLIP_SPARSIFY_TIES"
+TIE_MODES = ("stock", "index")
+_KERNELS = ("magnitude", "magnitude_outliers", "della_magprune")
+_STOCK: dict[str, Callable] = {}
+fallbacks: Counter = Counter()  # kernel name -> times the stock kernel had to run (ambiguous ties)
+
+
+def tie_mode() -> str:
+    mode = os.environ.get(TIES_ENV, "stock").strip().lower() or "stock"
+    if mode not in TIE_MODES:
+        raise ValueError(f"{TIES_ENV}={mode!r}: expected one of {', '.join(TIE_MODES)}")
+    return mode
+
+
+def _stock(name: str) -> Callable:
+    if name in _STOCK:
+        return _STOCK[name]
+    import mergekit.sparsify as sp
+
+    fn = getattr(sp, name)
+    return getattr(fn, "__wrapped__", fn)
+
+
+def _magnitudes(tensor: torch.Tensor) -> torch.Tensor:
+    w = tensor.abs().reshape(-1)
+    return w.float() if w.device.type == "cpu" else w  # stock sorts float32 copies on CPU
+
+
+def _finite(w: torch.Tensor) -> bool:
+    return bool(torch.isfinite(w.max()))  # max propagates NaN: one reduction instead of an isfinite pass
+
+
+def _kth_smallest(w: torch.Tensor, rank: int) -> torch.Tensor:
+    """Value at 0-based ascending ``rank`` (a 0-dim tensor). ``kthvalue`` lacks some dtypes on GPU."""
+    if w.device.type == "cpu":
+        return torch.kthvalue(w, rank + 1).values
+    return torch.topk(w, w.numel() - rank, largest=True, sorted=False).values.min()
+
+
+def _take_tied(keep: torch.Tensor, eq: torch.Tensor, first: int, count: int) -> None:
+    """Set ``keep`` at the tied entries (``eq``) with tie-positions ``[first, first + count)``, in index order."""
+    if count <= 0:
+        return
+    idx = eq.nonzero().squeeze(1)
+    keep[idx[first : first + count]] = True
+
+
+def _ambiguous(value: torch.Tensor, n_tied: int, n_taken: int) -> bool:
+    """A boundary tie whose resolution could change the output (non-zero value, only some taken)."""
+    return 0 < n_taken < n_tied and bool(value != 0)
+
+
+def _rank_window_mask(w: torch.Tensor, lo: int, hi: int, stable_ties: bool) -> torch.Tensor | None:
+    """Boolean mask of entries with ascending rank in ``[lo, hi)``; ``None`` when stock's tie order matters."""
+    v_lo = _kth_smallest(w, lo)
+    v_hi = _kth_smallest(w, hi - 1) if hi - 1 != lo else v_lo
+    keep = (w >= v_lo) & (w <= v_hi)
+    if int(torch.count_nonzero(keep)) == hi - lo:  # no tie straddles a boundary: the set is value-defined
+        return keep
+    keep = (w > v_lo) & (w < v_hi)
+    boundary = [v_lo] if bool(v_lo == v_hi) else [v_lo, v_hi]
+    for value in boundary:
+        eq = w == value
+        n_tied = int(torch.count_nonzero(eq))
+        below = int(torch.count_nonzero(w < value))  # the tied entries hold ranks below .. below + n_tied - 1
+        first = max(lo, below) - below
+        last = min(hi, below + n_tied) - below
+        if not stable_ties and _ambiguous(value, n_tied, last - first):
+            return None
+        _take_tied(keep, eq, first, last - first)
+    return keep
+
+
+def _apply(tensor: torch.Tensor, keep: torch.Tensor, rescale_norm) -> torch.Tensor:
+    from mergekit.sparsify import rescaled_masked_tensor
+
+    # x * True == x * 1.0 and x * False == x * 0.0 (signed zeros included): the values stock's float mask gives
+    return rescaled_masked_tensor(tensor, keep.reshape(tensor.shape), rescale_norm)
+
+
+def magnitude(tensor: torch.Tensor, density: float, rescale_norm=None) -> torch.Tensor:
+    """Drop-in for ``mergekit.sparsify.magnitude``: keep the ``max(1, int(density * n))`` largest ``|x|``."""
+    if density >= 1 or density <= 0 or tensor.numel() == 0:
+        return _stock("magnitude")(tensor, density, rescale_norm)
+    n = tensor.numel()
+    k = max(1, int(density * n))
+    w = _magnitudes(tensor)
+    if not _finite(w):
+        fallbacks["magnitude"] += 1
+        return _stock("magnitude")(tensor, density, rescale_norm)
+    t = _kth_smallest(w, n - k)
+    keep = w >= t
+    n_keep = int(torch.count_nonzero(keep))
+    if n_keep == k:  # t is not shared by a dropped entry: the kept set is value-defined
+        return _apply(tensor, keep, rescale_norm)
+    eq = w == t
+    n_tied = int(torch.count_nonzero(eq))
+    need = k - (n_keep - n_tied)
+    if tie_mode() != "index" and _ambiguous(t, n_tied, need):
+        fallbacks["magnitude"] += 1
+        return _stock("magnitude")(tensor, density, rescale_norm)
+    keep = w > t
+    _take_tied(keep, eq, 0, need)  # descending stable order: lowest index first among ties
+    return _apply(tensor, keep, rescale_norm)
+
+
+def magnitude_outliers(tensor: torch.Tensor, density: float, rescale_norm=None, gamma: float = 0.01):
+    """Drop-in for ``mergekit.sparsify.magnitude_outliers``: drop the ``gamma`` largest, then the smallest."""
+    num = tensor.numel()
+    target_n = int(density * num) if density < 1 else 0
+    if density >= 1 or num == 0 or target_n <= 0:
+        return _stock("magnitude_outliers")(tensor, density, rescale_norm, gamma)
+    n_bot = max(0, num - target_n - int(gamma * num))
+    w = _magnitudes(tensor)
+    keep = None
+    if _finite(w):
+        keep = _rank_window_mask(w, n_bot, n_bot + target_n, tie_mode() == "index")
+    if keep is None:
+        fallbacks["magnitude_outliers"] += 1
+        return _stock("magnitude_outliers")(tensor, density, rescale_norm, gamma)
+    return _apply(tensor, keep, rescale_norm)
+
+
+def della_magprune(tensor: torch.Tensor, density: float, epsilon: float, rescale_norm=None) -> torch.Tensor:
+    """Drop-in for ``mergekit.sparsify.della_magprune`` with one sort instead of two (ranks by scatter)."""
+    if density >= 1 or density <= 0 or density + epsilon >= 1 or density - epsilon <= 0:
+        return _stock("della_magprune")(tensor, density, epsilon, rescale_norm)
+    from mergekit.sparsify import rescaled_masked_tensor
+
+    orig_shape = tensor.shape
+    work_dtype = tensor.dtype if tensor.device.type != "cpu" or tensor.dtype == torch.bfloat16 else torch.float32
+    if tensor.dim() < 2:
+        tensor = tensor.unsqueeze(0)
+    sorted_indices = torch.argsort(tensor.abs(), dim=1, descending=False)  # the very call stock makes
+    inverse = torch.empty_like(sorted_indices)
+    positions = torch.arange(sorted_indices.shape[1], device=sorted_indices.device).expand_as(sorted_indices)
+    inverse.scatter_(1, sorted_indices, positions)  # == sorted_indices.argsort(dim=1): a permutation has no ties
+    ranks = inverse.to(work_dtype) + 1
+    min_ranks = ranks.min(dim=1, keepdim=True).values
+    max_ranks = ranks.max(dim=1, keepdim=True).values
+    rank_norm = ((ranks - min_ranks) / (max_ranks - min_ranks)).clamp(0, 1)
+    probs = (density - epsilon) + rank_norm * 2 * epsilon
+    mask = torch.bernoulli(probs).to(work_dtype)
+    res = rescaled_masked_tensor(tensor.to(work_dtype), mask, rescale_norm)
+    return res.to(tensor.dtype).reshape(orig_shape)
+
+
+_FAST = {"magnitude": magnitude, "magnitude_outliers": magnitude_outliers, "della_magprune": della_magprune}
+
+
+def install() -> None:
+    """Swap the fast kernels into ``mergekit.sparsify`` (idempotent; stock ones kept for fallback)."""
+    import mergekit.sparsify as sp
+
+    for name in _KERNELS:
+        current = getattr(sp, name)
+        if current is _FAST[name]:
+            continue
+        _STOCK[name] = current
+        _FAST[name].__wrapped__ = current
+        setattr(sp, name, _FAST[name])
+
+
+def uninstall() -> None:
+    """Put the stock kernels back (tests and benchmarks compare both in one process)."""
+    import mergekit.sparsify as sp
+
+    for name, fn in _STOCK.items():
+        setattr(sp, name, fn)
