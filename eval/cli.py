@@ -1,0 +1,340 @@
+"""``clip-eval``: score detectors and merges cross-dataset, rebuild reports, build uniform/greedy soups.
+
+    clip-eval ingredients/a ingredients/b merged/ties --datasets Celeb-DF-v2 DFDC \\
+        --json-root dataset_json --data-root datasets --out reports/run1
+    clip-eval report reports/run1/predictions --video-id parent --out reports/run1-dfb
+    clip-eval soup --method greedy ingredients/* --val FaceForensics++ \\
+        --json-root dataset_json --data-root datasets --out soups/greedy
+    torchrun --nproc_per_node 2 -m eval ingredients/a --datasets Celeb-DF-v2 ... --out reports/ddp
+
+The first form has no sub-command name: a first argument that is not ``report``/``soup``/``score`` is read as
+a model dir of ``score``. Exit status 0 on success, 1 on a failure (message names the file), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+_GREEDY_OPTIONS = ("--datasets",)  # options that take several values: `--datasets A B` = `--datasets A --datasets B`
+
+
+def _expand_multi_value(args: list[str]) -> list[str]:
+    out: list[str] = []
+    current = None
+    for arg in args:
+        if arg in _GREEDY_OPTIONS:
+            current = arg
+            continue
+        if current is not None and not arg.startswith("-"):
+            out += [current, arg]
+            continue
+        if current is not None and arg.startswith("-"):
+            current = None
+        out.append(arg)
+    return out
+
+
+class _DefaultGroup(click.Group):
+    """A group whose default sub-command is ``score``, so ``clip-eval MODEL... --datasets ...`` works."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["score", *args]
+        return super().parse_args(ctx, _expand_multi_value(args))
+
+
+def _split_names(values: tuple[str, ...]) -> list[str]:
+    """``--datasets A,B`` and repeated ``--datasets`` both work; order kept, duplicates dropped."""
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
+def _data_options(f):
+    f = click.option("--compression", default="c23", show_default=True, help="FF++ family compression level")(f)
+    f = click.option("--frame-num", type=click.IntRange(min=1), default=None, help="frames per video (all if unset)")(f)
+    f = click.option(
+        "--data-root", type=click.Path(exists=True, file_okay=False), required=True, help="root of the frame files"
+    )(f)
+    f = click.option(
+        "--json-root",
+        type=click.Path(exists=True, file_okay=False),
+        required=True,
+        help="folder of DeepfakeBench <dataset>.json files",
+    )(f)
+    return f
+
+
+def _run_options(f):
+    f = click.option("--num-workers", type=click.IntRange(min=0), default=None, help="decode workers (auto)")(f)
+    f = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(f)
+    f = click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA, or CPUs with AVX512-BF16/AMX)")(f)
+    f = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")(f)
+    f = click.option("--strict", is_flag=True, help="an undecodable frame is an error, not a counted failure")(f)
+    f = click.option(
+        "--cache-mb", type=click.FloatRange(min=0), default=2048, show_default=True, help="decoded-frame cache"
+    )(f)
+    return f
+
+
+def _load_records(dataset: str, split: str, json_root: str, data_root: str, frame_num, compression: str):
+    try:
+        from mergekit_clip.data.deepfakebench import DatasetError, load_frames
+    except ImportError as e:  # the data package is a sibling component; say what is missing
+        raise click.ClickException(f"the DeepfakeBench reader is unavailable ({e})") from e
+    try:
+        records = load_frames(
+            dataset,
+            split,
+            json_root=Path(json_root),
+            data_root=Path(data_root),
+            frame_num=frame_num,
+            compression=compression,
+        )
+    except (DatasetError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    if not records:
+        raise click.ClickException(f"dataset {dataset!r} has no frames in split {split!r} ({json_root})")
+    return records
+
+
+def _check_models(dirs: tuple[str, ...]) -> None:
+    from mergekit_clip.checkpoint import DetectorFormatError, detector_spec
+
+    for d in dirs:
+        try:
+            spec = detector_spec(d)
+        except DetectorFormatError as e:
+            raise click.ClickException(f"{d} is not a detector: {e}") from e
+        if spec.head is None:
+            raise click.ClickException(f"{d} has no forensic head: a bare backbone is not a detector")
+
+
+def _json_sha(json_root: str, dataset: str) -> str | None:
+    from eval.provenance import file_sha256
+
+    file = Path(json_root) / f"{dataset}.json"
+    return file_sha256(file) if file.exists() else None
+
+
+@click.group(cls=_DefaultGroup)
+def main() -> None:
+    """Score CLIP deepfake detectors and their merges cross-dataset; build soups; rebuild reports."""
+
+
+@main.command("score")
+@click.argument("model_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--datasets", "datasets", multiple=True, required=True, help="test datasets (space or comma separated)")
+@_data_options
+@click.option("--split", default="test", show_default=True)
+@click.option(
+    "--video-id",
+    type=click.Choice(["full", "parent"]),
+    default="full",
+    show_default=True,
+    help="video = full frame directory, or only its name (DeepfakeBench's pooling)",
+)
+@_run_options
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="report folder (new)")
+@click.option("--overwrite", is_flag=True, help="replace an existing report folder")
+def score_command(
+    model_dirs,
+    datasets,
+    json_root,
+    data_root,
+    frame_num,
+    compression,
+    split,
+    video_id,
+    device,
+    bf16,
+    batch_size,
+    num_workers,
+    strict,
+    cache_mb,
+    out,
+    overwrite,
+) -> None:
+    """Score MODEL_DIRS (detector dirs, mergekit outputs, HF CLIP classifier dirs) on --datasets; write --out."""
+    from eval.distributed import device_for, init_distributed, shutdown
+    from eval.predict import FrameCache, FrameDecodeError, Predictor
+    from eval.provenance import model_provenance, unique_names
+    from eval.report import score_predictions, write_report
+    from mergekit_clip.checkpoint import DetectorFormatError, load_detector
+
+    if Path(out).exists() and not overwrite:
+        raise click.ClickException(f"report folder {out} already exists (pass --overwrite to replace it)")
+    _check_models(model_dirs)
+    names = _split_names(datasets)
+    records = {d: _load_records(d, split, json_root, data_root, frame_num, compression) for d in names}
+    ctx = init_distributed(device)
+    try:
+        device = device_for(device, ctx)
+        predictor = Predictor(device, bf16, batch_size, num_workers, FrameCache(cache_mb), strict, dist=ctx)
+        preds = []
+        for name, model_dir in zip(unique_names(list(model_dirs)), model_dirs):
+            try:
+                model = load_detector(model_dir, device=device)
+            except DetectorFormatError as e:
+                raise click.ClickException(str(e)) from e
+            prov = {
+                **model_provenance(model_dir),
+                "device": device,
+                "dtype": predictor.dtype_name,
+                "world_size": ctx.world_size,
+            }
+            for dataset in names:
+                meta: dict[str, Any] = {
+                    **prov,
+                    "split": split,
+                    "frame_num": frame_num,
+                    "compression": compression,
+                    "dataset_json_sha256": _json_sha(json_root, dataset),
+                }
+                try:
+                    pred = predictor.predict(model, records[dataset], name, dataset, **meta)
+                except FrameDecodeError as e:
+                    raise click.ClickException(str(e)) from e
+                preds.append(pred)
+                if ctx.is_main:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        line = {k: v for k, v in score_predictions(pred, video_id).items() if k != "warnings"}
+                    line = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in line.items()}
+                    click.echo(json.dumps({"model": name, "dataset": dataset, **line}))
+                    if pred.failed:
+                        click.echo(f"warning: {pred.failed} undecodable frame(s) in {dataset} skipped", err=True)
+            del model
+        if ctx.is_main:
+            write_report(preds, out, video_id=video_id, overwrite=overwrite)
+            click.echo(f"report written to {out}", err=True)
+        ctx.barrier()
+    finally:
+        shutdown(ctx)
+
+
+@main.command("report")
+@click.argument("predictions", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--video-id", type=click.Choice(["full", "parent"]), default="full", show_default=True)
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True)
+@click.option("--overwrite", is_flag=True)
+def report_command(predictions, video_id, out, overwrite) -> None:
+    """Rebuild a report from saved per-frame PREDICTIONS (files, prediction folders or report folders)."""
+    from eval.report import ReportError, collect_prediction_files, load_predictions, write_report
+
+    try:
+        files = collect_prediction_files(predictions)
+        preds = [load_predictions(f) for f in files]
+        write_report(preds, out, video_id=video_id, overwrite=overwrite)
+    except (ReportError, FileExistsError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"report written to {out} ({len(preds)} prediction sets)", err=True)
+
+
+@main.command("soup")
+@click.argument("ingredients", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--method", type=click.Choice(["uniform", "greedy"]), required=True)
+@click.option("--val", "val_dataset", default=None, help="dataset whose held-out split ranks ingredients")
+@click.option("--val-split", default="val", show_default=True, help="held-out split (never test)")
+@click.option(
+    "--metric",
+    type=click.Choice(["frame_auc", "video_auc", "ap", "acc", "balanced_acc"]),
+    default="frame_auc",
+    show_default=True,
+)
+@click.option(
+    "--tie-rule",
+    type=click.Choice(["keep", "drop"]),
+    default="drop",
+    show_default=True,
+    help="greedy: does a candidate whose soup ties the best held-out score join?",
+)
+@click.option("--json-root", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--frame-num", type=click.IntRange(min=1), default=None)
+@click.option("--compression", default="c23", show_default=True)
+@_run_options
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="soup detector dir (new)")
+@click.option("--overwrite", is_flag=True)
+def soup_command(
+    ingredients,
+    method,
+    val_dataset,
+    val_split,
+    metric,
+    tie_rule,
+    json_root,
+    data_root,
+    frame_num,
+    compression,
+    device,
+    bf16,
+    batch_size,
+    num_workers,
+    strict,
+    cache_mb,
+    out,
+    overwrite,
+) -> None:
+    """Average INGREDIENTS into a soup detector (mergekit linear, in process), with its selection log."""
+    from pydantic import ValidationError
+
+    from eval.soup import SoupConfig, check_ingredients
+
+    if Path(out).exists() and not overwrite:
+        raise click.ClickException(f"{out} already exists (pass --overwrite to replace it)")
+    try:
+        config = SoupConfig(
+            method=method, metric=metric, tie_rule=tie_rule, val_dataset=val_dataset, val_split=val_split
+        )
+        check_ingredients(list(ingredients))
+    except (ValidationError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    if config.val_dataset and not (json_root and data_root):
+        raise click.UsageError("--val needs --json-root and --data-root")
+    from eval.predict import FrameCache, Predictor
+
+    predictor = Predictor(device, bf16, batch_size, num_workers, FrameCache(cache_mb), strict)
+    records, val_note = None, None
+    if config.val_dataset:
+        records = _load_records(config.val_dataset, config.val_split, json_root, data_root, frame_num, compression)
+        val_note = _val_overlap_note(config.val_dataset, records, json_root, data_root, frame_num, compression)
+        if val_note:
+            click.echo(f"warning: {val_note}", err=True)
+    from eval.soup_run import run_soup
+
+    path = run_soup(
+        list(ingredients),
+        config,
+        predictor,
+        records,
+        out,
+        overwrite,
+        val_note,
+        dataset_json_sha256=_json_sha(json_root, config.val_dataset) if config.val_dataset else None,
+    )
+    click.echo(f"soup written to {path}", err=True)
+
+
+def _val_overlap_note(dataset, val_records, json_root, data_root, frame_num, compression) -> str | None:
+    """DeepfakeBench files often make val == test (Celeb-DF, DFDCP): selecting on it is an oracle, say so."""
+    try:
+        test = _load_records(dataset, "test", json_root, data_root, frame_num, compression)
+    except click.ClickException:
+        return None
+    val_paths, test_paths = {str(r.path) for r in val_records}, {str(r.path) for r in test}
+    shared = len(val_paths & test_paths)
+    if not shared:
+        return None
+    same = "is identical to" if val_paths == test_paths else f"shares {shared} of {len(val_paths)} frames with"
+    return f"{dataset} val split {same} its test split: selection on it is not held out from {dataset} test"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""torchrun support: shard frames across processes, gather their scores (gloo on CPU, NCCL on CUDA).
+
+    torchrun --nproc_per_node 2 -m eval MODEL_DIR --datasets Celeb-DF-v2 --json-root J --data-root D --out R
+
+Every rank scores ``range(rank, n, world)`` of the frame list (no padding, so no duplicated frame is ever
+counted); rank 0 gathers the scores back into frame order and is the only one that writes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, n: int) -> list[int]:
+        """The frame indices this rank scores: a strided slice, disjoint across ranks, covering 0..n-1."""
+        return list(range(self.rank, n, self.world_size))
+
+    def gather(self, n: int, indices: list[int], scores: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every rank's (indices, scores, ok) merged into full arrays of length ``n``, on every rank."""
+        if not self.enabled:
+            return scores, ok
+        parts: list = [None] * self.world_size
+        dist.all_gather_object(parts, (indices, scores, ok))
+        full_scores, full_ok = np.full(n, np.nan), np.zeros(n, dtype=bool)
+        seen = np.zeros(n, dtype=bool)
+        for part_indices, part_scores, part_ok in parts:
+            full_scores[part_indices], full_ok[part_indices] = part_scores, part_ok
+            seen[part_indices] = True
+        if not seen.all():
+            raise RuntimeError(f"distributed gather lost {int((~seen).sum())} of {n} frames")
+        return full_scores, full_ok
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` on every rank (used to fail all ranks together on rank-0-only checks)."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def init_distributed(device: str) -> DistContext:
+    """Join the process group torchrun describes in ``RANK``/``WORLD_SIZE``; single-process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def device_for(device: str, ctx: DistContext) -> str:
+    """``cuda`` becomes ``cuda:<local rank>`` under torchrun so ranks do not share one GPU."""
+    return f"cuda:{ctx.local_rank}" if device == "cuda" and ctx.enabled else device
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,60 @@
+"""What a report says about each model: where it came from and how it was selected."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from mergekit_clip.checkpoint import read_config_json, weights_hash
+
+
+def model_selection(cfg: dict[str, Any]) -> str:
+    """``ingredient`` / ``uniform soup`` / ``greedy soup on <val>`` / ``merge: <method>``, from ``config.json``.
+
+    Training ingredients carry ``provenance.heldout`` (selected on a source-domain validation split); mergekit
+    outputs carry ``provenance.merge.method`` (``mergekit_clip.merge`` in HF layouts); our soups ``provenance.soup``.
+    """
+    prov = dict(cfg.get("provenance") or {})
+    merge = prov.get("merge") or (cfg.get("mergekit_clip") or {}).get("merge")
+    soup = prov.get("soup")
+    if soup:
+        if soup.get("method") == "greedy":
+            return f"greedy soup on {soup.get('val_dataset')}/{soup.get('val_split', 'val')}"
+        return "uniform soup"
+    if merge:
+        return f"merge: {merge.get('method', 'unknown')}"
+    heldout = prov.get("heldout")
+    if isinstance(heldout, dict) and heldout.get("dataset"):
+        return f"ingredient (held-out {heldout.get('dataset')}/{heldout.get('split', 'val')})"
+    return "ingredient"
+
+
+def model_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    cfg = read_config_json(path)
+    return {
+        "model_dir": str(Path(path).resolve()),
+        "weights_hash": weights_hash(path),
+        "selection": model_selection(cfg),
+        "layout": cfg.get("model_type"),
+    }
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unique_names(dirs: list[str]) -> list[str]:
+    """Display names: the folder name, prefixed by parents until all names differ."""
+    paths = [Path(d).resolve() for d in dirs]
+    depth = 1
+    while True:
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names) or depth > max(len(p.parts) for p in paths):
+            return names
+        depth += 1

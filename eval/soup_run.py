@@ -1,0 +1,82 @@
+"""Drive a soup end to end: score ingredients on held-out data, select, average, write the detector dir."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from eval.metrics import compute_metrics, video_key
+from eval.predict import Predictor
+from eval.provenance import model_provenance, unique_names
+from eval.soup import IncrementalSoup, SoupConfig, build_soup, greedy_select, write_soup
+from mergekit_clip.checkpoint import load_detector
+
+
+def heldout_score(model, predictor: Predictor, records: Sequence, metric: str) -> float:
+    """The soup metric of ``model`` on held-out ``records`` (undecodable frames excluded)."""
+    paths = [str(r.path) for r in records]
+    scores, ok = predictor.score_paths(model, paths, desc="held-out")
+    labels = [int(r.label) for r, keep in zip(records, ok) if keep]
+    videos = [video_key(p) for p, keep in zip(paths, ok) if keep]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a single-class val split gives nan, which the log records
+        return float(compute_metrics(labels, scores[ok], videos)[metric])
+
+
+def _clean(value: float) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def run_soup(
+    dirs: list[str],
+    config: SoupConfig,
+    predictor: Predictor,
+    records: Sequence | None,
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    val_note: str | None = None,
+    dataset_json_sha256: str | None = None,
+) -> Path:
+    names = unique_names(dirs)
+    ingredients = [{"name": n, **model_provenance(d)} for n, d in zip(names, dirs)]
+    log: list[dict[str, Any]] = []
+    if config.method == "uniform":
+        members = list(range(len(dirs)))
+        model = build_soup(dirs, members)
+        if records is not None:
+            log.append(
+                {"ingredient": "uniform soup", "soup_score": heldout_score(model, predictor, records, config.metric)}
+            )
+    else:
+        individual = [heldout_score(load_detector(d), predictor, records, config.metric) for d in dirs]
+        inc = IncrementalSoup(dirs)
+        pending: dict[tuple[int, ...], Any] = {}
+
+        def soup_score(members: list[int]) -> float:
+            candidate, state = inc.candidate(members)
+            pending[tuple(members)] = state
+            return heldout_score(candidate, predictor, records, config.metric)
+
+        def on_keep(members: list[int]) -> None:
+            inc.accept(members, pending.pop(tuple(members), None))
+
+        members, log = greedy_select(names, individual, soup_score, config.tie_rule, on_keep)
+        model = build_soup(dirs, members)
+    for entry in log:
+        entry["soup_score"] = _clean(entry["soup_score"])
+        if "individual" in entry:
+            entry["individual"] = _clean(entry["individual"])
+    soup = {
+        **config.model_dump(),
+        "members": [names[i] for i in members],
+        "selection_log": log,
+        "heldout_frames": len(records) if records is not None else 0,
+        "val_note": val_note,
+        "val_dataset_json_sha256": dataset_json_sha256,
+        "merge_method": "mergekit linear (uniform weights, in process)",
+    }
+    return write_soup(model, out, {"soup": soup, "ingredients": ingredients}, overwrite=overwrite)
