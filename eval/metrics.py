@@ -63,9 +63,11 @@ def binary_auc_score(labels, scores) -> float:
 def binary_eer_error(labels, scores) -> float:
     """Equal error rate, DeepfakeBench's definition: the FPR at the ROC point where |FNR - FPR| is smallest.
 
-    Over the thresholds of ``roc_curve`` (FNR = 1 - TPR), take the first point minimising |FNR - FPR| and
-    return its **FPR** (torchmetrics would return (FPR + FNR) / 2 instead; we keep DeepfakeBench's number
-    so tables compare with published ones). No interpolation between ROC points.
+    Over every distinct threshold (FNR = 1 - TPR), take the first point (highest threshold) minimising
+    |FNR - FPR| and return its **FPR** (torchmetrics would return (FPR + FNR) / 2 instead; we keep
+    DeepfakeBench's number so tables compare with published ones). No interpolation between ROC points.
+    Unlike DeepfakeBench we call ``roc_curve(drop_intermediate=False)``: the default drops collinear points,
+    and on a flat ROC stretch the point nearest FNR = FPR may be one of them (both agree otherwise).
 
     >>> binary_eer_error([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.5
@@ -73,7 +75,7 @@ def binary_eer_error(labels, scores) -> float:
     y, s = _as_arrays(labels, scores)
     if not _both_classes(y, "EER"):
         return math.nan
-    fpr, tpr, _ = roc_curve(y, s, pos_label=1)
+    fpr, tpr, _ = roc_curve(y, s, pos_label=1, drop_intermediate=False)
     fnr = 1.0 - tpr
     return float(fpr[int(np.argmin(np.abs(fnr - fpr)))])
 
