@@ -1,0 +1,118 @@
+"""``mergekit-clip data``: validate and summarise DeepfakeBench-format datasets; generate the synthetic benchmark.
+
+    mergekit-clip data synth OUT --preset small --seed 0
+    mergekit-clip data validate --json-root OUT/json --data-root OUT/data            # every dataset in the folder
+    mergekit-clip data summary Synth-FF Synth-CDF --json-root OUT/json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mergekit_clip.data.deepfakebench import COMPRESSION_LEVELS, DatasetError, list_datasets
+
+
+def _label_dict(path: Path | None) -> dict[str, int] | None:
+    if path is None:
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise click.BadParameter(f"{path}: cannot read a JSON label dict ({e})", param_hint="--label-dict") from e
+    if not isinstance(raw, dict) or not all(isinstance(v, int) and v in (0, 1) for v in raw.values()):
+        raise click.BadParameter(f"{path}: must map label strings to 0 (real) or 1 (fake)", param_hint="--label-dict")
+    return raw
+
+
+def _datasets(names: tuple[str, ...], json_root: Path) -> list[str]:
+    try:
+        return list(names) or list_datasets(json_root)
+    except DatasetError as e:
+        raise click.ClickException(str(e)) from e
+
+
+_json_root = click.option(
+    "--json-root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="folder holding <Name>.json dataset files",
+)  # fmt: skip
+_label = click.option(
+    "--label-dict", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="JSON file {label string: 0|1} replacing DeepfakeBench's default label dict",
+)  # fmt: skip
+_compression = click.option(
+    "--compression", type=click.Choice(COMPRESSION_LEVELS), default="c23", show_default=True,
+    help="level read where a split nests compression levels (FF++ family); <Name>_c40 overrides",
+)  # fmt: skip
+
+
+@click.group()
+def data() -> None:
+    """DeepfakeBench-format datasets: validate, summarise, synthesise."""
+
+
+@data.command()
+@click.argument("datasets", nargs=-1)
+@_json_root
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="folder the frame paths are relative to; without it frames are not checked")  # fmt: skip
+@_label
+@_compression
+@click.option("--check-images", type=click.Choice(["none", "exists", "decode"]), default="decode", show_default=True)
+@click.option("--strict", is_flag=True, help="treat videos shared between train and test as an error")
+def validate(datasets, json_root, data_root, label_dict, compression, check_images, strict) -> None:
+    """Report every problem of DATASETS (default: all in --json-root); exit 1 if any error is found."""
+    from mergekit_clip.data.validate import format_report, validate_dataset
+
+    labels = _label_dict(label_dict)
+    failed = []
+    for name in _datasets(datasets, json_root):
+        report = validate_dataset(
+            name, json_root=json_root, data_root=data_root, label_dict=labels, compression=compression,
+            check_images=check_images if data_root is not None else "none", strict=strict,
+        )  # fmt: skip
+        click.echo(format_report(report))
+        if report.errors:
+            failed.append(name)
+    if failed:
+        raise click.ClickException(f"problems found in {', '.join(failed)}")
+
+
+@data.command()
+@click.argument("datasets", nargs=-1)
+@_json_root
+@_label
+@_compression
+def summary(datasets, json_root, label_dict, compression) -> None:
+    """Videos and frames per label group and split of DATASETS (default: all in --json-root)."""
+    from mergekit_clip.data.validate import format_report, summarize, validate_dataset
+
+    labels = _label_dict(label_dict)
+    reports = [
+        validate_dataset(n, json_root=json_root, data_root=None, label_dict=labels, compression=compression,
+                         check_images="none", progress=False)
+        for n in _datasets(datasets, json_root)
+    ]  # fmt: skip
+    click.echo(summarize(reports, labels))
+    for report in reports:
+        if report.errors:  # the table is still useful, but say what is wrong underneath it
+            click.echo(format_report(report), err=True)
+
+
+@data.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--preset", type=click.Choice(["small", "full"]), default="small", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
+def synth(out, preset, seed, overwrite) -> None:
+    """Write the synthetic DeepfakeBench-format benchmark to OUT (OUT/json, OUT/data, OUT/synth.json)."""
+    from mergekit_clip.data.synthetic import synthesize
+
+    try:
+        info = synthesize(out, preset, seed, overwrite=overwrite)
+    except FileExistsError as e:
+        raise click.ClickException(f"{e}; pass --overwrite") from e
+    click.echo(f"json root: {info.json_root}\ndata root: {info.data_root}")
+    click.echo(f"datasets: {', '.join(info.datasets)} (train on {info.train_dataset})")

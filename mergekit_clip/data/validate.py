@@ -1,0 +1,206 @@
+"""Validation and summary of DeepfakeBench-format datasets.
+
+:func:`validate_dataset` walks one dataset JSON and reports every problem it finds, grouped by kind with counts
+and example paths, instead of stopping at the first: missing or unreadable frames, unknown label strings, empty
+splits, non-integer frame names, and videos shared between train and test. The official files reuse videos across
+splits by design (Celeb-DF, DFD, UADFV, DeeperForensics; DESIGN §5), so the overlap is a warning unless
+``strict``; val equal to test is a note so nobody mistakes selection on val for an honest protocol.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from mergekit_clip.data.deepfakebench import (
+    DEFAULT_LABEL_DICT,
+    SPLITS,
+    DatasetError,
+    VideoEntry,
+    dataset_json_path,
+    frame_number,
+    iter_videos,
+    normalize_frame_path,
+    read_dataset_json,
+    video_id,
+)
+from mergekit_clip.data.transforms import FrameDecodeError, read_image
+
+Severity = Literal["error", "warning", "note"]
+EXAMPLES = 5  # example paths kept per finding
+
+
+@dataclass
+class Finding:
+    """One kind of problem in one dataset: how many times it occurred and a few examples."""
+
+    kind: str
+    severity: Severity
+    message: str
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, example: str) -> None:
+        self.count += 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(example)
+
+
+@dataclass
+class SplitStats:
+    videos: int = 0
+    frames: int = 0
+
+
+@dataclass
+class DatasetReport:
+    dataset: str
+    json_path: Path
+    findings: dict[str, Finding] = field(default_factory=dict)
+    # (label group, label string, split) -> counts
+    stats: dict[tuple[str, str, str], SplitStats] = field(default_factory=dict)
+
+    def finding(self, kind: str, severity: Severity, message: str) -> Finding:
+        return self.findings.setdefault(kind, Finding(kind, severity, message))
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings.values() if f.severity == "error"]
+
+
+def _split_videos(groups: Mapping, split: str, compression: str, dataset: str, source: str) -> list[VideoEntry]:
+    return list(iter_videos(dataset, groups, split, compression, source=source))
+
+
+def validate_dataset(
+    dataset: str,
+    *,
+    json_root: str | os.PathLike,
+    data_root: str | os.PathLike | None,
+    label_dict: Mapping[str, int] | None = None,
+    compression: str = "c23",
+    check_images: Literal["none", "exists", "decode"] = "decode",
+    strict: bool = False,
+    progress: bool = True,
+) -> DatasetReport:
+    """Every problem of ``dataset`` (see the module docstring); frames are checked per ``check_images``.
+
+    A JSON that cannot be parsed at all is reported as a single ``json`` error.
+    """
+    labels = dict(DEFAULT_LABEL_DICT if label_dict is None else label_dict)
+    json_path = dataset_json_path(dataset, json_root)
+    report = DatasetReport(dataset, json_path)
+    try:
+        groups = read_dataset_json(dataset, json_root)
+        by_split = {s: _split_videos(groups, s, compression, dataset, str(json_path)) for s in SPLITS}
+    except DatasetError as e:
+        report.finding("json", "error", "the dataset JSON cannot be read").add(str(e))
+        return report
+    extra = sorted({s for splits in groups.values() if isinstance(splits, dict) for s in splits} - set(SPLITS))
+    for name in extra:
+        report.finding("unknown_split", "warning", f"split names other than {list(SPLITS)} are ignored").add(name)
+
+    ids: dict[str, set[str]] = {}
+    frames_to_check: list[tuple[str, Path]] = []
+    for split, videos in by_split.items():
+        if not videos:
+            report.finding("empty_split", "error", "split has no videos").add(f"{dataset}/{split}")
+        ids[split] = set()
+        for video in videos:
+            where = f"{video.label_group}/{split}/{video.name}"
+            key = (video.label_group, str(video.label), split)
+            stats = report.stats.setdefault(key, SplitStats())
+            stats.videos += 1
+            stats.frames += len(video.frames)
+            if video.label not in labels:
+                report.finding("unknown_label", "error", f"label string not in the label dict {sorted(labels)}").add(
+                    f"{where}: {video.label!r}"
+                )
+            if not video.frames:
+                report.finding("empty_video", "error", "video lists no frames").add(where)
+            for raw in video.frames:
+                rel = normalize_frame_path(str(raw))
+                if frame_number(rel) is None:
+                    report.finding("non_integer_frame", "error", "frame file name is not an integer").add(str(raw))
+                if data_root is not None:
+                    frames_to_check.append((str(raw), Path(data_root) / rel))
+            if video.frames:
+                ids[split].add(video_id(str(video.frames[0])))
+    shared = sorted(ids["train"] & ids["test"])
+    if shared:
+        finding = report.finding(
+            "train_test_overlap",
+            "error" if strict else "warning",
+            "videos appear in both train and test (official Celeb-DF/DFD/UADFV/DeeperForensics files do this)",
+        )
+        for vid in shared:
+            finding.add(vid)
+    if by_split["val"] and ids["val"] == ids["test"]:
+        report.finding("val_equals_test", "note", "val is the test set: selecting on val is test-set selection").add(
+            dataset
+        )
+    if check_images != "none":
+        _check_frames(report, frames_to_check, check_images, progress)
+    return report
+
+
+def _check_frames(report: DatasetReport, frames: list[tuple[str, Path]], mode: str, progress: bool) -> None:
+    seen: set[Path] = set()
+    for raw, path in tqdm(frames, desc=f"check {report.dataset}", unit="frame", disable=not progress):
+        if path in seen:
+            continue
+        seen.add(path)
+        if not path.is_file():
+            report.finding("missing_frame", "error", "frame file does not exist").add(f"{raw} -> {path}")
+        elif mode == "decode":
+            try:
+                read_image(path)
+            except FrameDecodeError:
+                report.finding("unreadable_frame", "error", "frame file cannot be decoded").add(str(path))
+
+
+def format_report(report: DatasetReport) -> str:
+    """Human-readable findings, most severe first."""
+    order = {"error": 0, "warning": 1, "note": 2}
+    lines = [f"{report.dataset} ({report.json_path}):"]
+    if not report.findings:
+        lines.append("  ok: no problems found")
+    for f in sorted(report.findings.values(), key=lambda f: (order[f.severity], f.kind)):
+        lines.append(f"  {f.severity.upper()} {f.kind}: {f.count} - {f.message}")
+        lines += [f"      e.g. {e}" for e in f.examples]
+        if f.count > len(f.examples):
+            lines.append(f"      ... and {f.count - len(f.examples)} more")
+    return "\n".join(lines)
+
+
+def _split_rank(split: str) -> int:
+    return SPLITS.index(split) if split in SPLITS else len(SPLITS)
+
+
+def summarize(reports: Iterable[DatasetReport], label_dict: Mapping[str, int] | None = None) -> str:
+    """A table of videos and frames per dataset, label group (with its label) and split."""
+    labels = dict(DEFAULT_LABEL_DICT if label_dict is None else label_dict)
+    names = {0: "real", 1: "fake"}
+    rows = [("dataset", "label group", "label", "split", "videos", "frames")]
+    totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for report in reports:
+        for (group, label, split), s in sorted(report.stats.items(), key=lambda kv: (kv[0][0], _split_rank(kv[0][2]))):
+            value = labels.get(label)
+            shown = f"{label} ({names.get(value, value) if value is not None else 'UNKNOWN'})"
+            rows.append((report.dataset, group, shown, split, str(s.videos), str(s.frames)))
+            kind = names.get(value, "unknown") if value is not None else "unknown"
+            totals[(report.dataset, kind, split)][0] += s.videos
+            totals[(report.dataset, kind, split)][1] += s.frames
+    for (dataset, kind, split), (videos, frames) in sorted(totals.items()):
+        rows.append((dataset, "= all", kind, split, str(videos), str(frames)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+__all__ = ["DatasetReport", "Finding", "format_report", "summarize", "validate_dataset"]
