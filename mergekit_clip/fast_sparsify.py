@@ -121,6 +121,7 @@ def magnitude(tensor: torch.Tensor, density: float, rescale_norm=None) -> torch.
     """Drop-in for ``mergekit.sparsify.magnitude``: keep the ``max(1, int(density * n))`` largest ``|x|``."""
     if density >= 1 or density <= 0 or tensor.numel() == 0:
         return _stock("magnitude")(tensor, density, rescale_norm)
+    stable_ties = tie_mode() == "index"
     n = tensor.numel()
     k = max(1, int(density * n))
     w = _magnitudes(tensor)
@@ -135,7 +136,7 @@ def magnitude(tensor: torch.Tensor, density: float, rescale_norm=None) -> torch.
     eq = w == t
     n_tied = int(torch.count_nonzero(eq))
     need = k - (n_keep - n_tied)
-    if tie_mode() != "index" and _ambiguous(t, n_tied, need):
+    if not stable_ties and _ambiguous(t, n_tied, need):
         fallbacks["magnitude"] += 1
         return _stock("magnitude")(tensor, density, rescale_norm)
     keep = w > t
@@ -149,11 +150,12 @@ def magnitude_outliers(tensor: torch.Tensor, density: float, rescale_norm=None, 
     target_n = int(density * num) if density < 1 else 0
     if density >= 1 or num == 0 or target_n <= 0:
         return _stock("magnitude_outliers")(tensor, density, rescale_norm, gamma)
+    stable_ties = tie_mode() == "index"
     n_bot = max(0, num - target_n - int(gamma * num))
     w = _magnitudes(tensor)
     keep = None
     if _finite(w):
-        keep = _rank_window_mask(w, n_bot, n_bot + target_n, tie_mode() == "index")
+        keep = _rank_window_mask(w, n_bot, n_bot + target_n, stable_ties)
     if keep is None:
         fallbacks["magnitude_outliers"] += 1
         return _stock("magnitude_outliers")(tensor, density, rescale_norm, gamma)
