@@ -1,0 +1,60 @@
+"""Import detectors from other code bases into our format; export ours to Hugging Face.
+
+``import_detector(kind, source, out, options)`` with ``kind`` one of :data:`IMPORTERS`; each importer maps the
+source's tensors to our names, states what it mapped (:class:`ImportReport`), refuses what it cannot represent
+by name, and the result is written atomically. :func:`export_hf` goes the other way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from mergekit_clip.convert.base import ConversionError, Converted, ImportOptions, ImportReport, write_converted
+from mergekit_clip.convert.deepfakebench import import_deepfakebench
+from mergekit_clip.convert.effort import import_effort
+from mergekit_clip.convert.export_hf import export_hf
+from mergekit_clip.convert.hf import import_hf
+from mergekit_clip.convert.openclip import import_openclip
+
+IMPORTERS: dict[str, Callable[[Path, ImportOptions], Converted]] = {
+    "openclip": import_openclip,
+    "deepfakebench": import_deepfakebench,
+    "effort": import_effort,
+    "hf": import_hf,
+}
+
+
+def convert_source(kind: str, source: str | os.PathLike, options: ImportOptions | None = None) -> Converted:
+    """Map a source to our names and spec, in memory (nothing written)."""
+    if kind not in IMPORTERS:
+        raise ValueError(f"unknown source kind {kind!r}; choose from {sorted(IMPORTERS)}")
+    return IMPORTERS[kind](Path(source), options or ImportOptions())
+
+
+def import_detector(
+    kind: str,
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    options: ImportOptions | None = None,
+    overwrite: bool = False,
+) -> ImportReport:
+    """Import ``source`` as a detector directory at ``out`` (atomic; an existing ``out`` needs ``overwrite``)."""
+    if Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    converted = convert_source(kind, source, options)
+    write_converted(converted, out, overwrite=overwrite)
+    return converted.report
+
+
+__all__ = [
+    "IMPORTERS",
+    "ConversionError",
+    "Converted",
+    "ImportOptions",
+    "ImportReport",
+    "convert_source",
+    "export_hf",
+    "import_detector",
+]

@@ -1,0 +1,54 @@
+"""Put mapped tensors and resolved geometry together into a :class:`~mergekit_clip.convert.base.Converted`."""
+
+from __future__ import annotations
+
+import torch
+
+from mergekit_clip.config import DetectorSpec, PreprocessSpec
+from mergekit_clip.convert.base import ConversionError, Converted, ImportOptions, ImportReport
+from mergekit_clip.convert.geometry import SourceHints, resolve_backbone, resolve_head
+
+
+def assemble(
+    visual: dict[str, torch.Tensor],
+    proj: torch.Tensor | None,
+    head: dict[str, torch.Tensor],
+    options: ImportOptions,
+    hints: SourceHints,
+    report: ImportReport,
+    *,
+    default_act: str,
+    head_feature: str | None = None,
+    head_normalize: bool | None = None,
+    labels: tuple[str, ...] | None = None,
+    preprocess: PreprocessSpec | None = None,
+    provenance: dict | None = None,
+) -> Converted:
+    """``visual``: our ``visual.*`` names; ``proj``: (width, embed_dim) or None; ``head``: weight/bias or empty."""
+    state = dict(visual)
+    if proj is not None:
+        state["visual.proj"] = proj
+    backbone = resolve_backbone(state, options, hints, report, default_act=default_act, has_proj=proj is not None)
+    if proj is None:
+        # Our detector always carries visual.proj; a pooled/patch-mean head never reads it, so zeros state
+        # plainly that it is absent (and merge as neutral) rather than inventing random numbers.
+        state["visual.proj"] = torch.zeros(
+            backbone.width, backbone.embed_dim, dtype=visual["visual.conv1.weight"].dtype
+        )
+        report.note(
+            f"visual.proj absent from the source: zero-filled ({backbone.width}, {backbone.embed_dim}), "
+            "unused by a pooled head"
+        )
+    head_spec = None
+    if head:
+        head_spec = resolve_head(
+            head["weight"], backbone, options, report, feature=head_feature, normalize=head_normalize, labels=labels
+        )
+        if head_spec.feature == "projected" and proj is None:
+            raise ConversionError(f"{report.source}: the head reads projected features but there is no projection")
+        state["head.weight"], state["head.bias"] = head["weight"], head["bias"]
+    else:
+        report.note("no head: written as a bare backbone (a base for merging, not a detector)")
+    preprocess = preprocess or PreprocessSpec(image_size=backbone.image_size)
+    spec = DetectorSpec(backbone=backbone, head=head_spec, preprocess=preprocess)
+    return Converted(spec=spec, state=state, report=report, provenance=dict(provenance or {}))

@@ -1,0 +1,100 @@
+"""``mergekit-clip import`` and ``mergekit-clip export``.
+
+mergekit-clip import open_clip_pytorch_model.bin base/ --from openclip --arch ViT-B-16 --quick-gelu
+mergekit-clip import ckpt_best.pth dfb_clip/ --from deepfakebench --hf-config clip-vit-base-patch16/
+mergekit-clip import effort.pth effort/ --from effort --arch ViT-L-14 --quick-gelu
+mergekit-clip import gend_dir/ gend/ --from hf --head-normalize
+mergekit-clip export merged/ merged_hf/ --to hf
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from mergekit_clip.convert.base import ImportOptions
+
+
+def _option_for(name: str, field) -> typing.Callable:
+    """One click option from an :class:`ImportOptions` field (flag names are field names in kebab-case)."""
+    flag = "--" + name.replace("_", "-")
+    help_text = field.description
+    annotation = field.annotation
+    args = typing.get_args(annotation)
+    inner = next((a for a in args if a is not type(None)), annotation)
+    if annotation is bool or inner is bool:
+        if field.default is False:
+            return click.option(flag, name, is_flag=True, default=False, help=help_text)
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
+    if typing.get_origin(inner) is typing.Literal:
+        return click.option(flag, name, type=click.Choice(typing.get_args(inner)), default=None, help=help_text)
+    if inner is Path:
+        return click.option(flag, name, type=click.Path(exists=True, path_type=Path), default=None, help=help_text)
+    if typing.get_origin(inner) is tuple:
+        return click.option(flag, name, type=str, default=None, help=help_text + " (comma-separated)")
+    click_type = {int: int, float: float, str: str}.get(inner, str)
+    return click.option(flag, name, type=click_type, default=None, help=help_text)
+
+
+def import_options(func: typing.Callable) -> typing.Callable:
+    for name, field in reversed(list(ImportOptions.model_fields.items())):
+        func = _option_for(name, field)(func)
+    return func
+
+
+def _options(values: dict) -> ImportOptions:
+    try:
+        return ImportOptions(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+@click.command("import")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--from",
+    "kind",
+    required=True,
+    type=click.Choice(["openclip", "deepfakebench", "effort", "hf"]),
+    help="layout of SOURCE",
+)
+@import_options
+@click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
+def import_command(source: Path, out: Path, kind: str, overwrite: bool, **values) -> None:
+    """Import SOURCE (weights file or directory) as a detector directory OUT."""
+    from mergekit_clip.convert import import_detector
+
+    options = _options(values)
+    try:
+        report = import_detector(kind, source, out, options, overwrite=overwrite)
+    except (ValueError, FileExistsError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    for line in report.lines():
+        click.echo(line)
+    click.echo(f"wrote {out}")
+
+
+@click.command("export")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--to", "target", required=True, type=click.Choice(["hf"]), help="output format")
+@click.option(
+    "--projection/--no-projection",
+    default=True,
+    help="write CLIPVisionModelWithProjection (default) or CLIPVisionModel",
+)
+@click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
+def export_command(source: Path, out: Path, target: str, projection: bool, overwrite: bool) -> None:
+    """Export the detector directory SOURCE to OUT in another format."""
+    from mergekit_clip.convert.export_hf import export_hf
+
+    try:
+        lines = export_hf(source, out, projection=projection, overwrite=overwrite)
+    except (ValueError, FileExistsError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    for line in lines:
+        click.echo(line)
