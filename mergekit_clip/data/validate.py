@@ -197,7 +197,12 @@ def summarize(reports: Iterable[DatasetReport], label_dict: Mapping[str, int] | 
             kind = names.get(value, "unknown") if value is not None else "unknown"
             totals[(report.dataset, kind, split)][0] += s.videos
             totals[(report.dataset, kind, split)][1] += s.frames
-    for (dataset, kind, split), (videos, frames) in sorted(totals.items(), key=lambda kv: (kv[0][1], _split_rank(kv[0][2]))):
+    order = {name: i for i, name in enumerate(dict.fromkeys(k[0] for k in totals))}
+
+    def rank(key: tuple[str, str, str]) -> tuple[int, str, int]:
+        return order[key[0]], key[1], _split_rank(key[2])
+
+    for (dataset, kind, split), (videos, frames) in sorted(totals.items(), key=lambda kv: rank(kv[0])):
         rows.append((dataset, "= all", kind, split, str(videos), str(frames)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
