@@ -1,0 +1,1 @@
+"""clip-train: fine-tune families of CLIP deepfake detectors ("ingredients") for merging. See docs/train.md."""

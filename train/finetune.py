@@ -1,0 +1,204 @@
+"""Full fine-tuning of a detector: AdamW, warm-up + cosine, clipping, accumulation, bf16 on GPU, DDP, resume.
+
+Reproducibility: the sample order comes from ``DistributedSampler(seed, epoch)`` and the augmentation from
+(seed, epoch, frame index), so the model after epoch k depends only on the state saved at epoch k-1. That is
+what makes ``--resume`` bitwise equal to an uninterrupted run on CPU. The global batch is split over ranks
+and accumulation steps, so N processes take the same optimizer steps as one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from train.distributed import DistInfo, barrier
+from train.features import autocast_context, map_frames
+from train.frames import TrainFrames
+from train.heldout import detector_loss, heldout_metrics
+from train.metrics_log import MetricsLog
+from train.optim import build_optimizer
+
+CHECKPOINT = "checkpoint.pt"
+KILL_ENV = "CLIP_TRAIN_KILL_AFTER_EPOCH"  # test hook: raise SimulatedKill once this many epochs are saved
+
+
+class SimulatedKill(RuntimeError):
+    """Raised by the test hook to stand in for a killed process (the epoch checkpoint is already on disk)."""
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int  # global
+    grad_accum_steps: int
+    warmup_fraction: float
+    min_lr_ratio: float
+    grad_clip: float | None
+    seed: int
+    workers: int = 0
+    max_steps: int | None = None
+    bf16: bool = False
+    grad_checkpointing: bool = False
+    eval_each_epoch: bool = False
+    eval_batch_size: int = 64
+
+
+def freeze_unused(model) -> None:
+    """Freeze tensors the head's feature never reads (DDP needs every trainable tensor to get a gradient)."""
+    feature = model.spec.head.feature if model.spec.head is not None else "pooled"
+    if feature != "projected" and model.visual.proj is not None:
+        model.visual.proj.requires_grad_(False)
+    if feature == "patch_mean":
+        model.visual.ln_post.requires_grad_(False)
+
+
+def evaluate(model, dataset: TrainFrames, *, batch_size: int, device, info: DistInfo, workers: int, bf16: bool) -> dict:
+    """Held-out metrics of ``model`` on ``dataset`` (eval transform), computed over all ranks."""
+    was_training = model.training
+    model.eval()
+    logits, ok = map_frames(
+        model, dataset, batch_size=batch_size, device=device, info=info, workers=workers, bf16=bf16, desc="val"
+    )
+    model.train(was_training)
+    labels = torch.tensor([r.label for r in dataset.records], dtype=torch.long)
+    return heldout_metrics(model.fake_probability_from_logits(logits[ok]), logits[ok], labels[ok])
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def finetune(
+    model,
+    train_set: TrainFrames,
+    settings: FinetuneSettings,
+    *,
+    run_dir: Path,
+    device: torch.device,
+    info: DistInfo,
+    log: MetricsLog,
+    name: str,
+    resume: bool = False,
+    val_set: TrainFrames | None = None,
+) -> dict:
+    """Fine-tune ``model`` in place; returns {"steps", "images_per_s", "resumed_from_epoch"}."""
+    world = info.world_size
+    micro = settings.batch_size // (world * settings.grad_accum_steps)
+    if micro < 1 or settings.batch_size % (world * settings.grad_accum_steps):
+        raise ValueError(
+            f"data.batch_size {settings.batch_size} must be a multiple of world size {world} x "
+            f"optim.grad_accum_steps {settings.grad_accum_steps}"
+        )
+    freeze_unused(model)
+    model.set_grad_checkpointing(settings.grad_checkpointing)
+    model.to(device).train()
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=info.rank, shuffle=True, seed=settings.seed)
+    loader = DataLoader(
+        train_set,
+        batch_size=micro,
+        sampler=sampler,
+        num_workers=settings.workers,
+        pin_memory=device.type == "cuda",
+    )
+    micro_per_epoch = len(loader)
+    steps_per_epoch = math.ceil(micro_per_epoch / settings.grad_accum_steps)
+    total_steps = settings.epochs * steps_per_epoch
+    if settings.max_steps is not None:
+        total_steps = min(total_steps, settings.max_steps)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(
+        model, settings.lr, settings.weight_decay, total_steps, settings.warmup_fraction, settings.min_lr_ratio
+    )
+    ckpt_file = run_dir / CHECKPOINT
+    start_epoch, step = 0, 0
+    if resume and ckpt_file.exists():
+        state = torch.load(ckpt_file, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+    ddp = DistributedDataParallel(model) if info.enabled else model
+    kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
+    images_seen, t0 = 0, time.perf_counter()
+    for epoch in range(start_epoch, settings.epochs):
+        if step >= total_steps:
+            break
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        running, counted = 0.0, 0
+        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{settings.epochs}", disable=not info.is_main, leave=False)
+        for i, (images, labels, _, ok) in enumerate(bar):
+            group_start = (i // settings.grad_accum_steps) * settings.grad_accum_steps
+            group_size = min(settings.grad_accum_steps, micro_per_epoch - group_start)
+            last_of_group = i - group_start == group_size - 1
+            images, labels, ok = images.to(device), labels.to(device), ok.to(device)
+            sync = contextlib.nullcontext() if (last_of_group or not info.enabled) else ddp.no_sync()
+            with sync:
+                with autocast_context(device, settings.bf16):
+                    logits = ddp(images)
+                per_sample = detector_loss(logits, labels) * ok.float()
+                loss = per_sample.sum() / max(1, labels.numel()) / group_size
+                loss.backward()
+            running += float(per_sample.sum())
+            counted += int(ok.sum())
+            images_seen += labels.numel() * world
+            if not last_of_group:
+                continue
+            if settings.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if info.is_main:
+                bar.set_postfix(loss=f"{running / max(1, counted):.4f}")
+            if step >= total_steps:
+                break
+        elapsed = time.perf_counter() - t0
+        record = {
+            "ingredient": name,
+            "stage": "finetune",
+            "epoch": epoch + 1,
+            "step": step,
+            "loss": running / max(1, counted),
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": images_seen / max(elapsed, 1e-9),
+        }
+        if settings.eval_each_epoch and val_set is not None:
+            val = evaluate(
+                model, val_set, batch_size=settings.eval_batch_size, device=device, info=info,
+                workers=settings.workers, bf16=settings.bf16,
+            )
+            record.update({f"val_{k}": v for k, v in val.items()})
+        log.write(record)
+        if info.is_main:
+            _save_checkpoint(
+                ckpt_file,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                },
+            )
+        barrier(info)
+        if kill_after and epoch + 1 == kill_after:
+            raise SimulatedKill(f"{KILL_ENV}={kill_after}: stopping {name} after epoch {epoch + 1}")
+    elapsed = time.perf_counter() - t0
+    model.eval()
+    return {"steps": step, "images_per_s": images_seen / max(elapsed, 1e-9), "resumed_from_epoch": start_epoch}
+
