@@ -6,6 +6,7 @@ mergekit has no plugin entry point, so :func:`register` (run automatically when 
 * architectures: ``CLIPDetector`` (ours) and the Hugging Face CLIP layouts go into
   ``mergekit.architecture.json_definitions.NAME_TO_ARCH``; ``clip_detector`` into ``AutoConfig``;
 * ``GatherTensors.execute``: the forensic-head policy (:mod:`.heads`) and NaN/Inf checks;
+* ``ExecuteMergeMethodTask.execute``: tensors identical in every input are passed through (exact);
 * ``mergekit.merge.run_merge``: preflight checks, atomic output and the merged detector's config
   (:mod:`.merge_output`);
 * the sparsifying kernels of TIES/DARE/breadcrumbs/DELLA get an O(n) selection (:mod:`mergekit_clip.fast_sparsify`).
@@ -17,9 +18,12 @@ one of our names is a conflict and raises, naming both.
 from __future__ import annotations
 
 import logging
+import os
 
 LOG = logging.getLogger("mergekit_clip")
 _REGISTERED = False
+# Keep mergekit's own sparsification kernels (for comparisons and debugging).
+STOCK_KERNELS_ENV = "MERGEKIT_CLIP_STOCK_KERNELS"
 
 
 def _register_architectures() -> None:
@@ -54,18 +58,17 @@ def register() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    from mergekit_clip.plugin.heads import install_gather_hook
+    from mergekit_clip.plugin.heads import install_gather_hook, install_identity_shortcut
     from mergekit_clip.plugin.merge_output import install_run_merge_hook
 
     _register_config()
     _register_architectures()
     install_gather_hook()
+    install_identity_shortcut()
     install_run_merge_hook()
-    try:
+    if os.environ.get(STOCK_KERNELS_ENV, "").strip() in ("", "0"):
         from mergekit_clip.fast_sparsify import install as install_fast_sparsify
-    except ImportError:  # optional accelerator; stock kernels stay in place
-        install_fast_sparsify = None
-    if install_fast_sparsify is not None:
+
         install_fast_sparsify()
     _REGISTERED = True
 

@@ -88,35 +88,35 @@ def reconcile_head_tensor(tensor: torch.Tensor, head: HeadSpec) -> torch.Tensor:
 
 
 def prepare_inputs(weight_name: str, tensors: dict, ctx: MergeContext, expected: list) -> dict:
-    """Apply the head policy to one gathered tensor group (``ModelReference -> tensor``)."""
+    """Apply the head policy to one gathered tensor group (``ModelReference -> tensor``).
+
+    ``expected`` lists every model of the group; those absent from ``tensors`` lack this (optional) tensor.
+    """
     for model, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise MergeInputError(f"{ctx.models[model].name}: tensor {weight_name} has NaN/Inf values")
-    is_head = weight_name in HEAD_NAMES
-    is_adapter = weight_name.startswith("adapter.")
-    if not (is_head or is_adapter):
-        return tensors
     out = dict(tensors)
-    if is_head:
+    if weight_name in HEAD_NAMES:
         for model, tensor in tensors.items():
-            info = ctx.models[model]
-            if info.head is not None and (info.head.num_classes == 1 or tuple(info.head.labels) != CANONICAL_LABELS):
-                out[model] = reconcile_head_tensor(tensor, info.head)
+            head = ctx.models[model].head
+            if head is not None and (head.num_classes == 1 or tuple(head.labels) != CANONICAL_LABELS):
+                out[model] = reconcile_head_tensor(tensor, head)
                 ctx.note(
-                    f"head policy: {info.name}: head {list(info.head.labels)} with {info.head.num_classes} "
+                    f"head policy: {ctx.models[model].name}: head {list(head.labels)} with {head.num_classes} "
                     "logit(s) reconciled to 2 logits (real, fake)"
                 )
     missing = [m for m in expected if m not in out]
     if missing and out:
+        # Optional tensors (heads, adapters, HF projections) that only some inputs carry.
         fill = torch.stack([t.to(torch.float32) for t in out.values()]).mean(dim=0)
         dtype = next(iter(out.values())).dtype
+        what = "head" if weight_name in HEAD_NAMES else weight_name
         for model in missing:
             out[model] = fill.to(dtype)
-            what = "head" if is_head else "adapter"
             role = "base model" if ctx.models[model].is_base else "model"
             ctx.note(
                 f"head policy: {role} {ctx.models[model].name} has no {what}: using the mean of the "
-                f"{len(tensors)} other {what}(s) in its place"
+                f"{len(tensors)} other input(s)' {what} in its place"
             )
     return out
 
@@ -140,3 +140,30 @@ def install_gather_hook() -> None:
     execute._mergekit_clip = True
     execute.__wrapped__ = original
     GatherTensors.execute = execute
+
+
+def install_identity_shortcut() -> None:
+    """During our merges, a tensor that is identical in every input is written as it is.
+
+    Every mergekit method maps identical inputs to that same tensor, but some fail on the way: multislerp
+    with a base raises on all-zero task vectors, which is what frozen-backbone (linear-probe) ingredients
+    produce for every backbone tensor. Skipping them is exact, and saves work on partially frozen families.
+    """
+    from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
+
+    if getattr(ExecuteMergeMethodTask.execute, "_mergekit_clip", False):
+        return
+    original = ExecuteMergeMethodTask.execute
+
+    def execute(self, tensors, **kwargs):
+        ctx = active_context()
+        if ctx is not None and len(tensors) == len(self.model_order) and len(tensors) > 1:
+            values = list(tensors.values())
+            first = values[0]
+            if all(v.dtype == first.dtype and torch.equal(v, first) for v in values[1:]):
+                return first
+        return original(self, tensors, **kwargs)
+
+    execute._mergekit_clip = True
+    execute.__wrapped__ = original
+    ExecuteMergeMethodTask.execute = execute
