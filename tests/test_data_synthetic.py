@@ -1,0 +1,108 @@
+"""Synthetic benchmark: format quirks present, readable by the reader, valid, disjoint splits, deterministic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mergekit_clip.data.cli import data
+from mergekit_clip.data.deepfakebench import load_frames
+from mergekit_clip.data.synthetic import load_synth_info, synthesize
+from mergekit_clip.data.transforms import read_image
+from mergekit_clip.data.validate import validate_dataset
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("s") / "bench", "small", seed=0)
+
+
+def test_info_and_manifest(synth):
+    assert synth.train_dataset in synth.datasets and len(synth.datasets) >= 4
+    assert synth.image_size == 64 and synth.json_root.is_dir() and synth.data_root.is_dir()
+    assert load_synth_info(synth.json_root.parent) == synth
+
+
+def test_json_styles_present(synth):
+    texts = {d: (synth.json_root / f"{d}.json").read_text() for d in synth.datasets}
+    assert any("\\\\" in t for t in texts.values())  # Windows separators (escaped in JSON)
+    assert any('"./' in t for t in texts.values())
+    nested = [d for d in synth.datasets if '"c23"' in texts[d] and '"c40"' in texts[d]]
+    assert nested
+    c23 = load_frames(f"{nested[0]}", "test", json_root=synth.json_root, data_root=synth.data_root)
+    c40 = load_frames(f"{nested[0]}_c40", "test", json_root=synth.json_root, data_root=synth.data_root)
+    assert len(c23) == len(c40) and all("/c40/" in str(r.path) for r in c40)
+    # same content, stronger compression: frames differ but only a little
+    a, b = read_image(c23[0].path).astype(int), read_image(c40[0].path).astype(int)
+    assert 0 < np.abs(a - b).mean() < 20
+
+
+def test_every_dataset_valid_balanced_and_disjoint(synth):
+    for name in synth.datasets:
+        report = validate_dataset(name, json_root=synth.json_root, data_root=synth.data_root, progress=False)
+        assert report.findings == {}, (name, report.findings)
+        roots = {"json_root": synth.json_root, "data_root": synth.data_root}
+        splits = {s: load_frames(name, s, **roots) for s in ("train", "val", "test")}
+        for recs in splits.values():
+            labels = {r.label for r in recs}
+            assert labels == {0, 1}
+        ids = {s: {r.video_id for r in recs} for s, recs in splits.items()}
+        assert not ids["train"] & ids["test"] and not ids["train"] & ids["val"]
+        # a fake's target identity never appears in another split: split by the first three digits (target id)
+        targets = {s: {re.search(r"\d{3}", v.rsplit("/", 1)[-1]).group() for v in ids[s]} for s in ids}
+        assert not targets["train"] & targets["test"], name
+        frame = read_image(splits["test"][0].path)
+        assert frame.shape == (64, 64, 3)
+
+
+def test_frames_listed_lexicographically_read_numerically(synth):
+    doc = json.loads((synth.json_root / "Synth-CDF.json").read_text())
+    group = next(iter(doc["Synth-CDF"].values()))
+    frames = next(iter(group["train"].values()))["frames"]
+    names = [int(Path(f).stem) for f in frames]
+    assert names != sorted(names)  # the JSON order is not numeric ...
+    recs = load_frames("Synth-CDF", "train", json_root=synth.json_root, data_root=synth.data_root)
+    first_video = [int(r.path.stem) for r in recs if r.video_id == recs[0].video_id]
+    assert first_video == sorted(names)  # ... the reader's is
+
+
+def test_deterministic_per_seed(synth, tmp_path):
+    again = CliRunner().invoke(data, ["synth", str(tmp_path / "again"), "--preset", "small", "--seed", "0"])
+    assert again.exit_code == 0, again.output
+    assert _digest(tmp_path / "again") == _digest(synth.json_root.parent)
+    refused = CliRunner().invoke(data, ["synth", str(tmp_path / "again")])
+    assert refused.exit_code == 1 and "--overwrite" in refused.output
+    other = synthesize(tmp_path / "seed1", "small", seed=1)
+    a = read_image(load_frames("Synth-UADFV", "test", json_root=other.json_root, data_root=other.data_root)[0].path)
+    b = read_image(
+        load_frames("Synth-UADFV", "test", json_root=synth.json_root, data_root=synth.data_root)[0].path
+    )
+    assert not np.array_equal(a, b)
+
+
+def test_fakes_differ_from_reals_in_the_swapped_region(synth):
+    # the shared cue: a swapped face keeps little camera noise; measure high-pass energy in the face centre
+    recs = load_frames(synth.train_dataset, "train", json_root=synth.json_root, data_root=synth.data_root)
+
+    def energy(path: Path) -> float:
+        img = read_image(path).astype(float)[24:44, 22:42].mean(2)
+        return float(np.abs(img[:, 1:] - img[:, :-1]).mean())
+
+    real = np.mean([energy(r.path) for r in recs if r.label == 0])
+    fake = np.mean([energy(r.path) for r in recs if r.label == 1])
+    assert fake < real
