@@ -167,7 +167,11 @@ class IngredientPlan(BaseModel):
 
 
 def _num(value: float) -> str:
-    return f"{value:g}".replace("e-0", "e-").replace("e+0", "e")
+    """Short, file-name safe number: 0.0001 -> 1e-4, 3e-4 -> 3e-4, 0.5 -> 0.5."""
+    if value != 0 and abs(value) < 1e-2:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{value:g}"
 
 
 def _dataset_tag(dataset: str | list[str]) -> str:

@@ -152,7 +152,7 @@ def finetune(
                 per_sample = detector_loss(logits, labels) * ok.float()
                 loss = per_sample.sum() / max(1, labels.numel()) / group_size
                 loss.backward()
-            running += float(per_sample.sum())
+            running += float(per_sample.detach().sum())
             counted += int(ok.sum())
             images_seen += labels.numel() * world
             if not last_of_group:
