@@ -82,12 +82,13 @@ def main(preset: str, seed: int, size: int, epochs: int) -> None:
 
         logreg = LogisticRegression(C=0.1, max_iter=2000).fit(x_tr.flatten(1).numpy(), y_tr.numpy())
         for name, (x, y) in tests.items():
+            lr_scores = logreg.predict_proba(x.flatten(1).numpy())[:, 1]
             row = {
                 "dataset": name,
                 "domain": "in-domain" if name == info.train_dataset else "cross-dataset",
                 "frames": len(y),
                 "cnn_auc": round(float(roc_auc_score(y.numpy(), _scores(model, x))), 4),
-                "logreg_auc": round(float(roc_auc_score(y.numpy(), logreg.predict_proba(x.flatten(1).numpy())[:, 1])), 4),
+                "logreg_auc": round(float(roc_auc_score(y.numpy(), lr_scores)), 4),
                 "preset": preset,
                 "seed": seed,
                 "input_px": size,
