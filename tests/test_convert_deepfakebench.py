@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 
 import pytest
 import torch
@@ -134,3 +135,12 @@ def test_cli(tmp_path, images):
     assert runner.invoke(main, [*args, "--overwrite"]).exit_code == 0
     bad = runner.invoke(main, [*args[:-2], "--heads", "5", "--overwrite"])
     assert bad.exit_code == 1 and "not divisible" in bad.output
+
+
+def test_provenance_hash_and_misplaced_options(tmp_path):
+    torch.save(random_source(vision_config(), seed=6).state_dict(), tmp_path / "c.pth")
+    import_detector("deepfakebench", tmp_path / "c.pth", tmp_path / "out", ImportOptions(heads=4))
+    expected = hashlib.sha256((tmp_path / "c.pth").read_bytes()).hexdigest()
+    assert load_provenance(tmp_path / "out")["import"]["sha256"] == expected
+    with pytest.raises(ValueError, match="--head applies to --from openclip"):
+        import_detector("deepfakebench", tmp_path / "c.pth", tmp_path / "o2", ImportOptions(head=tmp_path / "c.pth"))

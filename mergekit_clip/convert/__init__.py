@@ -7,6 +7,7 @@ by name, and the result is written atomically. :func:`export_hf` goes the other 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,8 @@ from mergekit_clip.convert.export_hf import export_hf
 from mergekit_clip.convert.hf import import_hf
 from mergekit_clip.convert.openclip import import_openclip
 
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth"}
+
 IMPORTERS: dict[str, Callable[[Path, ImportOptions], Converted]] = {
     "openclip": import_openclip,
     "deepfakebench": import_deepfakebench,
@@ -26,11 +29,33 @@ IMPORTERS: dict[str, Callable[[Path, ImportOptions], Converted]] = {
 }
 
 
+# Options that only one kind reads: refusing them elsewhere beats silently ignoring a user's intent.
+_ONLY_FOR = {"head": ("openclip",), "trust_torchscript": ("openclip",), "hf_config": ("deepfakebench", "effort", "hf")}
+
+
 def convert_source(kind: str, source: str | os.PathLike, options: ImportOptions | None = None) -> Converted:
     """Map a source to our names and spec, in memory (nothing written)."""
     if kind not in IMPORTERS:
         raise ValueError(f"unknown source kind {kind!r}; choose from {sorted(IMPORTERS)}")
-    return IMPORTERS[kind](Path(source), options or ImportOptions())
+    options = options or ImportOptions()
+    for name, kinds in _ONLY_FOR.items():
+        if getattr(options, name) and kind not in kinds:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} applies to --from {'/'.join(kinds)}, not --from {kind}")
+    converted = IMPORTERS[kind](Path(source), options)
+    converted.report.sha256 = source_sha256(Path(source))
+    return converted
+
+
+def source_sha256(source: Path) -> str:
+    """SHA-256 over the source's weight files (sorted by name), so an import names exactly what it read."""
+    files = sorted(p for p in source.iterdir() if p.suffix in _WEIGHT_SUFFIXES) if source.is_dir() else [source]
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def import_detector(

@@ -72,6 +72,7 @@ class ImportReport:
     mapped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    sha256: str = ""  # of the source weight files, filled in by convert_source
 
     def note(self, message: str) -> None:
         if message not in self.notes:
@@ -100,6 +101,7 @@ class ImportReport:
             "mapped": self.mapped,
             "notes": self.notes,
             "dropped": self.dropped,
+            "sha256": self.sha256,
         }
 
 
