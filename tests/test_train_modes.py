@@ -98,8 +98,8 @@ def test_linear_probe_keeps_the_backbone_and_fine_tune_changes_it(family):
 
 def test_feature_cache_hits_and_matches_recomputed_features(family, tmp_path):
     root, config, _ = family
-    from train.features import backbone_fingerprint, cached_features
     from train.distributed import DistInfo
+    from train.features import backbone_fingerprint, cached_features
     from train.frames import TrainFrames
 
     base = load_detector(root / "out" / "base")

@@ -264,6 +264,7 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
             "pretrained": str(config.backbone.pretrained) if config.backbone.pretrained else None,
             "heldout": heldout,
             "train_seconds": round(time.perf_counter() - t0, 2),
+            "world_size": info.world_size,
             **extra,
         }
         if info.is_main:
