@@ -1,6 +1,7 @@
 """Tiny DeepfakeBench-format data and configs for the clip-train tests (a few dozen 32 px PNG frames).
 
-A fake frame carries a reddish soft blob over a random smooth background (robust to the training augmentation) so a 2-layer ViT separates the classes within a few epochs; real frames have none.
+A fake frame carries a reddish soft blob over a random smooth background (it survives the training augmentation),
+so a 2-layer ViT separates the classes within a few epochs; real frames have none.
 """
 
 from __future__ import annotations
