@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -165,7 +166,9 @@ def load_weights_file(file: str | os.PathLike, *, trust_torchscript: bool = Fals
                 f"{file} is a TorchScript archive (OpenAI's original CLIP .pt). Loading it runs TorchScript code: "
                 "pass --trust-torchscript if you trust the file, or convert it to a state dict first"
             )
-        return {k: v for k, v in torch.jit.load(str(file), map_location="cpu").state_dict().items()}
+        with warnings.catch_warnings():  # torch deprecates TorchScript; OpenAI's files still use it
+            warnings.simplefilter("ignore", FutureWarning)
+            return dict(torch.jit.load(str(file), map_location="cpu").state_dict())
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses arbitrary pickled objects: say so instead of a bare traceback
