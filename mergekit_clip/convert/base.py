@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mergekit_clip.checkpoint import DetectorFormatError, create_detector, save_detector
+from mergekit_clip.checkpoint import DetectorFormatError, save_detector
 from mergekit_clip.config import DetectorSpec
 from mergekit_clip.labels import normalize_labels
 
@@ -237,7 +237,10 @@ def refuse_leftovers(leftover, source: str, what: str) -> None:
 def build_model(converted: Converted):
     """A detector holding exactly the converted tensors; any missing, extra or misshapen tensor is an error."""
     source = converted.report.source
-    model = create_detector(converted.spec, seed=0)
+    from mergekit_clip.model import CLIPDetector
+
+    with torch.device("meta"):  # every tensor is replaced below: skip the random init (seconds on ViT-L)
+        model = CLIPDetector(converted.spec)
     expected = model.state_dict()
     state = converted.state
     missing = sorted(set(expected) - set(state))
@@ -269,7 +272,7 @@ def build_model(converted: Converted):
     )
     if widened:
         converted.report.note(f"widened {widened} -> float32 (exact)")
-    model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=True)
+    model.load_state_dict({k: state[k].to(v.dtype).contiguous() for k, v in expected.items()}, strict=True, assign=True)
     converted.report.count_mapped(expected)
     return model.eval()
 

@@ -107,10 +107,10 @@ def resolve_backbone(
             raise ConversionError(f"{source} does not match --arch {options.arch}: {wrong}")
 
     def pick(name: str, explicit, from_arch, from_source, default, why_default: str):
-        for value, origin in ((explicit, "option"), (from_arch, f"--arch {options.arch}"), (from_source, hints.origin)):
+        sources = ((explicit, "the command line"), (from_arch, f"--arch {options.arch}"), (from_source, hints.origin))
+        for value, origin in sources:
             if value is not None:
-                if origin != "option":
-                    report.note(f"{name}={value} from {origin}")
+                report.note(f"{name}={value} from {origin}")
                 return value
         report.note(f"{name}={default} assumed ({why_default})")
         return default

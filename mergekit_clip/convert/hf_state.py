@@ -82,6 +82,6 @@ def extract_hf_vision(state: dict[str, torch.Tensor], report: ImportReport, *, h
         report.drop("text tower / logit scale / buffers", len(text))
     found_key, head = take_head(others, source, head_key)
     if found_key is not None:
-        report.note(f"head {found_key}.weight/.bias -> head.weight/.bias")
+        report.note(f"head tensors {found_key}.weight/.bias -> head.weight/.bias")
     refuse_leftovers(others, source, "tensors outside the vision tower, projection and head")
     return HFVision(prefix=prefix, visual=visual, proj=proj, head_key=found_key, head=head)
