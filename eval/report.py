@@ -173,7 +173,7 @@ def build_results(preds: Sequence[Predictions], video_id: VideoIdMode = "full") 
     }
 
 
-_MODEL_KEYS = ("model_dir", "weights_hash", "selection", "device", "dtype", "layout", "spec")
+_MODEL_KEYS = ("model_dir", "weights_hash", "selection", "device", "dtype", "layout", "world_size")
 
 
 # ---------------------------------------------------------------- writers
