@@ -67,6 +67,7 @@ def tiny_config(root: Path, out: Path, **overrides) -> dict:
         "optim": {"epochs": 2, "lr": 1e-3, "probe_epochs": 30, "probe_lr": 1e-2, "warmup_fraction": 0.1},
         "sweep": {"modes": ["full_finetune"], "seeds": [0]},
         "device": "cpu",
+        "threads": 1,  # the test machine's 2 cores are shared: one thread avoids OpenMP oversubscription
     }
     for key, value in overrides.items():
         node = cfg

@@ -109,6 +109,9 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU only")
     cache_dir: Path | None = Field(None, description="feature cache; None = OUT/cache")
     max_steps: int | None = Field(None, gt=0, description="stop each fine-tune after this many steps (debug)")
+    threads: int | None = Field(
+        None, gt=0, description="torch CPU threads; None = torch's default. 1 is fastest on a busy, shared CPU"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -209,6 +209,8 @@ def _dataset_label(dataset: str | list[str]) -> str:
 
 def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> list[dict]:
     """Train the whole family; returns the summary rows (also written to ``OUT/summary.json``)."""
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     info = init_distributed("cuda" if config.device == "cuda" else "cpu")
     device = resolve_device(config, info)
     plans = config.ingredients()
