@@ -117,6 +117,8 @@ def test_ties_matches_trim_elect_merge(merges, family):
 
 
 def _slerp_reference(t: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if torch.equal(a, b):
+        return a
     ua, ub = a.flatten() / a.norm(), b.flatten() / b.norm()
     dot = float((ua * ub).sum().clamp(-1, 1))
     if abs(dot) > 0.9995:
