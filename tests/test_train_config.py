@@ -106,6 +106,7 @@ def test_cli_dry_run_lists_ingredients(tmp_path, data_root):
         ("data.val_split=validation", "validation"),
         ("sweep.modes=[probing]", "sweep.modes.0"),
         ("data.batch_size=7", None),  # fine for one process
+        ("backbone.heads=3", "width 64 is not divisible by heads 3"),
     ],
 )
 def test_bad_input_fails_before_training(tmp_path, data_root, override, message):
@@ -140,3 +141,18 @@ def test_weights_that_do_not_fit_are_refused(tmp_path, data_root, tiny_spec):
     assert result.exit_code == 1, result.output
     assert "wrong.pth does not fit the architecture" in result.output and "visual.conv1.weight" in result.output
     assert not (tmp_path / "out" / "base").exists()
+
+
+def test_open_clip_arch_and_dataset_axis(tmp_path, data_root):
+    from train.backbone import resolve_spec
+
+    cfg = tiny_config(data_root, tmp_path / "out")
+    cfg["backbone"] = {"arch": "ViT-B-16", "quick_gelu": True}
+    cfg["sweep"] = {"modes": ["full_finetune"], "seeds": [0], "train_datasets": ["TinyA", ["TinyA", "Tiny_B"]]}
+    config = TrainConfig.model_validate(cfg)
+    spec = resolve_spec(config)
+    assert (spec.backbone.width, spec.backbone.layers, spec.backbone.patch_size) == (768, 12, 16)
+    assert spec.backbone.act == "quick_gelu" and spec.preprocess.image_size == 224
+    assert [p.name for p in config.ingredients()] == ["ft_TinyA_s0", "ft_TinyA+Tiny-B_s0"]
+    with pytest.raises(ConfigError, match="backbone: unknown open_clip architecture 'ViT-Q-99'"):
+        resolve_spec(TrainConfig.model_validate({**cfg, "backbone": {"arch": "ViT-Q-99"}}))

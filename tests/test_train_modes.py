@@ -158,3 +158,23 @@ def test_pretrained_detector_dir_is_the_shared_start(family, tmp_path):
             assert torch.equal(base[name], tensor), name
     prov = load_provenance(tmp_path / "out2" / "ingredients" / "ft_s0")
     assert prov["heldout"]["dataset"] == "TinyB" and prov["pretrained"] == str(source)
+
+
+def test_pretrained_weights_file_and_grad_checkpointing(family, tmp_path):
+    root, _, _ = family
+    source = load_detector(root / "out" / "ingredients" / "ft_s1")
+    weights = tmp_path / "open_clip.pth"  # an open_clip-style whole-model state dict (visual.* + text tower)
+    torch.save({**{f"visual.{k}": v for k, v in source.visual.state_dict().items()}, "logit_scale": torch.ones(())},
+               weights)  # fmt: skip
+    outs = {}
+    for flag in (False, True):
+        cfg = tiny_config(root, tmp_path / f"gc{flag}", **{"optim.epochs": 1, "backbone.grad_checkpointing": flag})
+        cfg["backbone"]["pretrained"] = str(weights)
+        run_sweep(TrainConfig.model_validate(cfg))
+        outs[flag] = read_state_dict(tmp_path / f"gc{flag}" / "ingredients" / "ft_s0")
+    base = read_state_dict(tmp_path / "gcFalse" / "base")
+    for name, tensor in source.visual.state_dict().items():
+        assert torch.equal(base[f"visual.{name}"], tensor), name
+    # recomputing activations in backward changes memory, not the result
+    for name in outs[False]:
+        torch.testing.assert_close(outs[True][name], outs[False][name], rtol=1e-5, atol=1e-6, msg=name)

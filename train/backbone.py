@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mergekit_clip.checkpoint import DetectorFormatError, create_detector, detector_spec, load_detector
 from mergekit_clip.config import BackboneSpec, DetectorSpec, HeadSpec, PreprocessSpec, spec_from_open_clip
-from train.config import TrainConfig
+from train.config import ConfigError, TrainConfig
 
 
 def _configured_backbone(config: TrainConfig) -> BackboneSpec | None:
@@ -31,6 +31,15 @@ def _configured_backbone(config: TrainConfig) -> BackboneSpec | None:
 
 def resolve_spec(config: TrainConfig) -> DetectorSpec:
     """Detector spec of every ingredient; a pretrained detector dir must agree with any configured geometry."""
+    try:
+        return _resolve_spec(config)
+    except DetectorFormatError:
+        raise
+    except ValueError as e:  # an unknown open_clip name, width not divisible by heads, ...
+        raise ConfigError(f"backbone: {e}") from e
+
+
+def _resolve_spec(config: TrainConfig) -> DetectorSpec:
     head = HeadSpec(feature=config.head.feature, normalize=config.head.normalize)
     wanted = _configured_backbone(config)
     pretrained = config.backbone.pretrained
