@@ -24,8 +24,13 @@ from train.sweep import RunExistsError
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="override a config key (dotted, e.g. optim.epochs=2 or sweep.seeds=[0,1]); repeatable")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="override a config key (dotted, e.g. optim.epochs=2 or sweep.seeds=[0,1]); repeatable",
+)
 @click.option("--resume", is_flag=True, help="continue the run in OUTPUT (same config) from its last checkpoint")
 @click.option("--overwrite", is_flag=True, help="replace a run already in OUTPUT")
 @click.option("--dry-run", is_flag=True, help="print the resolved config and the ingredient names, train nothing")

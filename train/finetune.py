@@ -179,8 +179,13 @@ def finetune(
         }
         if settings.eval_each_epoch and val_set is not None:
             val = evaluate(
-                model, val_set, batch_size=settings.eval_batch_size, device=device, info=info,
-                workers=settings.workers, bf16=settings.bf16,
+                model,
+                val_set,
+                batch_size=settings.eval_batch_size,
+                device=device,
+                info=info,
+                workers=settings.workers,
+                bf16=settings.bf16,
             )
             record.update({f"val_{k}": v for k, v in val.items()})
         log.write(record)
@@ -201,4 +206,3 @@ def finetune(
     elapsed = time.perf_counter() - t0
     model.eval()
     return {"steps": step, "images_per_s": images_seen / max(elapsed, 1e-9), "resumed_from_epoch": start_epoch}
-
