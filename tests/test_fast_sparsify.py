@@ -186,3 +186,17 @@ def test_mergekit_yaml_with_plugin_equals_stock_mergekit(hf_family, tmp_path, me
         assert_bitwise(ours[name], tensor)
         changed += int(not torch.equal(tensor, base[name]))
     assert changed > 10  # the merge did move the weights
+
+
+def test_gather_nan_check_uses_sum_but_stays_exact():
+    """The plugin's NaN/Inf input check: fast finite-sum pre-check, exact when the sum overflows."""
+    from mergekit_clip.plugin.heads import MergeContext, MergeInputError, ModelHeadInfo, prepare_inputs
+
+    ctx = MergeContext(models={"a": ModelHeadInfo("model_a", None), "b": ModelHeadInfo("model_b", None)})
+    big = torch.full((8,), 3e38)  # finite entries whose float32 sum overflows to inf
+    assert prepare_inputs("visual.proj", {"a": big, "b": -big}, ctx, ["a", "b"])["a"] is big
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.ones(100)
+        x[37] = bad
+        with pytest.raises(MergeInputError, match="model_b: tensor visual.proj has NaN/Inf"):
+            prepare_inputs("visual.proj", {"a": torch.ones(100), "b": x}, ctx, ["a", "b"])
