@@ -153,3 +153,17 @@ def test_undecodable_frame_is_counted_or_strict_error(setup, tmp_path):
     assert cell["frames_failed"] == 1 and cell["frames"] == 17 and not math.isnan(cell["frame_auc"])
     r = _run([dirs[0], "--datasets", "DFDC", "--out", tmp_path / "strict", "--strict", *common])
     assert r.exit_code == 1 and str(broken) in r.output and not (tmp_path / "strict").exists()
+
+
+def test_bf16_on_cpu_is_close_to_fp32(setup):
+    from eval.predict import Predictor
+    from mergekit_clip.data.deepfakebench import load_frames
+
+    _, json_root, data_root, dirs = setup
+    records = load_frames("Celeb-DF-v2", "test", json_root=json_root, data_root=data_root)
+    fp32 = Predictor(num_workers=0, progress=False).predict(load_detector(dirs[0]), records, "m", "c")
+    bf16 = Predictor(num_workers=0, progress=False, bf16=True)
+    low = bf16.predict(load_detector(dirs[0]), records, "m", "c")
+    assert bf16.dtype_name == "bf16-weights"
+    assert np.abs(low.scores - fp32.scores).max() < 0.02
+    assert not np.array_equal(low.scores, fp32.scores)  # it really ran in bf16
