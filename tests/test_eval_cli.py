@@ -167,3 +167,18 @@ def test_bf16_on_cpu_is_close_to_fp32(setup):
     assert bf16.dtype_name == "bf16-weights"
     assert np.abs(low.scores - fp32.scores).max() < 0.02
     assert not np.array_equal(low.scores, fp32.scores)  # it really ran in bf16
+
+
+def test_mergekit_output_is_scored_as_a_merge(setup):
+    from merge_support import recipe, run_mergekit_yaml
+
+    root, json_root, data_root, dirs = setup
+    proc = run_mergekit_yaml(recipe("linear", dirs[0], dirs), root / "merges", "lin", "--no-write-model-card")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = root / "merge_report"
+    r = _run([root / "merges" / "lin", dirs[0], "--datasets", "DFDC", "--out", out, *_common(json_root, data_root)])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"]["lin"]["kind"] == "merge" and report["models"]["lin"]["selection"] == "merge: linear"
+    assert list(report["models"]) == ["det0", "lin"]
+    assert "| merge | `lin` |" in (out / "report.md").read_text()
