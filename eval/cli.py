@@ -125,7 +125,10 @@ def _json_sha(json_root: str, dataset: str) -> str | None:
 
 @click.group(cls=_DefaultGroup)
 def main() -> None:
-    """Score CLIP deepfake detectors and their merges cross-dataset; build soups; rebuild reports."""
+    """Score CLIP deepfake detectors and their merges cross-dataset; build soups; rebuild reports.
+
+    `clip-eval MODEL_DIR... --datasets NAME...` runs `score` (the default command).
+    """
 
 
 @main.command("score")
