@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import click
 import torch
 
 from mergekit_clip.config import CANONICAL_LABELS, HeadSpec
@@ -36,8 +37,11 @@ HEAD_POLICY = (
 HEAD_NAMES = ("head.weight", "head.bias", "classifier.weight", "classifier.bias")
 
 
-class MergeInputError(ValueError):
-    """An input model that cannot be merged; the message names the model and the tensor or field."""
+class MergeInputError(click.ClickException, ValueError):
+    """An input model that cannot be merged; the message names the model and the tensor or field.
+
+    A ``ClickException`` so that ``mergekit-yaml`` (a click command) prints one ``Error:`` line and exits 1.
+    """
 
 
 @dataclass
