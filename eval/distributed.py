@@ -34,20 +34,28 @@ class DistContext:
         """The frame indices this rank scores: a strided slice, disjoint across ranks, covering 0..n-1."""
         return list(range(self.rank, n, self.world_size))
 
-    def gather(self, n: int, indices: list[int], scores: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every rank's (indices, scores, ok) merged into full arrays of length ``n``, on every rank."""
+    def gather(
+        self, n: int, indices: list[int], scores: np.ndarray, ok: np.ndarray, error: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Every rank's (indices, scores, ok) merged into full arrays of length ``n``, on every rank.
+
+        ``error`` is a rank's failure message; all ranks get every message so they can stop together.
+        """
         if not self.enabled:
-            return scores, ok
+            return scores, ok, [error] if error else []
         parts: list = [None] * self.world_size
-        dist.all_gather_object(parts, (indices, scores, ok))
+        dist.all_gather_object(parts, (indices, scores, ok, error))
+        errors = [part[3] for part in parts if part[3]]
+        if errors:
+            return scores, ok, errors
         full_scores, full_ok = np.full(n, np.nan), np.zeros(n, dtype=bool)
         seen = np.zeros(n, dtype=bool)
-        for part_indices, part_scores, part_ok in parts:
+        for part_indices, part_scores, part_ok, _ in parts:
             full_scores[part_indices], full_ok[part_indices] = part_scores, part_ok
             seen[part_indices] = True
         if not seen.all():
             raise RuntimeError(f"distributed gather lost {int((~seen).sum())} of {n} frames")
-        return full_scores, full_ok
+        return full_scores, full_ok, []
 
     def barrier(self) -> None:
         if self.enabled:

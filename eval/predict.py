@@ -118,11 +118,11 @@ class FrameCache:
     def __init__(self, budget_mb: float = 2048):
         self.budget = int(budget_mb * 2**20)
         self.used = 0
-        self._frames: dict[tuple[str, str], torch.Tensor | None] = {}  # None = known undecodable
+        self._frames: dict[tuple[str, PreprocessSpec], torch.Tensor | None] = {}  # None = known undecodable
 
     @staticmethod
-    def _key(path: str, preprocess: PreprocessSpec) -> tuple[str, str]:
-        return path, preprocess.model_dump_json()
+    def _key(path: str, preprocess: PreprocessSpec) -> tuple[str, PreprocessSpec]:
+        return path, preprocess  # frozen pydantic model: hashable, compared by value
 
     def get(self, path: str, preprocess: PreprocessSpec) -> tuple[bool, torch.Tensor | None]:
         key = self._key(path, preprocess)
@@ -255,8 +255,17 @@ class Predictor:
         """Score every record (in order) and keep what a report needs to be rebuilt without the model."""
         paths = [str(r.path) for r in records]
         indices = self.dist.shard(len(paths))
-        scores, ok = self.score_paths(model, paths, indices, desc=f"{model_name} | {dataset}")
-        scores, ok = self.dist.gather(len(paths), indices, scores, ok)
+        error = None
+        try:
+            scores, ok = self.score_paths(model, paths, indices, desc=f"{model_name} | {dataset}")
+        except FrameDecodeError as e:
+            if not self.dist.enabled:
+                raise
+            # the other ranks wait in the gather: hand them the error instead of leaving them hanging
+            error, scores, ok = str(e), np.full(len(indices), np.nan), np.zeros(len(indices), dtype=bool)
+        scores, ok, errors = self.dist.gather(len(paths), indices, scores, ok, error)
+        if errors:
+            raise FrameDecodeError(errors[0])
         return Predictions(
             model=model_name,
             dataset=dataset,

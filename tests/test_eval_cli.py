@@ -131,8 +131,9 @@ def test_bad_inputs_are_clear_errors(setup, tmp_path):
     assert r.exit_code == 1 and "Nope" in r.output
 
     make_dataset(tmp_path / "ds", name="DFDC", splits=("train", "val"))  # no test split
-    r = _run([dirs[0], "--datasets", "DFDC", "--out", tmp_path / "r3", *_common(tmp_path / "ds/json",
-                                                                                  tmp_path / "ds/data")])
+    r = _run(
+        [dirs[0], "--datasets", "DFDC", "--out", tmp_path / "r3", *_common(tmp_path / "ds/json", tmp_path / "ds/data")]
+    )
     assert r.exit_code == 1 and "test" in r.output and not (tmp_path / "r3").exists()
 
     existing = tmp_path / "exists"
