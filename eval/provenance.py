@@ -27,7 +27,10 @@ def model_selection(cfg: dict[str, Any]) -> str:
         return f"merge: {merge.get('method', 'unknown')}"
     heldout = prov.get("heldout")
     if isinstance(heldout, dict) and heldout.get("dataset"):
-        return f"ingredient (held-out {heldout.get('dataset')}/{heldout.get('split', 'val')})"
+        split = heldout.get("split", "val")
+        if split == "test":  # DESIGN §6: checkpoint picked on a test set is an oracle, never mixed with honest ones
+            return f"ingredient (oracle: selected on {heldout['dataset']}/test)"
+        return f"ingredient (held-out {heldout['dataset']}/{split})"
     return "ingredient"
 
 

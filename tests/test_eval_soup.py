@@ -121,3 +121,15 @@ def test_val_equal_to_test_is_reported(setup, tmp_path):
                                   "--out", str(out), *map(str, _common(json_root, data_root))])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "identical to its test split" in load_provenance(out)["soup"]["val_note"]
+
+
+def test_selection_text_from_provenance():
+    from eval.provenance import model_selection
+
+    assert model_selection({"provenance": {}}) == "ingredient"
+    honest = {"provenance": {"heldout": {"dataset": "FF", "split": "val"}}}
+    assert model_selection(honest) == "ingredient (held-out FF/val)"
+    assert "oracle" in model_selection({"provenance": {"heldout": {"dataset": "CDF", "split": "test"}}})
+    assert model_selection({"provenance": {"merge": {"method": "ties"}}}) == "merge: ties"
+    assert model_selection({"mergekit_clip": {"merge": {"method": "slerp"}}}) == "merge: slerp"  # HF layout
+    assert model_selection({"provenance": {"soup": {"method": "uniform"}}}) == "uniform soup"
