@@ -5,8 +5,9 @@
 
 Baseline (what a script would do): PIL decode, shortest-side bicubic resize + centre crop, ToTensor/normalise
 per image, batch 32, fp32 forward under ``torch.no_grad``. clip-eval: ``eval.predict.Predictor`` as the CLI runs
-it (OpenCV decode + INTER_AREA, uint8 batches, device-side normalisation, decode workers, inference_mode), in
-fp32 and with ``--bf16`` (bf16 weights on CPU); for bf16 the largest |P(fake) difference| against fp32 is printed too.
+it (OpenCV decode in workers, device-side normalisation, inference_mode), with the default exact resize and
+``--resize fast`` (OpenCV INTER_AREA, uint8 batches), in fp32 and with ``--bf16`` (bf16 weights on CPU);
+each line prints the largest |P(fake) difference| against a reference.
 Frames are written as 256 x 256 PNG face-crop-sized images (DeepfakeBench's usual frame size).
 """
 
@@ -87,10 +88,14 @@ def main() -> None:
         plain_loop(model, paths[:8], spec.preprocess)  # warm-up (allocator, kernels)
         base_ips, base = timed(lambda: plain_loop(model, paths, spec.preprocess), len(paths))
         print(f"plain loop (PIL, fp32, batch 32):     {base_ips:8.1f} img/s")
-        fast = Predictor(batch_size=32, num_workers=args.workers, progress=False)
-        ips, fp32 = timed(lambda: fast.score_paths(model, paths)[0], len(paths))
-        print(f"clip-eval fp32 (batch 32):            {ips:8.1f} img/s  x{ips / base_ips:.2f}  "
+        exact = Predictor(batch_size=32, num_workers=args.workers, progress=False)
+        ips, fp32 = timed(lambda: exact.score_paths(model, paths)[0], len(paths))
+        print(f"clip-eval fp32 (--resize exact):      {ips:8.1f} img/s  x{ips / base_ips:.2f}  "
               f"max|dp| vs plain {np.abs(fp32 - base).max():.2e}")  # fmt: skip
+        fast = Predictor(batch_size=32, num_workers=args.workers, progress=False, resize="fast")
+        ips, pfast = timed(lambda: fast.score_paths(model, paths)[0], len(paths))
+        print(f"clip-eval fp32 (--resize fast):       {ips:8.1f} img/s  x{ips / base_ips:.2f}  "
+              f"max|dp| vs exact {np.abs(pfast - fp32).max():.2e}")  # fmt: skip
         bf16 = Predictor(batch_size=32, num_workers=args.workers, bf16=True, progress=False)
         model16 = copy.deepcopy(model)
         ips16, p16 = timed(lambda: bf16.score_paths(model16, paths)[0], len(paths))

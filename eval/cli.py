@@ -72,6 +72,13 @@ def _data_options(f):
 
 
 def _run_options(f):
+    f = click.option(
+        "--resize",
+        type=click.Choice(["exact", "fast"]),
+        default="exact",
+        show_default=True,
+        help="exact = the training eval transform's resize; fast = OpenCV on uint8 (P(fake) differ by ~1e-3)",
+    )(f)
     f = click.option("--num-workers", type=click.IntRange(min=0), default=None, help="decode workers (auto)")(f)
     f = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(f)
     f = click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA, or CPUs with AVX512-BF16/AMX)")(f)
@@ -148,6 +155,7 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 def score_command(
     model_dirs,
+    resize,
     datasets,
     json_root,
     data_root,
@@ -179,7 +187,9 @@ def score_command(
     ctx = init_distributed(device)
     try:
         device = device_for(device, ctx)
-        predictor = Predictor(device, bf16, batch_size, num_workers, FrameCache(cache_mb), strict, dist=ctx)
+        predictor = Predictor(
+            device, bf16, batch_size, num_workers, FrameCache(cache_mb), strict, dist=ctx, resize=resize
+        )
         preds = []
         for name, model_dir in zip(unique_names(list(model_dirs)), model_dirs):
             try:
@@ -187,6 +197,7 @@ def score_command(
             except DetectorFormatError as e:
                 raise click.ClickException(str(e)) from e
             prov = {
+                "resize": resize,
                 **model_provenance(model_dir),
                 "device": device,
                 "dtype": predictor.dtype_name,
@@ -267,6 +278,7 @@ def report_command(predictions, video_id, out, overwrite) -> None:
 @click.option("--overwrite", is_flag=True)
 def soup_command(
     ingredients,
+    resize,
     method,
     val_dataset,
     val_split,
@@ -303,7 +315,7 @@ def soup_command(
         raise click.UsageError("--val needs --json-root and --data-root")
     from eval.predict import FrameCache, Predictor
 
-    predictor = Predictor(device, bf16, batch_size, num_workers, FrameCache(cache_mb), strict)
+    predictor = Predictor(device, bf16, batch_size, num_workers, FrameCache(cache_mb), strict, resize=resize)
     records, val_note = None, None
     if config.val_dataset:
         records = _load_records(config.val_dataset, config.val_split, json_root, data_root, frame_num, compression)

@@ -107,6 +107,16 @@ def test_workers_and_cache_give_identical_scores(setup):
     np.testing.assert_allclose(first.scores, plain.scores, atol=1e-6)
     np.testing.assert_array_equal(second.scores, first.scores)
 
+    # exact (default) resize = the training side's eval transform; fast (OpenCV, uint8) stays close
+    from mergekit_clip.data.transforms import build_eval_transform, read_image
+
+    transform = build_eval_transform(model.spec.preprocess)
+    with torch.no_grad():
+        ref = model.fake_probability(torch.stack([transform(read_image(r.path)) for r in records])).numpy()
+    np.testing.assert_allclose(plain.scores, ref, atol=1e-6)
+    fast = Predictor(num_workers=0, progress=False, resize="fast").predict(model, records, "m", "DFDC")
+    assert np.abs(fast.scores - ref).max() < 0.02 and not np.array_equal(fast.scores, ref)
+
 
 def test_video_id_parent_changes_pooling(setup):
     root, json_root, data_root, dirs = setup
