@@ -34,15 +34,14 @@ def _register_architectures() -> None:
     for arch in ALL_ARCHITECTURES:
         for name in arch.architectures:
             existing = NAME_TO_ARCH.setdefault(name, [])
-            if any(a is arch for a in existing):
-                continue
             foreign = [a for a in existing if not is_ours(a)]
             if foreign:
                 raise RuntimeError(
                     f"mergekit already defines architecture {name!r} ({foreign[0].expected_model_type}); "
                     f"mergekit-clip's definition ({arch.expected_model_type}) would conflict"
                 )
-            existing.append(arch)
+            if not any(a is arch for a in existing):
+                existing.append(arch)
 
 
 def _register_config() -> None:

@@ -1,0 +1,72 @@
+"""Start-up cost of the ``mergekit_clip.pth`` hook for Python processes that never import mergekit.
+
+The ``.pth`` line imports nothing: it inserts a meta-path finder. This checks that no module of ours (nor
+torch/mergekit/transformers) is imported by a bare interpreter, then times ``python -c pass`` with the plugin
+enabled and disabled (``MERGEKIT_CLIP_DISABLE=1``, which skips the line's work) interleaved in one run.
+
+    python -m benchmarks.startup_cost [--runs 30]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import click
+
+_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
+
+
+def importtime_us(env: dict[str, str]) -> tuple[int, int]:
+    """(hook cumulative µs, total top-level cumulative µs) from one ``-X importtime`` run."""
+    err = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], env=env, capture_output=True, text=True)
+    hook = total = 0
+    for line in err.stderr.splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        cumulative, indent, name = int(m.group(2)), len(m.group(3)), m.group(4)
+        if indent == 1:  # top-level imports
+            total += cumulative
+        if name.startswith("mergekit_clip"):  # should never appear: the .pth line imports nothing
+            hook += cumulative
+    return hook, total
+
+
+def wall_ms(envs: list[dict[str, str]], runs: int) -> list[float]:
+    """Median wall time per environment, runs interleaved so that machine load hits all alike."""
+    samples: list[list[float]] = [[] for _ in envs]
+    for _ in range(runs):
+        for i, env in enumerate(envs):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+            samples[i].append((time.perf_counter() - start) * 1000)
+    return [statistics.median(s) for s in samples]
+
+
+@click.command()
+@click.option("--runs", default=30, show_default=True, help="interpreter starts per measurement")
+def main(runs: int) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MERGEKIT_CLIP_DISABLE"}
+    samples = [importtime_us(env) for _ in range(runs)]
+    hook = statistics.median(s[0] for s in samples)
+    total = statistics.median(s[1] for s in samples)
+    probe = "import sys; print(sorted(m for m in sys.modules if m.split('.')[0] in HEAVY))".replace(
+        "HEAVY", "('torch', 'mergekit', 'transformers', 'mergekit_clip')"
+    )
+    leaked = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip()
+    enabled, disabled = wall_ms([env, {**env, "MERGEKIT_CLIP_DISABLE": "1"}], runs)
+    click.echo(f"hook import time (median of {runs}): {hook:.0f} us of {total:.0f} us start-up imports "
+               f"({100 * hook / max(total, 1):.2f} %)")  # fmt: skip
+    click.echo(f"heavy modules imported by a bare interpreter: {leaked}")
+    click.echo(
+        f"python -c pass wall time: plugin on {enabled:.1f} ms, off {disabled:.1f} ms, ratio {enabled / disabled:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
