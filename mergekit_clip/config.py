@@ -176,6 +176,11 @@ class DetectorConfig(PretrainedConfig):
         return int((self.backbone or {}).get("layers", BackboneSpec().layers))
 
 
+def _is_plain_vit(cfg: dict | None) -> bool:
+    vision = (cfg or {}).get("vision_cfg", {})
+    return not vision.get("timm_model_name") and not isinstance(vision.get("layers"), (list, tuple))
+
+
 def spec_from_open_clip(
     arch: str,
     *,
@@ -192,10 +197,11 @@ def spec_from_open_clip(
 
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
-        known = [n for n in open_clip.list_models() if n.startswith("ViT")]
+        names = [n for n in open_clip.list_models() if n.startswith("ViT")]
+        known = [n for n in names if _is_plain_vit(open_clip.get_model_config(n))]
         raise ValueError(f"unknown open_clip architecture {arch!r}; ViT choices include {known[:12]}")
     vision = cfg["vision_cfg"]
-    if isinstance(vision.get("layers"), (list, tuple)) or vision.get("timm_model_name"):
+    if not _is_plain_vit(cfg):
         raise ValueError(f"{arch!r} is not a plain ViT visual tower (ResNet/timm towers are not supported)")
     width = vision.get("width", 768)
     size = image_size or vision.get("image_size", 224)
