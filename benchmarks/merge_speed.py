@@ -37,6 +37,7 @@ SIZES = {  # HF CLIPVisionConfig geometry of the open_clip towers: (width, mlp w
     "ViT-L-14": (1024, 4096, 24, 16, 14),
 }
 METHODS = ("ties", "dare_ties", "breadcrumbs_ties", "della", "task_arithmetic", "linear", "model_stock")
+TIE_METHODS = ("ties", "breadcrumbs_ties")  # the kernels with a tie rule (MERGEKIT_CLIP_SPARSIFY_TIES)
 BIN = Path(sys.executable).parent
 DELTA_SCALE = 1e-3  # fine-tune noise relative to weights of std 0.02: a realistic task-vector size
 
@@ -290,6 +291,8 @@ def run_variant(variant: str, cfg: dict, work: Path, cuda: bool) -> tuple[float,
         cmd = [str(BIN / "mergekit-yaml"), str(recipe_file), str(out), "--no-write-model-card", "--no-copy-tokenizer"]
         cmd += ["--quiet", "--random-seed", "0"] + (["--cuda"] if cuda else [])
         env["MERGEKIT_CLIP_DISABLE"] = "1" if variant == "stock" else "0"
+        if variant == "plugin-index":  # opt-in tie rule: never sorts, not bit-identical on ambiguous ties
+            env["MERGEKIT_CLIP_SPARSIFY_TIES"] = "index"
     wall, rss, anon, failed = measure(cmd, env)
     if failed:
         raise click.ClickException(f"{variant} {cfg['merge_method']} failed:\n{failed}")
@@ -323,7 +326,7 @@ def _print(results: list[Result]) -> None:
     by = {(r.size, r.method, r.variant, r.ingredients): r for r in results}
     click.echo("\nratios (same run):")
     for (size, method, variant, n), r in by.items():
-        if variant != "plugin":
+        if variant not in ("plugin", "plugin-index"):
             continue
         stock, plain = by.get((size, method, "stock", n)), by.get((size, method, "plain", n))
         parts = []
@@ -332,7 +335,7 @@ def _print(results: list[Result]) -> None:
         if plain:
             anon = r.peak_anon_mb / plain.peak_anon_mb
             parts.append(f"plugin/plain wall {r.wall_s / plain.wall_s:.2f}x, anon {anon:.2f}x")
-        click.echo(f"  {size} {method} x{n}: " + "; ".join(parts))
+        click.echo(f"  {size} {method} {variant} x{n}: " + "; ".join(parts))
     sweep = sorted((r.ingredients, r) for r in results if r.variant == "plugin-sweep")
     if len(sweep) > 1:
         first = sweep[0][1]
@@ -350,10 +353,11 @@ def _print(results: list[Result]) -> None:
 @click.option("--methods", default=None, help="Comma-separated of " + ", ".join(METHODS) + ".")
 @click.option("--ingredients", type=int, default=3, show_default=True, help="Fine-tunes per merge.")
 @click.option("--sweep", default="2,4,8", show_default=True, help="Ingredient counts for the memory sweep ('' = none).")
+@click.option("--detector/--no-detector", default=True, show_default=True, help="Also time ties on our detector dirs.")
 @click.option("--cuda", is_flag=True, help="mergekit-yaml --cuda, plain merge on the GPU.")
 @click.option("--plain-recipe", type=click.Path(exists=True, path_type=Path), hidden=True)
 @click.option("--plain-out", type=click.Path(path_type=Path), hidden=True)
-def main(quick, root, sizes, methods, ingredients, sweep, cuda, plain_recipe, plain_out) -> None:
+def main(quick, root, sizes, methods, ingredients, sweep, detector, cuda, plain_recipe, plain_out) -> None:
     """Time mergekit-yaml (plugin / stock) against a plain in-memory torch merge; print figures and ratios."""
     if plain_recipe is not None:
         import yaml
@@ -373,12 +377,15 @@ def main(quick, root, sizes, methods, ingredients, sweep, cuda, plain_recipe, pl
         for method in method_list:
             cfg = recipe(method, hf[: ingredients + 1])
             outs = {}
-            for variant in ("stock", "plugin", "plain"):
+            variants = ("stock", "plugin", "plain") + (("plugin-index",) if method in TIE_METHODS else ())
+            for variant in variants:
                 wall, rss, anon, outs[variant] = run_variant(variant, cfg, root / "work" / variant, cuda)
                 results.append(Result(size, method, variant, ingredients, wall, rss, anon))
-                click.echo(f"  {size} {method} {variant}: {wall:.1f} s", err=True)
-            results[-2].identical = same_output(outs["plugin"], outs["stock"])
-        if "ties" in method_list:
+                if variant.startswith("plugin"):
+                    results[-1].identical = same_output(outs[variant], outs["stock"])
+                click.echo(f"  {size} {method} {variant}: {wall:.1f} s {results[-1].identical}", err=True)
+                (root / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+        if detector and "ties" in method_list:
             det = make_detector_family(root, size, ingredients)
             wall, rss, anon, _ = run_variant("plugin", recipe("ties", det), root / "work" / "det", cuda)
             results.append(Result(size, "ties", "plugin-detector", ingredients, wall, rss, anon))
