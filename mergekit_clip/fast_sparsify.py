@@ -174,7 +174,9 @@ def della_magprune(tensor: torch.Tensor, density: float, epsilon: float, rescale
         tensor = tensor.unsqueeze(0)
     sorted_indices = torch.argsort(tensor.abs(), dim=1, descending=False)  # the very call stock makes
     inverse = torch.empty_like(sorted_indices)
-    positions = torch.arange(sorted_indices.shape[1], device=sorted_indices.device).expand_as(sorted_indices)
+    view = [1] * sorted_indices.dim()  # stock ranks along dim 1 of tensors of any rank (conv weights are 4-D)
+    view[1] = sorted_indices.shape[1]
+    positions = torch.arange(view[1], device=sorted_indices.device).view(view).expand_as(sorted_indices)
     inverse.scatter_(1, sorted_indices, positions)  # == sorted_indices.argsort(dim=1): a permutation has no ties
     ranks = inverse.to(work_dtype) + 1
     min_ranks = ranks.min(dim=1, keepdim=True).values

@@ -38,6 +38,7 @@ def cases() -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return [
         torch.randn(300, 7, generator=g),  # distinct values
+        torch.randint(-2, 3, (6, 3, 4, 4), generator=g).float(),  # a conv weight (della ranks along dim 1)
         torch.randint(-3, 4, (5000,), generator=g).float(),  # ties everywhere, both signs
         torch.randint(0, 3, (64, 65), generator=g).float() - 1,  # mostly ties at |x| == 1
         torch.where(torch.rand(4096, generator=g) < 0.9, 0.0, torch.randn(4096, generator=g)),  # ties at zero
