@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from mergekit_clip.data.cli import data
 from mergekit_clip.data.deepfakebench import load_frames
-from mergekit_clip.data.synthetic import load_synth_info, synthesize
+from mergekit_clip.data.pretext import OPERATIONS, PRETEXT_DATASET, _process, render_scene
+from mergekit_clip.data.synthetic import PRESETS, PresetSize, load_synth_info, synthesize
 from mergekit_clip.data.transforms import read_image
 from mergekit_clip.data.validate import validate_dataset
 
@@ -27,9 +28,23 @@ def _digest(root: Path) -> str:
     return h.hexdigest()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _smaller_presets():
+    # same generators, fewer videos: keeps this file fast on 2 shared cores (the CLI reads the same dict)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRESETS, "small", PresetSize(24, 4))
+        mp.setitem(PRESETS, "pretrain", PresetSize(60, 1))
+        yield
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     return synthesize(tmp_path_factory.mktemp("s") / "bench", "small", seed=0)
+
+
+@pytest.fixture(scope="module")
+def pretext(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("p") / "pretext", "pretrain", seed=0)
 
 
 def test_info_and_manifest(synth):
@@ -106,3 +121,52 @@ def test_fakes_differ_from_reals_in_the_swapped_region(synth):
     real = np.mean([energy(r.path) for r in recs if r.label == 0])
     fake = np.mean([energy(r.path) for r in recs if r.label == 1])
     assert fake < real
+
+
+def _highpass(img: np.ndarray) -> float:
+    """Mean absolute 4-neighbour Laplacian of the grey image: fine detail (noise, texture, sharp edges)."""
+    g = img.astype(float).mean(2)
+    return float(np.abs(4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]).mean())
+
+
+def test_pretext_corpus_is_a_separate_valid_binary_task(pretext, synth):
+    assert pretext.datasets == [PRETEXT_DATASET] and pretext.train_dataset == PRETEXT_DATASET
+    assert pretext.preset == "pretrain" and load_synth_info(pretext.json_root.parent) == pretext
+    assert not set(pretext.datasets) & set(synth.datasets)  # never a detection (test) dataset
+    assert [p.name for p in pretext.json_root.iterdir()] == [f"{PRETEXT_DATASET}.json"]
+    report = validate_dataset(PRETEXT_DATASET, json_root=pretext.json_root, data_root=pretext.data_root, progress=False)
+    assert report.findings == {}, report.findings
+    roots = {"json_root": pretext.json_root, "data_root": pretext.data_root}
+    splits = {s: load_frames(PRETEXT_DATASET, s, **roots) for s in ("train", "val", "test")}
+    for recs in splits.values():
+        labels = [r.label for r in recs]
+        assert labels.count(0) == labels.count(1) > 0  # every scene once untouched, once processed
+    scenes = {s: {r.video_id.rsplit("/", 1)[-1] for r in recs} for s, recs in splits.items()}
+    assert not scenes["train"] & scenes["test"] and not scenes["train"] & scenes["val"]
+    assert sum(len(v) for v in scenes.values()) == PRESETS["pretrain"].real_videos
+
+
+def test_pretext_processed_frames_lost_detail(pretext):
+    # every default operation removes fine detail, so processed frames are smoother on average (independent
+    # Laplacian measure, not the generator's own code)
+    recs = load_frames(PRETEXT_DATASET, "train", json_root=pretext.json_root, data_root=pretext.data_root)
+    energy = {label: np.mean([_highpass(read_image(r.path)) for r in recs if r.label == label]) for label in (0, 1)}
+    assert energy[1] < 0.85 * energy[0], energy
+
+
+@pytest.mark.parametrize("op", OPERATIONS)
+def test_pretext_operations_remove_detail(op):
+    rng = np.random.default_rng(3)
+    img = render_scene(rng, 64) + rng.normal(0, 6, (64, 64, 3)).astype(np.float32)
+    out = _process(img, op, rng)
+    assert out.shape == img.shape and np.isfinite(out).all()
+    assert _highpass(out) < 0.8 * _highpass(img)
+
+
+def test_pretext_deterministic_and_refuses_unknown_preset(pretext, tmp_path):
+    again = CliRunner().invoke(data, ["synth", str(tmp_path / "again"), "--preset", "pretrain", "--seed", "0"])
+    assert again.exit_code == 0, again.output
+    assert _digest(tmp_path / "again") == _digest(pretext.json_root.parent)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        synthesize(tmp_path / "huge", "huge")  # type: ignore[arg-type]
+    assert not (tmp_path / "huge").exists()

@@ -103,7 +103,8 @@ def summary(datasets, json_root, label_dict, compression) -> None:
 
 @data.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--preset", type=click.Choice(["small", "full"]), default="small", show_default=True)
+@click.option("--preset", type=click.Choice(["small", "full", "pretrain"]), default="small", show_default=True,
+              help="pretrain = the generic pre-training corpus, not a detection benchmark")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
 def synth(out, preset, seed, overwrite) -> None:

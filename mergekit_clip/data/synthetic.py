@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from mergekit_clip.checkpoint import atomic_directory
 
-Preset = Literal["small", "full"]
+Preset = Literal["small", "full", "pretrain"]
 MANIFEST = "synth.json"
 IMAGE_SIZE = 64  # stored frame side, pixels
 FRAME_STEP = 5  # frame file names are 0, 5, 10, ... (sparse like DeepfakeBench's sampled frames)
@@ -39,7 +39,13 @@ class PresetSize:
     frames: int  # per video
 
 
-PRESETS: dict[str, PresetSize] = {"small": PresetSize(24, 6), "full": PresetSize(100, 16)}
+# "pretrain" is not a detection benchmark: the generic pre-training corpus of mergekit_clip.data.pretext
+# (real_videos = scenes, each an untouched and a processed clip).
+PRESETS: dict[str, PresetSize] = {
+    "small": PresetSize(80, 4),
+    "full": PresetSize(100, 16),
+    "pretrain": PresetSize(2400, 1),
+}
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,13 @@ STYLES: tuple[DatasetStyle, ...] = (
         "levels nested under each split; Windows paths; fake video names shared across methods.",
         real_label="FF-real",
         forgeries=(
-            Forgery("FF-DF", "Blend", feather=1.0, colour_match=0.5),
-            Forgery("FF-F2F", "Reenact", feather=2.0, colour_match=0.9, upsample=2, upsample_mode="linear"),
+            Forgery("FF-DF", "Blend", feather=0.7, colour_match=0.3, residual_noise=0.0),
+            Forgery("FF-F2F", "Reenact", feather=1.5, colour_match=0.8, upsample=2, upsample_mode="linear",
+                    residual_noise=0.0),
         ),
         path_style="windows",
-        jpeg={"c23": (85, 95), "c40": (40, 55)},
-        noise=(4.0, 7.0),
+        jpeg={"c23": (90, 97), "c40": (40, 55)},
+        noise=(5.0, 8.0),
         real_layout="{root}/original_sequences/youtube/{level}/frames/{video}",
         fake_layout="{root}/manipulated_sequences/{method}/{level}/frames/{video}",
         real_group="FF-real",
@@ -97,8 +104,8 @@ STYLES: tuple[DatasetStyle, ...] = (
         "up-sampled with a checkerboard (decoder) pattern; light compression (JPEG 88-98).",
         real_label="CelebDFv2_real",
         forgeries=(
-            Forgery("CelebDFv2_fake", "Celeb-synthesis", feather=3.0, colour_match=1.0, upsample=4,
-                    upsample_mode="nearest", checkerboard=5.0),
+            Forgery("CelebDFv2_fake", "Celeb-synthesis", feather=3.0, colour_match=1.0, upsample=2,
+                    upsample_mode="nearest", checkerboard=5.0, residual_noise=0.5),
         ),  # fmt: skip
         path_style="posix",
         jpeg={None: (88, 98)},
@@ -149,8 +156,8 @@ STYLES: tuple[DatasetStyle, ...] = (
                     residual_noise=0.4),
         ),  # fmt: skip
         path_style="posix",
-        jpeg={None: (95, 100)},
-        noise=(5.0, 9.0),
+        jpeg={None: (90, 98)},
+        noise=(3.0, 6.0),
         real_layout="{root}/real/{video}",
         fake_layout="{root}/fake/{video}",
         real_group="UADFV_Real",
@@ -211,7 +218,7 @@ def _identity(rng: np.random.Generator, size: int) -> _Identity:
     hair = rng.choice([np.array([30.0, 25, 20]), np.array([90.0, 60, 30]), np.array([200.0, 170, 110]),
                        np.array([120.0, 120, 120])]) + rng.normal(0, 10, 3)  # fmt: skip
     lips = skin * np.array([0.95, 0.6, 0.6]) + rng.normal(0, 6, 3)
-    tex = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 0.8) * rng.uniform(4, 8)
+    tex = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 0.8) * rng.uniform(10, 16)
     return _Identity(
         skin=np.clip(skin, 30, 250), hair=np.clip(hair, 0, 255), lips=np.clip(lips, 0, 255),
         eye_dx=rng.uniform(0.33, 0.45), eye_y=rng.uniform(-0.22, -0.08), eye_r=rng.uniform(0.09, 0.14),
@@ -413,6 +420,8 @@ def synthesize(
         raise ValueError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
     size = PRESETS[preset]
     out = Path(out_dir).absolute()
+    if preset == "pretrain":
+        return _synthesize_pretext(out, size, seed, overwrite=overwrite)
     total = sum(len(s.jpeg) * (size.real_videos + len(s.forgeries) * max(1, size.real_videos // len(s.forgeries)))
                 for s in STYLES) * size.frames  # fmt: skip
     with atomic_directory(out, overwrite=overwrite) as tmp, tqdm(total=total, desc="synth", unit="frame") as bar:
@@ -428,6 +437,33 @@ def synthesize(
             "datasets": [s.name for s in STYLES],
             "descriptions": {s.name: s.description for s in STYLES},
         }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return load_synth_info(out)
+
+
+def _synthesize_pretext(out: Path, size: PresetSize, seed: int, *, overwrite: bool) -> SynthInfo:
+    """The generic pre-training corpus (one dataset, train/val/test by scene); no detection dataset is written."""
+    from mergekit_clip.data.pretext import PRETEXT_DATASET, generate_pretext
+
+    frame_names = [str(FRAME_STEP * k) for k in range(size.frames)]
+    splits = _splits(size.real_videos, np.random.default_rng([seed, 7]))
+    total = 2 * size.real_videos * size.frames
+    with atomic_directory(out, overwrite=overwrite) as tmp, tqdm(total=total, desc="synth", unit="frame") as bar:
+        (tmp / "json").mkdir()
+        doc = generate_pretext(
+            size.real_videos, size.frames, seed, tmp / "data", image_size=IMAGE_SIZE, frame_names=frame_names,
+            splits=splits, write_png=_write_png, progress=bar.update,
+        )  # fmt: skip
+        (tmp / "json" / f"{PRETEXT_DATASET}.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        manifest = {
+            "preset": "pretrain",
+            "seed": seed,
+            "image_size": IMAGE_SIZE,
+            "train_dataset": PRETEXT_DATASET,
+            "datasets": [PRETEXT_DATASET],
+            "descriptions": {PRETEXT_DATASET: "generic pre-training corpus: untouched vs processed (region or "
+                             "whole frame) abstract scenes; DF_real = untouched, DF_fake = processed"},
+        }  # fmt: skip
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return load_synth_info(out)
 
