@@ -1,16 +1,24 @@
-"""Cross-dataset gap of the synthetic benchmark: train a simple detector on the train dataset, score every dataset.
+"""Cross-dataset gap of the synthetic benchmark: train detectors on the train dataset, score every dataset.
 
-    python benchmarks/synthetic_gap.py [--preset small] [--seed 0] [--size 32] [--epochs 30]
+    python -m benchmarks.synthetic_gap [--preset small] [--seed 0] [--size 32] [--epochs 30]   # tiny CNN + logreg
+    python -m benchmarks.synthetic_gap --vit [--out runs/gap]          # the demo's tiny-ViT family (clip-train)
 
-Prints one JSON line per test dataset with frame AUC of (a) a tiny CNN and (b) logistic regression on
+Default: one JSON line per test dataset with frame AUC of (a) a tiny CNN and (b) logistic regression on
 downsampled pixels, both trained on ``SynthInfo.train_dataset``'s train split, epoch chosen on its val split.
 In-domain = the train dataset's test split; the others are cross-dataset.
+
+``--vit`` runs the demo's two ``clip-train`` steps as they ship (``train/configs/tiny_pretrain.yaml`` on the
+generic pre-training corpus, then ``tiny_family.yaml``; only the paths are redirected), prints the wall time
+of every step, then one JSON line per ingredient: held-out val AUC (what greedy soups rank on), in-domain test
+AUC and each cross-dataset test AUC, and a summary line (mean/min/max over the fine-tuned ingredients).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
+from pathlib import Path
 
 import click
 import numpy as np
@@ -21,8 +29,10 @@ from torch import nn
 
 from mergekit_clip.config import PreprocessSpec
 from mergekit_clip.data.deepfakebench import load_frames
-from mergekit_clip.data.synthetic import synthesize
+from mergekit_clip.data.synthetic import SynthInfo, synthesize
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, build_train_transform
+
+CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 
 
 def _tensors(records, transform) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,56 +55,132 @@ def _scores(model: nn.Module, x: torch.Tensor) -> np.ndarray:
         return torch.softmax(model(x), 1)[:, 1].numpy()
 
 
+def run_cnn(info: SynthInfo, size: int, epochs: int, seed: int) -> None:
+    pre = PreprocessSpec(image_size=size)
+    roots = {"json_root": info.json_root, "data_root": info.data_root}
+    train = load_frames(info.train_dataset, "train", **roots)
+    x_tr, y_tr = _tensors(train, build_eval_transform(pre))
+    x_va, y_va = _tensors(load_frames(info.train_dataset, "val", **roots), build_eval_transform(pre))
+    tests = {d: _tensors(load_frames(d, "test", **roots), build_eval_transform(pre)) for d in info.datasets}
+    train_ds = FrameDataset(train, build_train_transform(pre, strength=0.5, seed=seed))
+
+    model = _cnn()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
+    best, best_state = -1.0, None
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(train_ds))
+        for i in range(0, len(perm), 32):
+            items = [train_ds[int(j)] for j in perm[i : i + 32]]
+            xb, yb = torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items])
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+        val_auc = roc_auc_score(y_va.numpy(), _scores(model, x_va))
+        if val_auc > best:
+            best, best_state = val_auc, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+
+    logreg = LogisticRegression(C=0.1, max_iter=2000).fit(x_tr.flatten(1).numpy(), y_tr.numpy())
+    for name, (x, y) in tests.items():
+        lr_scores = logreg.predict_proba(x.flatten(1).numpy())[:, 1]
+        row = {
+            "dataset": name,
+            "domain": "in-domain" if name == info.train_dataset else "cross-dataset",
+            "frames": len(y),
+            "cnn_auc": round(float(roc_auc_score(y.numpy(), _scores(model, x))), 4),
+            "logreg_auc": round(float(roc_auc_score(y.numpy(), lr_scores)), 4),
+            "preset": info.preset,
+            "seed": info.seed,
+            "input_px": size,
+            "val_auc_selected": round(float(best), 4),
+        }
+        print(json.dumps(row))
+
+
+def _timed(label: str, fn, times: dict):
+    t0 = time.perf_counter()
+    out = fn()
+    times[label] = round(time.perf_counter() - t0, 1)
+    print(json.dumps({"step": label, "wall_s": times[label]}), flush=True)
+    return out
+
+
+@torch.no_grad()
+def _ingredient_aucs(model_dir: Path, sets: dict, cache: dict) -> dict[str, float]:
+    """Frame AUC of one detector dir on every (dataset, split) of ``sets`` (eval transform, P(fake))."""
+    from mergekit_clip.checkpoint import load_detector
+
+    model = load_detector(model_dir, "cpu").eval()
+    pre = model.spec.preprocess
+    out = {}
+    for key, records in sets.items():
+        if (key, pre.model_dump_json()) not in cache:
+            cache[(key, pre.model_dump_json())] = _tensors(records, build_eval_transform(pre))
+        x, y = cache[(key, pre.model_dump_json())]
+        prob = torch.cat([model.fake_probability(x[i : i + 256]) for i in range(0, len(x), 256)])
+        out[f"{key[0]}/{key[1]}"] = round(float(roc_auc_score(y.numpy(), prob.float().numpy())), 4)
+    return out
+
+
+def run_vit(out: Path, preset: str, seed: int) -> None:
+    from train.config import load_config
+    from train.sweep import run_sweep
+
+    times: dict[str, float] = {}
+    bench = _timed("synth", lambda: synthesize(out / "synth", preset, seed, overwrite=True), times)
+    pretext = _timed("synth_pretrain", lambda: synthesize(out / "pretext", "pretrain", seed, overwrite=True), times)
+    pre_cfg = load_config(CONFIGS / "tiny_pretrain.yaml", [
+        f"output={out / 'tiny_pretrain'}", f"data.json_root={pretext.json_root}",
+        f"data.data_root={pretext.data_root}",
+    ])  # fmt: skip
+    _timed("clip_train_pretrain", lambda: run_sweep(pre_cfg, overwrite=True), times)
+    fam_cfg = load_config(CONFIGS / "tiny_family.yaml", [
+        f"output={out / 'tiny_family'}", f"backbone.pretrained={out / 'tiny_pretrain' / 'ingredients' / 'ft_s0'}",
+        f"data.json_root={bench.json_root}", f"data.data_root={bench.data_root}",
+    ])  # fmt: skip
+    rows = _timed("clip_train_family", lambda: run_sweep(fam_cfg, overwrite=True), times)
+
+    roots = {"json_root": bench.json_root, "data_root": bench.data_root}
+    sets = {(d, "test"): load_frames(d, "test", **roots) for d in bench.datasets}
+    cache: dict = {}
+    tuned = []
+    for row in [{"name": "base", "path": str(out / "tiny_family" / "base"), "mode": "base"}, *rows]:
+        aucs = _ingredient_aucs(Path(row["path"]), sets, cache)
+        in_domain = aucs.pop(f"{bench.train_dataset}/test")
+        result = {
+            "ingredient": row["name"],
+            "mode": row["mode"],
+            "val_auc": round(row["heldout"]["auc"], 4) if row.get("heldout") else None,
+            "in_domain_auc": in_domain,
+            "cross_mean_auc": round(float(np.mean(list(aucs.values()))), 4),
+            **{k.split("/")[0]: v for k, v in aucs.items()},
+        }
+        print(json.dumps(result), flush=True)
+        if row["mode"] != "base":
+            tuned.append(result)
+    summary = {"summary": "ingredients (base excluded)", "n": len(tuned), **times}
+    for key in ("val_auc", "in_domain_auc", "cross_mean_auc"):
+        values = [r[key] for r in tuned]
+        summary[key] = {"mean": round(float(np.mean(values)), 4), "min": min(values), "max": max(values)}
+    summary["clip_train_total_s"] = round(times["clip_train_pretrain"] + times["clip_train_family"], 1)
+    print(json.dumps(summary))
+
+
 @click.command()
 @click.option("--preset", default="small", type=click.Choice(["small", "full"]))
 @click.option("--seed", default=0, type=int)
-@click.option("--size", default=32, type=int, help="detector input side, pixels")
-@click.option("--epochs", default=30, type=int)
-def main(preset: str, seed: int, size: int, epochs: int) -> None:
+@click.option("--size", default=32, type=int, help="CNN input side, pixels")
+@click.option("--epochs", default=30, type=int, help="CNN epochs")
+@click.option("--vit", is_flag=True, help="run the demo's tiny-ViT pre-training + family instead of the CNN")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="--vit: keep the runs here")
+def main(preset: str, seed: int, size: int, epochs: int, vit: bool, out: Path | None) -> None:
     torch.manual_seed(seed)
-    pre = PreprocessSpec(image_size=size)
     with tempfile.TemporaryDirectory() as tmp:
-        info = synthesize(f"{tmp}/synth", preset, seed)
-        roots = {"json_root": info.json_root, "data_root": info.data_root}
-        train = load_frames(info.train_dataset, "train", **roots)
-        x_tr, y_tr = _tensors(train, build_eval_transform(pre))
-        x_va, y_va = _tensors(load_frames(info.train_dataset, "val", **roots), build_eval_transform(pre))
-        tests = {d: _tensors(load_frames(d, "test", **roots), build_eval_transform(pre)) for d in info.datasets}
-        aug = build_train_transform(pre, strength=0.5, seed=seed)
-        train_ds = FrameDataset(train, aug)
-
-        model = _cnn()
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
-        best, best_state = -1.0, None
-        for _ in range(epochs):
-            model.train()
-            perm = torch.randperm(len(train_ds))
-            for i in range(0, len(perm), 32):
-                items = [train_ds[int(j)] for j in perm[i : i + 32]]
-                xb, yb = torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items])
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(xb), yb).backward()
-                opt.step()
-            val_auc = roc_auc_score(y_va.numpy(), _scores(model, x_va))
-            if val_auc > best:
-                best, best_state = val_auc, {k: v.clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(best_state)
-
-        logreg = LogisticRegression(C=0.1, max_iter=2000).fit(x_tr.flatten(1).numpy(), y_tr.numpy())
-        for name, (x, y) in tests.items():
-            lr_scores = logreg.predict_proba(x.flatten(1).numpy())[:, 1]
-            row = {
-                "dataset": name,
-                "domain": "in-domain" if name == info.train_dataset else "cross-dataset",
-                "frames": len(y),
-                "cnn_auc": round(float(roc_auc_score(y.numpy(), _scores(model, x))), 4),
-                "logreg_auc": round(float(roc_auc_score(y.numpy(), lr_scores)), 4),
-                "preset": preset,
-                "seed": seed,
-                "input_px": size,
-                "val_auc_selected": round(float(best), 4),
-            }
-            print(json.dumps(row))
+        if vit:
+            run_vit((out or Path(tmp)).absolute(), preset, seed)
+        else:
+            run_cnn(synthesize(f"{tmp}/synth", preset, seed), size, epochs, seed)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 Real CLIP fine-tunes share one basin because they all start from a backbone pre-trained on a generic task. The
 tiny demo backbone gets the same kind of start from this corpus instead of from the detection data: abstract
 scenes (gradients, shapes, gratings, smooth textures; no faces) "captured" with camera noise, of which half are
-then processed, on the whole frame or on a random region (rectangle, polygon or blob, soft or hard edge), by
-common image-editing operations (median/bilateral smoothing, fractional resampling, added noise, sharpening,
-posterisation, tone curves, motion blur), and finally JPEG-stored. Telling processed from untouched images
-needs the low-level statistics (noise level, local smoothness, edges of a region) a forgery detector reads,
-without ever showing a face swap or any of the forgery operators of :mod:`mergekit_clip.data.synthetic`.
+then processed, on the whole frame or on a random region (rectangle, polygon or blob, soft or hard edge), by a
+common detail-removing edit (median filter, Gaussian blur, fractional resampling, motion blur), and finally
+JPEG-stored. Telling processed from untouched images needs the low-level statistics (noise level, local
+smoothness) a forgery detector reads, without ever showing a face swap or any of the forgery operators of
+:mod:`mergekit_clip.data.synthetic`. Detail-adding edits (noise, sharpening, posterisation, tone curves) exist
+as ``EXTRA_OPERATIONS`` but stay out of the default corpus: mixed in, a tiny ViT did not learn the task within
+the demo's budget (docs/data.md).
 
 The task is binary so ``clip-train`` trains on it unchanged. DeepfakeBench's default label dictionary has no
 generic label strings and ``clip-train`` reads that dictionary, so the corpus borrows DeeperForensics' pair:
@@ -106,9 +108,9 @@ def _region(rng: np.random.Generator, size: int, whole_ok: bool = True) -> np.nd
         mask = np.zeros((size, size), np.uint8)
         cv2.fillPoly(mask, [hull], 1)
         mask = mask.astype(np.float32)
-        if mask.mean() < 0.2:  # a sliver: fall back to a rectangle so the region is visible
+        if mask.mean() < 0.2:  # a sliver: draw another region so the processing stays visible
             return _region(np.random.default_rng(rng.integers(2**31)), size, whole_ok)
-    else:  # "whole" where a tone curve would leave nothing to compare against
+    else:  # "whole" for a tone curve (unused by default): keep an untouched border to compare against
         mask = np.zeros((size, size), np.float32)
         mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0
     sigma = rng.choice([0.0, rng.uniform(0.5, 3.0)])

@@ -10,6 +10,9 @@ The JSONs exercise the format's quirks: ``Synth-FF`` nests compression levels (`
 and uses Windows paths, as FaceForensics++ does; ``Synth-DFDCP`` uses Windows paths too; ``Synth-DFDC`` prefixes
 ``./``; frames are listed in lexicographic file-name order (``0, 10, 15, 5``) so readers must sort numerically.
 Label strings are DeepfakeBench's defaults. Output is deterministic per seed (same bytes).
+
+``preset="pretrain"`` writes no detection dataset but the generic pre-training corpus of
+:mod:`mergekit_clip.data.pretext` (one dataset, same JSON layout), for the demo's tiny backbone.
 """
 
 from __future__ import annotations
@@ -90,10 +93,10 @@ STYLES: tuple[DatasetStyle, ...] = (
             Forgery("FF-DF", "Blend", feather=0.7, colour_match=0.3, residual_noise=0.0),
             Forgery("FF-F2F", "Reenact", feather=1.5, colour_match=0.8, upsample=2, upsample_mode="linear",
                     residual_noise=0.0),
-        ),
+        ),  # fmt: skip
         path_style="windows",
         jpeg={"c23": (90, 97), "c40": (40, 55)},
-        noise=(5.0, 8.0),
+        noise=(6.0, 9.0),
         real_layout="{root}/original_sequences/youtube/{level}/frames/{video}",
         fake_layout="{root}/manipulated_sequences/{method}/{level}/frames/{video}",
         real_group="FF-real",
@@ -105,10 +108,10 @@ STYLES: tuple[DatasetStyle, ...] = (
         real_label="CelebDFv2_real",
         forgeries=(
             Forgery("CelebDFv2_fake", "Celeb-synthesis", feather=3.0, colour_match=1.0, upsample=2,
-                    upsample_mode="nearest", checkerboard=5.0, residual_noise=0.5),
+                    upsample_mode="nearest", checkerboard=5.0, residual_noise=0.7),
         ),  # fmt: skip
         path_style="posix",
-        jpeg={None: (88, 98)},
+        jpeg={None: (82, 94)},
         noise=(3.0, 6.0),
         real_layout="{root}/Celeb-real/frames/{video}",
         fake_layout="{root}/{method}/frames/{video}",
@@ -153,7 +156,7 @@ STYLES: tuple[DatasetStyle, ...] = (
         real_label="UADFV_Real",
         forgeries=(
             Forgery("UADFV_Fake", "fake", feather=1.5, colour_match=0.6, upsample=2, mask_scale=0.65,
-                    residual_noise=0.4),
+                    residual_noise=0.7),
         ),  # fmt: skip
         path_style="posix",
         jpeg={None: (90, 98)},
