@@ -48,7 +48,7 @@ def _run(cmd: list[str], log: Path | None = None) -> None:
 
 def _done(marker: Path) -> bool:
     if marker.exists():
-        click.echo(f"(reusing {marker.parent if marker.name != 'synth.json' else marker.parent})")
+        click.echo(f"(reusing {marker.parent})")
         return True
     return False
 
@@ -66,7 +66,8 @@ def _merge_recipes(recipes: list[Path], merges: Path, logs: Path) -> list[Path]:
             click.echo(f"(reusing {merges / recipe.stem})")
 
     def merge(recipe: Path) -> None:
-        cmd = ["mergekit-yaml", str(recipe.relative_to(REPO)), str(merges / recipe.stem)]
+        # DARE and DELLA drop entries at random: a fixed seed keeps the demo's table reproducible.
+        cmd = ["mergekit-yaml", str(recipe.relative_to(REPO)), str(merges / recipe.stem), "--random-seed", "0"]
         _run(cmd, log=logs / f"{recipe.stem}.log")
 
     with ThreadPoolExecutor(max_workers=2) as pool:
