@@ -29,7 +29,7 @@ def _python(code: str, **env: str) -> str:
 
 def test_pth_file_is_installed():
     installed = Path(sysconfig.get_paths()["purelib"]) / "mergekit_clip.pth"
-    shipped = Path(__file__).parents[1] / "mergekit_clip" / "_data" / "mergekit_clip.pth"
+    shipped = Path(__file__).parents[1] / "mergekit_clip" / "_data" / "startup_hook.pth.txt"
     assert installed.read_text() == shipped.read_text()
 
 
