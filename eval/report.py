@@ -264,15 +264,19 @@ def write_plots(preds: Sequence[Predictions], directory: Path) -> list[str]:
     for dataset in datasets:
         group = [p for p in preds if p.dataset == dataset]
         fig, ax = plt.subplots(figsize=(5, 5))
-        for p in group:
+        colours = plt.get_cmap("tab20").colors
+        for i, p in enumerate(group):
             y, s = p.labels[p.ok], p.scores[p.ok]
             if np.unique(y).size == 2:
                 fpr, tpr, _ = roc_curve(y, s)
-                ax.plot(fpr, tpr, label=p.model)
+                # Many models share one plot: the line style tells ingredients, soups and merges apart.
+                style = _ROC_STYLE.get(model_kind(p.meta), _ROC_STYLE["other"])
+                label = f"{p.model} (AUC {np.trapezoid(tpr, fpr):.3f})"
+                ax.plot(fpr, tpr, label=label, color=colours[i % len(colours)], **style)
         ax.plot([0, 1], [0, 1], ls=":", c="grey")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC: {dataset}")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         name = f"roc_{slug(dataset)}.png"
         fig.savefig(directory / name, dpi=100, bbox_inches="tight")
         plt.close(fig)
@@ -295,6 +299,14 @@ def write_plots(preds: Sequence[Predictions], directory: Path) -> list[str]:
         plt.close(fig)
         written.append(name)
     return written
+
+
+_ROC_STYLE = {
+    "ingredient": {"lw": 0.9, "ls": "--", "alpha": 0.8},
+    "soup": {"lw": 1.8, "ls": "-."},
+    "merge": {"lw": 1.6, "ls": "-"},
+    "other": {"lw": 1.2, "ls": "-"},
+}
 
 
 def write_report(
