@@ -8,31 +8,20 @@ counted); rank 0 gathers the scores back into frame order and is the only one th
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 import torch.distributed as dist
+
+from mergekit_clip.distributed import DistInfo
+from mergekit_clip.distributed import init_distributed as _init_distributed
+from mergekit_clip.distributed import shutdown as _shutdown
 
 
 @dataclass(frozen=True)
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, n: int) -> list[int]:
-        """The frame indices this rank scores: a strided slice, disjoint across ranks, covering 0..n-1."""
-        return list(range(self.rank, n, self.world_size))
+class DistContext(DistInfo):
+    """The shared process-group view plus the score gathering evaluation needs."""
 
     def gather(
         self, n: int, indices: list[int], scores: np.ndarray, ok: np.ndarray, error: str | None = None
@@ -72,16 +61,7 @@ class DistContext:
 
 def init_distributed(device: str) -> DistContext:
     """Join the process group torchrun describes in ``RANK``/``WORLD_SIZE``; single-process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistContext()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(local_rank)
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank)
+    return DistContext(**dataclasses.asdict(_init_distributed(device)))
 
 
 def device_for(device: str, ctx: DistContext) -> str:
@@ -90,5 +70,5 @@ def device_for(device: str, ctx: DistContext) -> str:
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+    if ctx.enabled:
+        _shutdown()

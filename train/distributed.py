@@ -6,41 +6,12 @@ writes files; every rank runs the same deterministic code so the processes stay 
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 
+from mergekit_clip.distributed import DistInfo, init_distributed, shutdown
 
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: str) -> DistInfo:
-    """Join the torchrun process group when ``WORLD_SIZE`` > 1; a no-op for a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+__all__ = ["DistInfo", "init_distributed", "shutdown", "barrier", "shard_indices", "gather_rows", "broadcast_object"]
 
 
 def barrier(info: DistInfo) -> None:
@@ -48,15 +19,9 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
-    """Leave the process group if one was started (a no-op otherwise)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def shard_indices(total: int, info: DistInfo) -> list[int]:
     """Rank-strided indices: rank r gets r, r+N, r+2N, ... (every index exactly once over all ranks)."""
-    return list(range(info.rank, total, info.world_size))
+    return info.shard(total)
 
 
 def gather_rows(rows: torch.Tensor, total: int, info: DistInfo) -> torch.Tensor:
