@@ -36,12 +36,9 @@ from tqdm import tqdm
 
 from eval.distributed import DistContext
 from mergekit_clip.config import PreprocessSpec
+from mergekit_clip.data.transforms import FrameDecodeError, read_image
 
 cv2.setNumThreads(1)  # decode parallelism comes from DataLoader workers; OpenCV's own pool fights torch's
-
-
-class FrameDecodeError(ValueError):
-    """A frame file that is missing or cannot be decoded as an image (the message names it)."""
 
 
 class Record(Protocol):
@@ -71,19 +68,7 @@ class Predictions:
 
 def decode_frame(path: str | os.PathLike, preprocess: PreprocessSpec) -> np.ndarray:
     """Read an image file as RGB uint8 HWC at the model's input size (resize per ``preprocess``, centre crop)."""
-    return resize_frame(decode_rgb(path), preprocess)
-
-
-def decode_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as RGB uint8 HWC, at its own size."""
-    try:
-        raw = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode also handles non-ASCII paths
-    except OSError as e:
-        raise FrameDecodeError(f"{path}: cannot read frame ({e.strerror or e})") from e
-    bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
-    if bgr is None:
-        raise FrameDecodeError(f"{path}: not a decodable image ({raw.size} bytes)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return resize_frame(read_image(path), preprocess)
 
 
 def resize_frame(rgb: np.ndarray, preprocess: PreprocessSpec) -> np.ndarray:
@@ -113,7 +98,7 @@ def load_frame(path: str | os.PathLike, preprocess: PreprocessSpec, resize: Resi
         return torch.from_numpy(decode_frame(path, preprocess)).permute(2, 0, 1)
     from mergekit_clip.data.transforms import ClipTransform
 
-    rgb = decode_rgb(path)
+    rgb = read_image(path)
     tensor = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
     return ClipTransform(preprocess).resize(tensor).contiguous()
 
