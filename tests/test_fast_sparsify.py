@@ -80,15 +80,28 @@ def test_della_bitwise_equal_to_stock(density, epsilon):
         assert_bitwise(fs.della_magprune(x, density, epsilon, sp.RescaleNorm.l1), expected)
 
 
-def test_fast_path_taken_without_ties_and_stock_fallback_on_ambiguous_ties():
+def test_fast_path_without_ties_replay_on_ambiguous_ties():
     fs.fallbacks.clear()
+    fs.replays.clear()
     x = torch.randn(10_000)
     fs.magnitude(x, 0.2)
     fs.magnitude_outliers(x, 0.2, None, 0.01)
-    assert sum(fs.fallbacks.values()) == 0
+    assert sum(fs.fallbacks.values()) == 0 and sum(fs.replays.values()) == 0
     ties = torch.tensor([3.0, -3.0, 3.0, 1.0, -3.0, 0.5] * 100)  # 400 entries tie at |x| == 3, k = 300
     assert_bitwise(fs.magnitude(ties, 0.5), stock("magnitude")(ties, 0.5))
-    assert fs.fallbacks["magnitude"] == 1
+    assert_bitwise(fs.magnitude_outliers(ties, 0.5, None, 0.1), stock("magnitude_outliers")(ties, 0.5, None, 0.1))
+    assert fs.replays["magnitude"] == 1 and fs.replays["magnitude_outliers"] == 1
+    assert sum(fs.fallbacks.values()) == 0
+
+
+def test_stock_kernel_runs_when_the_replay_is_unavailable(monkeypatch):
+    """A torch build whose CPU sort no longer matches the replay: stock's own sort decides the ties."""
+    monkeypatch.setattr(fs, "replay_matches_torch", lambda: False)
+    fs.fallbacks.clear()
+    ties = torch.tensor([3.0, -3.0, 3.0, 1.0, -3.0, 0.5] * 100)
+    assert_bitwise(fs.magnitude(ties, 0.5), stock("magnitude")(ties, 0.5))
+    assert_bitwise(fs.magnitude_outliers(ties, 0.5, None, 0.1), stock("magnitude_outliers")(ties, 0.5, None, 0.1))
+    assert fs.fallbacks["magnitude"] == 1 and fs.fallbacks["magnitude_outliers"] == 1
 
 
 def test_index_tie_mode_matches_stable_argsort(monkeypatch):
@@ -201,3 +214,12 @@ def test_gather_nan_check_uses_sum_but_stays_exact():
         x[37] = bad
         with pytest.raises(MergeInputError, match="model_b: tensor visual.proj has NaN/Inf"):
             prepare_inputs("visual.proj", {"a": torch.ones(100), "b": x}, ctx, ["a", "b"])
+
+
+def test_kth_smallest_is_exact_when_the_sample_brackets_and_when_it_misses():
+    g = torch.Generator().manual_seed(2)
+    periodic = (torch.arange(98_304) % 12 != 0).float() + torch.rand(98_304, generator=g)  # the sample sees < 1
+    for w in (torch.rand(200_001, generator=g), torch.randint(0, 50, (100_000,), generator=g).float(), periodic):
+        ordered = w.sort().values
+        for rank in (0, 1, w.numel() // 5, w.numel() // 2, w.numel() - 2, w.numel() - 1):
+            assert fs._kth_smallest(w, rank).item() == ordered[rank].item()
