@@ -9,7 +9,9 @@ mergekit has no plugin entry point, so :func:`register` (run automatically when 
 * ``ExecuteMergeMethodTask.execute``: tensors identical in every input are passed through (exact);
 * ``mergekit.merge.run_merge``: preflight checks, atomic output and the merged detector's config
   (:mod:`.merge_output`);
-* the sparsifying kernels of TIES/DARE/breadcrumbs/DELLA get an O(n) selection (:mod:`mergekit_clip.fast_sparsify`).
+* the sparsifying kernels of TIES/DARE/breadcrumbs/DELLA get an O(n) selection (:mod:`mergekit_clip.fast_sparsify`),
+  and ``GeneralizedTaskArithmeticMerge.merge_group`` drops its per-ingredient temporaries
+  (:mod:`mergekit_clip.inplace_merge`); both bit-identical to stock, both off with ``MERGEKIT_CLIP_STOCK_KERNELS=1``.
 
 ``register()`` is idempotent: a second call is a no-op; a different architecture already registered under
 one of our names is a conflict and raises, naming both.
@@ -22,7 +24,7 @@ import os
 
 LOG = logging.getLogger("mergekit_clip")
 _REGISTERED = False
-# Keep mergekit's own sparsification kernels (for comparisons and debugging).
+# Keep mergekit's own sparsification kernels and merge_group (for comparisons and debugging).
 STOCK_KERNELS_ENV = "MERGEKIT_CLIP_STOCK_KERNELS"
 
 
@@ -67,8 +69,10 @@ def register() -> None:
     install_run_merge_hook()
     if os.environ.get(STOCK_KERNELS_ENV, "").strip() in ("", "0"):
         from mergekit_clip.fast_sparsify import install as install_fast_sparsify
+        from mergekit_clip.inplace_merge import install as install_inplace_merge
 
         install_fast_sparsify()
+        install_inplace_merge()
     _REGISTERED = True
 
 
