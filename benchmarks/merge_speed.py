@@ -35,6 +35,7 @@ import click
 SIZES = {  # HF CLIPVisionConfig geometry of the open_clip towers: (width, mlp width, layers, heads, patch)
     "ViT-B-16": (768, 3072, 12, 12, 16),
     "ViT-L-14": (1024, 4096, 24, 16, 14),
+    "tiny": (64, 128, 2, 4, 16),  # a smoke test of the benchmark itself (tests/test_merge_speed_benchmark.py)
 }
 METHODS = ("ties", "dare_ties", "breadcrumbs_ties", "della", "task_arithmetic", "linear", "model_stock")
 TIE_METHODS = ("ties", "breadcrumbs_ties")  # the kernels with a tie rule (MERGEKIT_CLIP_SPARSIFY_TIES)
@@ -316,6 +317,13 @@ def same_output(a: Path, b: Path) -> str:
 # ---------------------------------------------------------------- report
 
 
+def _device_name(cuda: bool) -> str:
+    import torch
+
+    where = torch.cuda.get_device_name(0) if cuda else f"CPU x{torch.get_num_threads()} threads"
+    return f"{where}, torch {torch.__version__}"
+
+
 def _print(results: list[Result]) -> None:
     click.echo(f"\n{'size':9} {'method':17} {'variant':16} {'n':>2} {'wall s':>7} {'RSS MB':>7} {'anon MB':>7}  same")
     for r in results:
@@ -349,7 +357,9 @@ def _print(results: list[Result]) -> None:
 @click.command()
 @click.option("--quick", is_flag=True, help="ViT-B/16 only, ties and task_arithmetic, plus the memory sweep.")
 @click.option("--root", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True)
-@click.option("--sizes", default=None, help="Comma-separated of " + ", ".join(SIZES) + " (default: all; quick: B/16).")
+@click.option(
+    "--sizes", default=None, help="Comma-separated of " + ", ".join(SIZES) + " (default: B/16 and L/14; quick: B/16)."
+)
 @click.option("--methods", default=None, help="Comma-separated of " + ", ".join(METHODS) + ".")
 @click.option("--ingredients", type=int, default=3, show_default=True, help="Fine-tunes per merge.")
 @click.option("--sweep", default="2,4,8", show_default=True, help="Ingredient counts for the memory sweep ('' = none).")
@@ -364,13 +374,14 @@ def main(quick, root, sizes, methods, ingredients, sweep, detector, cuda, plain_
 
         plain_merge(yaml.safe_load(plain_recipe.read_text()), plain_out, "cuda" if cuda else "cpu")
         return
-    size_list = (sizes or ("ViT-B-16" if quick else ",".join(SIZES))).split(",")
+    size_list = (sizes or ("ViT-B-16" if quick else "ViT-B-16,ViT-L-14")).split(",")
     method_list = (methods or ("ties,task_arithmetic" if quick else ",".join(METHODS))).split(",")
     bad = [s for s in size_list if s not in SIZES] + [m for m in method_list if m not in METHODS]
     if bad:
         raise click.BadParameter(f"unknown {bad}; sizes: {list(SIZES)}, methods: {list(METHODS)}")
     counts = [int(c) for c in sweep.split(",") if c.strip()]
     click.echo(f"load average before: {os.getloadavg()}, cpus: {os.cpu_count()}", err=True)
+    click.echo(f"device: {_device_name(cuda)}")
     results: list[Result] = []
     for size in size_list:
         hf = make_hf_family(root, size, max([ingredients, *counts]) if size == size_list[0] else ingredients)

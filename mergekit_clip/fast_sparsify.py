@@ -20,9 +20,10 @@ are non-zero: a kept or dropped ``±0`` multiplies to the same ``±0`` either wa
 * no ambiguous boundary tie: the set is value-defined, built with ``kthvalue`` and masks;
 * an ambiguous non-zero boundary tie on CPU: :func:`mergekit_clip.introselect.leading_mask` replays the sort's
   partitions along the path holding the boundary (O(n) expected) and returns exactly the set stock keeps;
-* non-finite values, a replay that cannot be exact (introsort's depth limit), a torch build whose CPU sort no
-  longer matches the replay, or a GPU tensor with an ambiguous tie: the stock function itself is called
-  (``fallbacks`` counts these calls). On CUDA, torch's large sorts are radix sorts and cheap.
+* non-finite values, a replay that cannot be exact (introsort's depth limit), or a torch build whose CPU sort
+  no longer matches the replay: the stock function itself is called (``fallbacks`` counts these calls).
+* GPU tensors (``mergekit-yaml --cuda``) always take the stock kernels: CUDA's sort is a fast radix sort, and
+  on an H200 the selection's extra passes and host syncs made ViT-L/14 ties 1.19x slower than stock's sort.
 * ``MERGEKIT_CLIP_SPARSIFY_TIES=index`` instead breaks boundary ties by position (lowest flat index first,
   what ``torch.argsort(..., stable=True)`` gives): deterministic across devices and torch builds, but then not
   bit-identical to stock mergekit on tensors with ambiguous ties.
@@ -68,7 +69,7 @@ def _stock(name: str) -> Callable:
 
 def _magnitudes(tensor: torch.Tensor) -> torch.Tensor:
     w = tensor.abs().reshape(-1)
-    return w.float() if w.device.type == "cpu" else w  # stock sorts float32 copies on CPU
+    return w.float()  # stock sorts float32 copies on CPU
 
 
 def _finite(w: torch.Tensor) -> bool:
@@ -86,8 +87,6 @@ def _kth_smallest(w: torch.Tensor, rank: int) -> torch.Tensor:
     faster than ``kthvalue`` on the whole tensor. A bracket that misses (a skewed sample) falls back to it.
     """
     n = w.numel()
-    if w.device.type != "cpu":  # kthvalue lacks some dtypes on GPU
-        return torch.topk(w, n - rank, largest=True, sorted=False).values.min()
     if n < 8 * _SAMPLE:
         return torch.kthvalue(w, rank + 1).values
     sample = w[:: n // _SAMPLE].sort().values
@@ -106,7 +105,7 @@ def _kth_smallest(w: torch.Tensor, rank: int) -> torch.Tensor:
 
 def _stock_order_prefix(w: torch.Tensor, k: int, descending: bool) -> torch.Tensor | None:
     """Entries stock's sort of ``w`` puts at positions ``< k`` (CPU replay), or ``None`` to call stock."""
-    if w.device.type != "cpu" or not replay_matches_torch():
+    if not replay_matches_torch():
         return None
     return leading_mask(w, k, descending)
 
@@ -154,7 +153,7 @@ def _apply(tensor: torch.Tensor, keep: torch.Tensor, rescale_norm) -> torch.Tens
 
 def magnitude(tensor: torch.Tensor, density: float, rescale_norm=None) -> torch.Tensor:
     """Drop-in for ``mergekit.sparsify.magnitude``: keep the ``max(1, int(density * n))`` largest ``|x|``."""
-    if density >= 1 or density <= 0 or tensor.numel() == 0:
+    if density >= 1 or density <= 0 or tensor.numel() == 0 or tensor.device.type != "cpu":
         return _stock("magnitude")(tensor, density, rescale_norm)
     stable_ties = tie_mode() == "index"
     n = tensor.numel()
@@ -187,7 +186,7 @@ def magnitude_outliers(tensor: torch.Tensor, density: float, rescale_norm=None, 
     """Drop-in for ``mergekit.sparsify.magnitude_outliers``: drop the ``gamma`` largest, then the smallest."""
     num = tensor.numel()
     target_n = int(density * num) if density < 1 else 0
-    if density >= 1 or num == 0 or target_n <= 0:
+    if density >= 1 or num == 0 or target_n <= 0 or tensor.device.type != "cpu":
         return _stock("magnitude_outliers")(tensor, density, rescale_norm, gamma)
     stable_ties = tie_mode() == "index"
     n_bot = max(0, num - target_n - int(gamma * num))
@@ -209,7 +208,8 @@ def magnitude_outliers(tensor: torch.Tensor, density: float, rescale_norm=None, 
 
 def della_magprune(tensor: torch.Tensor, density: float, epsilon: float, rescale_norm=None) -> torch.Tensor:
     """Drop-in for ``mergekit.sparsify.della_magprune`` with one sort instead of two (ranks by scatter)."""
-    if density >= 1 or density <= 0 or density + epsilon >= 1 or density - epsilon <= 0:
+    out_of_range = density >= 1 or density <= 0 or density + epsilon >= 1 or density - epsilon <= 0
+    if out_of_range or tensor.device.type != "cpu":
         return _stock("della_magprune")(tensor, density, epsilon, rescale_norm)
     from mergekit.sparsify import rescaled_masked_tensor
 
