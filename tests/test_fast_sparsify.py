@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -200,6 +201,10 @@ def test_mergekit_yaml_with_plugin_equals_stock_mergekit(hf_family, tmp_path, me
         assert_bitwise(ours[name], tensor)
         changed += int(not torch.equal(tensor, base[name]))
     assert changed > 10  # the merge did move the weights
+    kernels = json.loads((tmp_path / "plugin" / "merge_log.json").read_text())["kernels"]
+    assert kernels["fast_sparsify"] and kernels["inplace_merge_group"] and kernels["tie_mode"] == "stock"
+    assert sum(kernels["tie_replays"].values()) > 0  # the quantised task vectors did tie at the threshold
+    assert kernels["stock_sort_fallbacks"] == {}
 
 
 def test_gather_nan_check_uses_sum_but_stays_exact():

@@ -42,6 +42,34 @@ def merge_provenance(merge_config, inputs: list[InputModel], ctx: MergeContext) 
     }
 
 
+def _kernel_counts() -> dict:
+    from mergekit_clip import fast_sparsify
+
+    return {"replays": dict(fast_sparsify.replays), "fallbacks": dict(fast_sparsify.fallbacks)}
+
+
+def kernel_report(before: dict) -> dict:
+    """Which of the plugin's bit-identical kernels ran, and how this merge's ambiguous ties were resolved."""
+    import mergekit.sparsify as sp
+    from mergekit.merge_methods.generalized_task_arithmetic import GeneralizedTaskArithmeticMerge
+
+    from mergekit_clip import fast_sparsify, inplace_merge
+
+    now = _kernel_counts()
+
+    def during(key: str) -> dict:
+        counts = {name: n - before[key].get(name, 0) for name, n in now[key].items()}
+        return {name: n for name, n in counts.items() if n}
+
+    return {
+        "fast_sparsify": sp.magnitude is fast_sparsify.magnitude,
+        "inplace_merge_group": GeneralizedTaskArithmeticMerge.merge_group is inplace_merge.merge_group,
+        "tie_mode": fast_sparsify.tie_mode(),
+        "tie_replays": during("replays"),  # ambiguous ties resolved by replaying the CPU sort
+        "stock_sort_fallbacks": during("fallbacks"),  # tensors handed to stock's full sort
+    }
+
+
 def _write_detector_config(out: Path, inputs, reference: InputModel, provenance: dict) -> None:
     adapter = next((m.spec.adapter for m in inputs if m.spec.adapter is not None), None)
     head = merged_head(inputs)
@@ -134,8 +162,10 @@ def install_run_merge_hook() -> None:
         # Cards from mergekit query the Hub for relative paths, and CLIP dirs carry no tokenizer to copy.
         options = options.model_copy(update={"write_model_card": False, "copy_tokenizer": False})
         with atomic_directory(out, overwrite=True) as tmp, merge_context(ctx):
+            counts_before = _kernel_counts()
             original(merge_config, str(tmp), options=options, config_source=config_source)
             provenance = merge_provenance(merge_config, inputs, ctx)
+            provenance["kernels"] = kernel_report(counts_before)
             if reference.layout == ARCHITECTURE:
                 _write_detector_config(tmp, inputs, reference, provenance)
             else:
