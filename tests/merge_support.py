@@ -122,3 +122,10 @@ def run_many(jobs: dict[str, tuple], workers: int = 2) -> dict[str, subprocess.C
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:
     return read_state_dict(path)
+
+
+def assert_bitwise(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal raw bit patterns: tells -0.0 from +0.0 and compares NaNs, unlike torch.equal."""
+    assert a.dtype == b.dtype and a.shape == b.shape
+    as_int = {torch.float32: torch.int32, torch.float64: torch.int64}.get(a.dtype, torch.int16)
+    assert torch.equal(a.contiguous().reshape(-1).view(as_int), b.contiguous().reshape(-1).view(as_int))

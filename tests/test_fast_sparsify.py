@@ -12,22 +12,13 @@ import mergekit.sparsify as sp  # importing mergekit registers the plugin (and i
 import pytest
 import torch
 import yaml
+from merge_support import assert_bitwise
 from safetensors.torch import load_file, save_file
 
 from mergekit_clip import fast_sparsify as fs
 from mergekit_clip.fast_sparsify import TIES_ENV
 
 BIN = Path(sys.executable).parent
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    """Raw bit pattern: tells -0.0 from +0.0 and compares NaNs, unlike torch.equal."""
-    return t.contiguous().view({torch.float32: torch.int32, torch.float16: torch.int16}.get(t.dtype, torch.int16))
-
-
-def assert_bitwise(a: torch.Tensor, b: torch.Tensor) -> None:
-    assert a.dtype == b.dtype and a.shape == b.shape
-    assert torch.equal(bits(a), bits(b))
 
 
 def stock(name: str):

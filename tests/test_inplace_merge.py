@@ -5,12 +5,12 @@ from __future__ import annotations
 import mergekit.merge_methods.registry as registry  # importing mergekit registers the plugin
 import pytest
 import torch
+from merge_support import assert_bitwise
 from mergekit.merge_methods.base import TensorGroup
 
 from mergekit_clip import inplace_merge
 
 METHODS = ["ties", "dare_ties", "breadcrumbs_ties", "della", "task_arithmetic", "dare_linear", "breadcrumbs"]
-BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
 
 
 def stock_merge_group():
@@ -44,11 +44,6 @@ def parameters(method, group: TensorGroup, **shared) -> dict:
     return params
 
 
-def assert_same_bits(a: torch.Tensor, b: torch.Tensor) -> None:
-    assert a.dtype == b.dtype and a.shape == b.shape
-    assert torch.equal(a.reshape(-1).view(BITS[a.dtype]), b.reshape(-1).view(BITS[b.dtype]))
-
-
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("shape", [(), (7,), (33, 5), (64, 48)])
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 9])
@@ -65,7 +60,7 @@ def test_bitwise_equal_to_stock(name, shape, n):
     expected = stock_merge_group()(method, group, **params)
     torch.manual_seed(0)
     got = inplace_merge.merge_group(method, group, **params)
-    assert_same_bits(got, expected)
+    assert_bitwise(got, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -79,7 +74,7 @@ def test_options_and_half_dtypes_bitwise_equal_to_stock(dtype, options):
         group = group_of((40, 24), 4, dtype, seed=3)
         params = parameters(method, group, **options)
         expected = stock_merge_group()(method, group, **params)
-        assert_same_bits(inplace_merge.merge_group(method, group, **params), expected)
+        assert_bitwise(inplace_merge.merge_group(method, group, **params), expected)
 
 
 def test_count_consensus_bitwise_equal_to_stock():
@@ -98,7 +93,7 @@ def test_count_consensus_bitwise_equal_to_stock():
     for int8_mask in (False, True):
         group = group_of((50, 30), 4, torch.float32, seed=5)
         params = parameters(counting, group, int8_mask=int8_mask)
-        assert_same_bits(
+        assert_bitwise(
             inplace_merge.merge_group(counting, group, **params), stock_merge_group()(counting, group, **params)
         )
 
