@@ -198,6 +198,23 @@ def test_mergekit_yaml_with_plugin_equals_stock_mergekit(hf_family, tmp_path, me
     assert kernels["stock_sort_fallbacks"] == {}
 
 
+def test_bad_tie_mode_fails_before_merging_and_writes_nothing(hf_family, tmp_path):
+    recipe = {
+        "merge_method": "linear",  # no sparsification: only the up-front check can catch it
+        "models": [{"model": str(hf_family / f"ft{i}"), "parameters": {"weight": 1.0}} for i in range(2)],
+        "dtype": "float32",
+    }
+    cfg = tmp_path / "linear.yml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MERGEKIT_CLIP_DISABLE="0", **{TIES_ENV: "random"})
+    cmd = [str(BIN / "mergekit-yaml"), str(cfg), str(tmp_path / "out"), "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert f"{TIES_ENV}='random': expected one of stock, index" in proc.stderr
+    assert "linear merge of" not in proc.stderr  # refused before the merge started
+    assert not (tmp_path / "out").exists()
+
+
 def test_gather_nan_check_uses_sum_but_stays_exact():
     """The plugin's NaN/Inf input check: fast finite-sum pre-check, exact when the sum overflows."""
     from mergekit_clip.plugin.heads import MergeContext, MergeInputError, ModelHeadInfo, prepare_inputs

@@ -152,6 +152,9 @@ def install_run_merge_hook() -> None:
         ctx, inputs, reference = found
         out = Path(out_path).absolute()
         _check_replaceable(out)
+        from mergekit_clip.fast_sparsify import tie_mode
+
+        tie_mode()  # a bad MERGEKIT_CLIP_SPARSIFY_TIES fails here, before any work, not when the log is written
         LOG.warning(
             "mergekit-clip: %s merge of %d CLIP detector input(s) (%s layout); head policy: %s",
             merge_config.merge_method,
