@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m mergekit_clip.demo
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m study.demo
 
 test: install
 	$(BIN)/ruff check .

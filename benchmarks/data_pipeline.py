@@ -15,10 +15,10 @@ import time
 
 import click
 
-from mergekit_clip.config import PreprocessSpec
 from mergekit_clip.data.deepfakebench import load_frames
 from mergekit_clip.data.synthetic import synthesize
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, build_train_transform, make_loader
+from mergekit_clip.detector.spec import PreprocessSpec
 
 
 def _rate(dataset: FrameDataset, workers: int, batch_size: int) -> float:

@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 
 from eval.predict import Predictor
-from mergekit_clip.checkpoint import create_detector
-from mergekit_clip.config import BackboneSpec, DetectorSpec, PreprocessSpec, spec_from_open_clip
+from mergekit_clip.detector.io import create_detector
+from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, PreprocessSpec, spec_from_open_clip
 
 
 def make_frames(folder: Path, n: int, side: int = 256) -> list[str]:

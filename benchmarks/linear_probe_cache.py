@@ -21,12 +21,12 @@ from pathlib import Path
 import click
 import torch
 
-from mergekit_clip.checkpoint import create_detector
-from mergekit_clip.config import BackboneSpec, DetectorSpec, PreprocessSpec
 from mergekit_clip.data.synthetic import synthesize
 from mergekit_clip.data.transforms import build_eval_transform, build_train_transform
+from mergekit_clip.detector.io import create_detector
+from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, PreprocessSpec
+from mergekit_clip.distributed import DistInfo
 from train.config import DataConfig
-from train.distributed import DistInfo
 from train.features import backbone_fingerprint, cached_features
 from train.finetune import FinetuneSettings, finetune
 from train.frames import TrainFrames, load_records

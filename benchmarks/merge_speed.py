@@ -96,7 +96,7 @@ def _finetune(base: dict, seed: int) -> dict:
 def _write(path: Path, state: dict, write_config) -> None:
     from safetensors.torch import save_file
 
-    from mergekit_clip.checkpoint import atomic_directory
+    from mergekit_clip.detector.io import atomic_directory
 
     with atomic_directory(path, overwrite=True) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), {"format": "pt"})
@@ -125,8 +125,8 @@ def make_hf_family(root: Path, size: str, count: int) -> list[Path]:
 
 def make_detector_family(root: Path, size: str, count: int) -> list[Path]:
     """``root/det-SIZE/{base,ft0..}``: our detector dirs; the base is a bare tower, fine-tunes carry a head."""
-    from mergekit_clip.checkpoint import create_detector
-    from mergekit_clip.config import DetectorConfig, spec_from_open_clip
+    from mergekit_clip.detector.io import create_detector
+    from mergekit_clip.detector.spec import DetectorConfig, spec_from_open_clip
 
     fam = root / f"det-{size}"
     paths = [fam / "base"] + [fam / f"ft{i}" for i in range(count)]

@@ -27,10 +27,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from mergekit_clip.config import PreprocessSpec
 from mergekit_clip.data.deepfakebench import load_frames
 from mergekit_clip.data.synthetic import SynthInfo, synthesize
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, build_train_transform
+from mergekit_clip.detector.spec import PreprocessSpec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 
@@ -109,7 +109,7 @@ def _timed(label: str, fn, times: dict):
 @torch.no_grad()
 def _ingredient_aucs(model_dir: Path, sets: dict, cache: dict) -> dict[str, float]:
     """Frame AUC of one detector dir on every (dataset, split) of ``sets`` (eval transform, P(fake))."""
-    from mergekit_clip.checkpoint import load_detector
+    from mergekit_clip.detector.io import load_detector
 
     model = load_detector(model_dir, "cpu").eval()
     pre = model.spec.preprocess

@@ -112,7 +112,7 @@ def _load_records(dataset: str, split: str, json_root: str, data_root: str, fram
 
 
 def _check_models(dirs: tuple[str, ...]) -> None:
-    from mergekit_clip.checkpoint import DetectorFormatError, detector_spec
+    from mergekit_clip.detector.io import DetectorFormatError, detector_spec
 
     for d in dirs:
         try:
@@ -173,11 +173,11 @@ def score_command(
     overwrite,
 ) -> None:
     """Score MODEL_DIRS (detector dirs, mergekit outputs, HF CLIP classifier dirs) on --datasets; write --out."""
-    from eval.distributed import device_for, init_distributed, shutdown
     from eval.predict import FrameCache, FrameDecodeError, Predictor
     from eval.provenance import model_provenance, unique_names
     from eval.report import score_predictions, write_report
-    from mergekit_clip.checkpoint import DetectorFormatError, load_detector
+    from mergekit_clip.detector.io import DetectorFormatError, load_detector
+    from mergekit_clip.distributed import init_distributed, shutdown
 
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"report folder {out} already exists (pass --overwrite to replace it)")
@@ -186,7 +186,7 @@ def score_command(
     records = {d: _load_records(d, split, json_root, data_root, frame_num, compression) for d in names}
     ctx = init_distributed(device)
     try:
-        device = device_for(device, ctx)
+        device = ctx.device(device)
         predictor = Predictor(
             device, bf16, batch_size, num_workers, FrameCache(cache_mb), strict, dist=ctx, resize=resize
         )
@@ -230,7 +230,7 @@ def score_command(
             click.echo(f"report written to {out}", err=True)
         ctx.barrier()
     finally:
-        shutdown(ctx)
+        shutdown()
 
 
 @main.command("report")

@@ -34,9 +34,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from eval.distributed import DistContext
-from mergekit_clip.config import PreprocessSpec
 from mergekit_clip.data.transforms import FrameDecodeError, read_image
+from mergekit_clip.detector.spec import PreprocessSpec
+from mergekit_clip.distributed import DistInfo
 
 cv2.setNumThreads(1)  # decode parallelism comes from DataLoader workers; OpenCV's own pool fights torch's
 
@@ -168,7 +168,7 @@ class Predictor:
         cache: FrameCache | None = None,
         strict: bool = False,
         progress: bool = True,
-        dist: DistContext | None = None,
+        dist: DistInfo | None = None,
         resize: ResizeMode = "exact",
     ):
         self.device = torch.device(device)
@@ -179,7 +179,7 @@ class Predictor:
         self.bf16, self.batch_size, self.strict, self.progress = bf16, batch_size, strict, progress
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.cache = cache
-        self.dist = dist or DistContext()
+        self.dist = dist or DistInfo()
         if resize not in ("exact", "fast"):
             raise ValueError(f"resize must be 'exact' or 'fast', got {resize!r}")
         self.resize = resize
@@ -281,7 +281,7 @@ class Predictor:
                 raise
             # the other ranks wait in the gather: hand them the error instead of leaving them hanging
             error, scores, ok = str(e), np.full(len(indices), np.nan), np.zeros(len(indices), dtype=bool)
-        scores, ok, errors = self.dist.gather(len(paths), indices, scores, ok, error)
+        scores, ok, errors = self.dist.gather_scores(len(paths), indices, scores, ok, error)
         if errors:
             raise FrameDecodeError(errors[0])
         return Predictions(

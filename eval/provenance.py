@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mergekit_clip.checkpoint import read_config_json, weights_hash
+from mergekit_clip.detector.io import read_config_json, weights_hash
 
 
 def model_selection(cfg: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from eval.metrics import METRIC_NAMES, VideoIdMode, compute_metrics, video_key
 from eval.predict import Predictions
-from mergekit_clip.checkpoint import atomic_directory
+from mergekit_clip.detector.io import atomic_directory
 
 REPORT_VERSION = 1
 KIND_ORDER = ("ingredient", "soup", "merge", "other")

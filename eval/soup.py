@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mergekit_clip.checkpoint import DetectorFormatError, detector_spec, load_detector, save_detector
+from mergekit_clip.detector.io import DetectorFormatError, detector_spec, load_detector, save_detector
 
 SoupMetric = Literal["frame_auc", "video_auc", "ap", "acc", "balanced_acc"]
 

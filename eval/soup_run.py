@@ -13,7 +13,7 @@ from eval.metrics import compute_metrics, video_key
 from eval.predict import Predictor
 from eval.provenance import model_provenance, unique_names
 from eval.soup import IncrementalSoup, SoupConfig, build_soup, greedy_select, write_soup
-from mergekit_clip.checkpoint import load_detector
+from mergekit_clip.detector.io import load_detector
 
 
 def heldout_score(model, predictor: Predictor, records: Sequence, metric: str) -> float:

@@ -15,8 +15,8 @@ _COMMANDS = {
     "data": "mergekit_clip.data.cli:data",
     "import": "mergekit_clip.convert.cli:import_command",
     "export": "mergekit_clip.convert.cli:export_command",
-    "create": "mergekit_clip.create_cli:create_command",
-    "plugin": "mergekit_clip.plugin_cli:plugin",
+    "create": "mergekit_clip.detector.cli:create_command",
+    "plugin": "mergekit_clip.plugin.cli:plugin",
 }
 
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (merge_sup
 
 @pytest.fixture(scope="session")
 def tiny_spec():
-    from mergekit_clip.config import BackboneSpec, DetectorSpec, PreprocessSpec
+    from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, PreprocessSpec
 
     return DetectorSpec(
         backbone=BackboneSpec(image_size=32, patch_size=8, width=64, layers=2, heads=4, embed_dim=32),

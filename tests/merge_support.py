@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from mergekit_clip.checkpoint import create_detector, read_state_dict, save_detector
-from mergekit_clip.config import HeadSpec
+from mergekit_clip.detector.io import create_detector, read_state_dict, save_detector
+from mergekit_clip.detector.spec import HeadSpec
 
 BIN = Path(sys.executable).parent
 ALL_METHODS = (

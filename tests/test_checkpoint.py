@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mergekit_clip.checkpoint import (
+from mergekit_clip.detector.io import (
     DetectorFormatError,
     atomic_directory,
     create_detector,
@@ -17,8 +17,8 @@ from mergekit_clip.checkpoint import (
     read_state_dict,
     save_detector,
 )
-from mergekit_clip.config import AdapterSpec, HeadSpec, spec_from_open_clip
-from mergekit_clip.hf_layout import hf_vision_to_open_clip, open_clip_to_hf_vision
+from mergekit_clip.detector.layouts import hf_vision_to_open_clip, open_clip_to_hf_vision
+from mergekit_clip.detector.spec import AdapterSpec, HeadSpec, spec_from_open_clip
 
 IMAGES = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

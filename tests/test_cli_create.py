@@ -6,9 +6,9 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from mergekit_clip.checkpoint import create_detector, detector_spec, load_detector, read_state_dict
 from mergekit_clip.cli import main
-from mergekit_clip.config import spec_from_open_clip
+from mergekit_clip.detector.io import create_detector, detector_spec, load_detector, read_state_dict
+from mergekit_clip.detector.spec import spec_from_open_clip
 
 
 def test_create_bare_backbone_from_arch(tmp_path):

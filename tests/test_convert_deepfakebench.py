@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from mergekit_clip.checkpoint import load_detector, load_provenance
 from mergekit_clip.cli import main
 from mergekit_clip.convert import ConversionError, ImportOptions, import_detector
+from mergekit_clip.detector.io import load_detector, load_provenance
 
 
 def vision_config(act: str = "quick_gelu", eps: float = 1e-5) -> CLIPVisionConfig:

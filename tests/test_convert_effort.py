@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from mergekit_clip.checkpoint import load_detector, read_state_dict
 from mergekit_clip.convert import ConversionError, ImportOptions, import_detector
+from mergekit_clip.detector.io import load_detector, read_state_dict
 
 RANK = 3
 

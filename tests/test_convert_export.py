@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
 
-from mergekit_clip.checkpoint import create_detector, load_detector, read_state_dict, save_detector
 from mergekit_clip.cli import main
-from mergekit_clip.config import AdapterSpec, BackboneSpec, DetectorSpec, HeadSpec, PreprocessSpec
 from mergekit_clip.convert import ConversionError, export_hf, import_detector
+from mergekit_clip.detector.io import create_detector, load_detector, read_state_dict, save_detector
+from mergekit_clip.detector.spec import AdapterSpec, BackboneSpec, DetectorSpec, HeadSpec, PreprocessSpec
 
 BACKBONE = dict(image_size=32, patch_size=8, width=64, layers=2, heads=4, embed_dim=32)
 

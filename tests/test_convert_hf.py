@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPConfig, CLIPForImageClassification, CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
-from mergekit_clip.checkpoint import load_detector
 from mergekit_clip.convert import ConversionError, ImportOptions, import_detector
+from mergekit_clip.detector.io import load_detector
 
 VISION = dict(
     hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from safetensors.torch import save_file
 
-from mergekit_clip.checkpoint import load_detector
 from mergekit_clip.convert import ConversionError, ImportOptions, import_detector
+from mergekit_clip.detector.io import load_detector
 
 
 @pytest.fixture(scope="module")

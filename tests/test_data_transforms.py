@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from mergekit_clip.config import OPENAI_MEAN, OPENAI_STD, PreprocessSpec
 from mergekit_clip.data.deepfakebench import FrameRecord
 from mergekit_clip.data.transforms import (
     AugmentSpec,
@@ -22,6 +21,7 @@ from mergekit_clip.data.transforms import (
     make_loader,
     read_image,
 )
+from mergekit_clip.detector.spec import OPENAI_MEAN, OPENAI_STD, PreprocessSpec
 
 OFF = {"flip_p": 0.0, "rotate_p": 0.0, "blur_p": 0.0, "color_p": 0.0, "jpeg_p": 0.0}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mergekit_clip.demo_table import comparison_table
+from study.demo_table import comparison_table
 
 
 def _model_dir(tmp_path, name, val_auc):

@@ -14,7 +14,7 @@ from test_eval_support import make_dataset, make_detectors, make_hf_classifier
 
 from eval.cli import main
 from eval.metrics import binary_auc_score
-from mergekit_clip.checkpoint import load_detector
+from mergekit_clip.detector.io import load_detector
 
 
 @pytest.fixture(scope="module")

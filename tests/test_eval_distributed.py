@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from test_eval_support import make_dataset, make_detectors
 
 from eval.cli import main
-from eval.distributed import DistContext
+from mergekit_clip.distributed import DistInfo
 
 
 def test_shards_are_disjoint_and_cover_everything():
     for n in (0, 1, 7, 10):
-        shards = [DistContext(rank=r, world_size=3).shard(n) for r in range(3)]
+        shards = [DistInfo(rank=r, world_size=3).shard(n) for r in range(3)]
         flat = sorted(i for s in shards for i in s)
         assert flat == list(range(n))
 

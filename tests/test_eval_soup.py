@@ -11,7 +11,7 @@ from test_eval_support import make_dataset, make_detectors
 
 from eval.cli import main
 from eval.soup import greedy_select
-from mergekit_clip.checkpoint import create_detector, load_provenance, read_state_dict, save_detector
+from mergekit_clip.detector.io import create_detector, load_provenance, read_state_dict, save_detector
 
 
 def test_greedy_ranks_then_adds_only_improvements():

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from mergekit_clip.checkpoint import create_detector, save_detector
+from mergekit_clip.detector.io import create_detector, save_detector
 
 # dataset name -> (real label string, fake label string), from DeepfakeBench's default label dict
 LABELS = {"Celeb-DF-v2": ("CelebDFv2_real", "CelebDFv2_fake"), "DFDC": ("DFDC_Real", "DFDC_Fake")}

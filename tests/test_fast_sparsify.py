@@ -15,8 +15,8 @@ import yaml
 from merge_support import assert_bitwise
 from safetensors.torch import load_file, save_file
 
-from mergekit_clip import fast_sparsify as fs
-from mergekit_clip.fast_sparsify import TIES_ENV
+from mergekit_clip.plugin.kernels import fast_sparsify as fs
+from mergekit_clip.plugin.kernels.fast_sparsify import TIES_ENV
 
 BIN = Path(sys.executable).parent
 

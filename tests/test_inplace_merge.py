@@ -8,7 +8,7 @@ import torch
 from merge_support import assert_bitwise
 from mergekit.merge_methods.base import TensorGroup
 
-from mergekit_clip import inplace_merge
+from mergekit_clip.plugin.kernels import inplace_merge
 
 METHODS = ["ties", "dare_ties", "breadcrumbs_ties", "della", "task_arithmetic", "dare_linear", "breadcrumbs"]
 

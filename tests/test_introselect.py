@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mergekit_clip.introselect import leading_mask, replay_matches_torch
+from mergekit_clip.plugin.kernels.introselect import leading_mask, replay_matches_torch
 
 
 def sorted_prefix(values: torch.Tensor, k: int, descending: bool) -> torch.Tensor:

@@ -9,8 +9,8 @@ import torch
 from merge_support import build_open_clip_family, recipe, run_many
 from safetensors.torch import load_file, save_file
 
-from mergekit_clip.checkpoint import create_detector, save_detector
-from mergekit_clip.config import HeadSpec
+from mergekit_clip.detector.io import create_detector, save_detector
+from mergekit_clip.detector.spec import HeadSpec
 
 
 def _variant(root, tiny_spec, name, **backbone):

@@ -27,7 +27,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from mergekit_clip.checkpoint import load_detector
+from mergekit_clip.detector.io import load_detector
 
 VISION = dict(
     hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,

@@ -15,8 +15,8 @@ import pytest
 import torch
 from merge_support import ALL_METHODS, WEIGHTS, build_open_clip_family, recipe, run_many, tensors
 
-from mergekit_clip.checkpoint import load_detector
-from mergekit_clip.config import HeadSpec
+from mergekit_clip.detector.io import load_detector
+from mergekit_clip.detector.spec import HeadSpec
 
 HEADS = [
     HeadSpec(),

@@ -11,7 +11,7 @@ import torch
 import yaml
 from merge_support import BIN, finetune_of, mergekit_env
 
-from mergekit_clip.checkpoint import create_detector, load_detector, save_detector
+from mergekit_clip.detector.io import create_detector, load_detector, save_detector
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yml"))
 

@@ -129,7 +129,7 @@ def test_empty_split_is_refused(tmp_path):
 
 
 def test_weights_that_do_not_fit_are_refused(tmp_path, data_root, tiny_spec):
-    from mergekit_clip.checkpoint import create_detector
+    from mergekit_clip.detector.io import create_detector
 
     wrong = create_detector(tiny_spec.model_copy(update={"backbone": tiny_spec.backbone.model_copy(
         update={"width": 32, "heads": 2})}))  # fmt: skip

@@ -15,7 +15,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from train_support import make_dataset, tiny_config  # noqa: E402
 
-from mergekit_clip.checkpoint import read_state_dict  # noqa: E402
+from mergekit_clip.detector.io import read_state_dict  # noqa: E402
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -15,9 +15,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from train_support import make_dataset, tiny_config  # noqa: E402
 
-from mergekit_clip.checkpoint import load_detector, load_provenance, read_state_dict  # noqa: E402
 from mergekit_clip.data.deepfakebench import load_frames  # noqa: E402
 from mergekit_clip.data.transforms import build_eval_transform, read_image  # noqa: E402
+from mergekit_clip.detector.io import load_detector, load_provenance, read_state_dict  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.metrics_log import read_metrics  # noqa: E402
 from train.sweep import run_sweep  # noqa: E402
@@ -98,7 +98,7 @@ def test_linear_probe_keeps_the_backbone_and_fine_tune_changes_it(family):
 
 def test_feature_cache_hits_and_matches_recomputed_features(family, tmp_path):
     root, config, _ = family
-    from train.distributed import DistInfo
+    from mergekit_clip.distributed import DistInfo
     from train.features import backbone_fingerprint, cached_features
     from train.frames import TrainFrames
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from train_support import make_dataset, tiny_config  # noqa: E402
 
-from mergekit_clip.checkpoint import read_state_dict  # noqa: E402
+from mergekit_clip.detector.io import read_state_dict  # noqa: E402
 from train.cli import main  # noqa: E402
 from train.finetune import KILL_ENV, SimulatedKill  # noqa: E402
 from train.metrics_log import read_metrics  # noqa: E402

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mergekit_clip.checkpoint import DetectorFormatError, create_detector, detector_spec, load_detector
-from mergekit_clip.config import BackboneSpec, DetectorSpec, HeadSpec, PreprocessSpec, spec_from_open_clip
+from mergekit_clip.detector.io import DetectorFormatError, create_detector, detector_spec, load_detector
+from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, HeadSpec, PreprocessSpec, spec_from_open_clip
 from train.config import ConfigError, TrainConfig
 
 
@@ -68,7 +68,7 @@ def build_base(config: TrainConfig, spec: DetectorSpec):
 
     Raises :class:`DetectorFormatError` naming the file when the weights do not fit the architecture.
     """
-    from mergekit_clip.checkpoint import load_pretrained_backbone
+    from mergekit_clip.detector.io import load_pretrained_backbone
 
     model = create_detector(spec, seed=config.head.init_seed)
     pretrained = config.backbone.pretrained

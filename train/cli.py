@@ -11,13 +11,13 @@ Data-parallel (gloo on CPU, NCCL on GPU; rank 0 writes)::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from mergekit_clip.checkpoint import DetectorFormatError
 from mergekit_clip.data.deepfakebench import DatasetError
+from mergekit_clip.detector.io import DetectorFormatError
+from mergekit_clip.distributed import env_is_main
 from train.config import ConfigError, dump_config, load_config
 from train.sweep import RunExistsError
 
@@ -43,7 +43,7 @@ def main(config_file: Path, overrides: tuple[str, ...], resume: bool, overwrite:
             for plan in config.ingredients():
                 click.echo(f"{plan.name}: {plan.model_dump(mode='json')}")
             return
-        from train.distributed import shutdown
+        from mergekit_clip.distributed import shutdown
         from train.sweep import run_sweep
 
         try:
@@ -52,7 +52,7 @@ def main(config_file: Path, overrides: tuple[str, ...], resume: bool, overwrite:
             shutdown()
     except (ConfigError, DatasetError, DetectorFormatError, RunExistsError) as e:
         raise click.ClickException(str(e)) from e
-    if int(os.environ.get("RANK", "0")) == 0:
+    if env_is_main():
         for row in rows:
             h = row["heldout"] or {}
             auc = "n/a" if h.get("auc") is None else f"{h['auc']:.4f}"

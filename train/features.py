@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from mergekit_clip.data.deepfakebench import FrameRecord
-from train.distributed import DistInfo, barrier, gather_rows, shard_indices
+from mergekit_clip.distributed import DistInfo
 from train.frames import TrainFrames, records_fingerprint
 
 
@@ -71,7 +71,7 @@ def map_frames(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fn(images)`` over every frame (sharded over ranks, gathered): returns (outputs float32, ok mask)."""
     total = len(dataset)
-    indices = shard_indices(total, info)
+    indices = info.shard(total)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers)
     outputs, oks = [], []
     bar = tqdm(loader, desc=desc, unit="batch", disable=not info.is_main or len(loader) < 4, leave=False)
@@ -88,8 +88,8 @@ def map_frames(
             probe = fn(torch.zeros(1, 3, dataset.image_size, dataset.image_size, device=device))
         rows = probe.float().cpu()[:0]
         ok = torch.zeros(0, dtype=torch.bool)
-    rows = gather_rows(rows, total, info)
-    ok = gather_rows(ok.to(torch.uint8), total, info).bool()
+    rows = info.gather_rows(rows, total)
+    ok = info.gather_rows(ok.to(torch.uint8), total).bool()
     return rows, ok
 
 
@@ -142,5 +142,5 @@ def cached_features(
             file,
             {"feature": feature_kind, "frames": str(len(dataset))},
         )
-    barrier(info)
+    info.barrier()
     return features, labels, ok, False

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from train.distributed import DistInfo, barrier
+from mergekit_clip.distributed import DistInfo
 from train.features import autocast_context, map_frames
 from train.frames import TrainFrames
 from train.heldout import detector_loss, heldout_metrics
@@ -200,7 +200,7 @@ def finetune(
                     "step": step,
                 },
             )
-        barrier(info)
+        info.barrier()
         if kill_after and epoch + 1 == kill_after:
             raise SimulatedKill(f"{KILL_ENV}={kill_after}: stopping {name} after epoch {epoch + 1}")
     elapsed = time.perf_counter() - t0

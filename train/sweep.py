@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from mergekit_clip.checkpoint import save_detector
 from mergekit_clip.data.deepfakebench import FrameRecord
 from mergekit_clip.data.transforms import build_eval_transform, build_train_transform
+from mergekit_clip.detector.io import save_detector
+from mergekit_clip.distributed import DistInfo, env_world_size, init_distributed
 from train.backbone import build_base, resolve_spec
 from train.config import ConfigError, IngredientPlan, TrainConfig, dump_config
-from train.distributed import DistInfo, barrier, init_distributed
 from train.features import backbone_fingerprint, cached_features
 from train.finetune import FinetuneSettings, evaluate, finetune
 from train.frames import TrainFrames, load_records
@@ -124,7 +124,7 @@ def preflight(config: TrainConfig, plans: list[IngredientPlan]) -> dict:
         for split in (config.data.train_split, config.data.val_split):
             if (key, split) not in records:
                 records[(key, split)] = load_records(config.data, key, split)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_world_size()
     unit = world * config.optim.grad_accum_steps
     if config.data.batch_size % unit:
         raise ConfigError(
@@ -187,7 +187,7 @@ def train_ingredient(ctx: RunContext, plan: IngredientPlan) -> tuple[torch.nn.Mo
     run_dir = ctx.out / "runs" / plan.name
     if ctx.info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    barrier(ctx.info)
+    ctx.info.barrier()
     stats = finetune(
         model, _frames(ctx, plan, c.data.train_split, plan.augment_strength), _finetune_settings(ctx, plan),
         run_dir=run_dir, device=ctx.device, info=ctx.info, log=ctx.log, name=plan.name, resume=ctx.resume,
@@ -226,7 +226,7 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    barrier(info)
+    info.barrier()
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     ctx = RunContext(
         config=config, out=out, device=device, info=info, bf16=bf16 and device.type == "cuda",
@@ -244,7 +244,7 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
                 "head_init_seed": config.head.init_seed,
             }
             save_detector(base, out / "base", provenance=provenance)
-    barrier(info)
+    info.barrier()
     rows = []
     for plan in plans:
         target = out / "ingredients" / plan.name
@@ -273,14 +273,14 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
             save_detector(model.cpu(), target, provenance=provenance)
             shutil.rmtree(out / "runs" / plan.name, ignore_errors=True)
         ctx.log.write({"ingredient": plan.name, "stage": "heldout", **heldout})
-        barrier(info)
+        info.barrier()
         rows.append(_summary_row(plan, target, provenance))
     if info.is_main:
         _write_text_atomic(out / "summary.json", json.dumps(rows, indent=2) + "\n")
         runs = out / "runs"
         if runs.exists() and not any(runs.iterdir()):
             runs.rmdir()
-    barrier(info)
+    info.barrier()
     return rows
 
 

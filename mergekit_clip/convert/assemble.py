@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mergekit_clip.config import DetectorSpec, PreprocessSpec
 from mergekit_clip.convert.base import ConversionError, Converted, ImportOptions, ImportReport
 from mergekit_clip.convert.geometry import SourceHints, resolve_backbone, resolve_head
+from mergekit_clip.detector.spec import DetectorSpec, PreprocessSpec
 
 
 def assemble(

@@ -1,9 +1,9 @@
 """Shared pieces of every import: options, the mapping report, safe weight loading and the final write.
 
-An importer turns a source into a :class:`Converted`: a :class:`~mergekit_clip.config.DetectorSpec`, tensors
+An importer turns a source into a :class:`Converted`: a :class:`~mergekit_clip.detector.spec.DetectorSpec`, tensors
 already under our names (``visual.*``, ``head.*``) and a :class:`ImportReport`. :func:`write_converted` then
 checks the tensors against the spec (every name, every shape) before a single byte is written, and saves
-through :func:`~mergekit_clip.checkpoint.save_detector`, which is atomic.
+through :func:`~mergekit_clip.detector.io.save_detector`, which is atomic.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mergekit_clip.checkpoint import DetectorFormatError, save_detector
-from mergekit_clip.config import DetectorSpec
-from mergekit_clip.labels import normalize_labels
+from mergekit_clip.detector.io import DetectorFormatError, save_detector
+from mergekit_clip.detector.labels import normalize_labels
+from mergekit_clip.detector.spec import DetectorSpec
 
 
 class ConversionError(DetectorFormatError):
@@ -156,7 +156,7 @@ def load_weights_file(file: str | os.PathLike, *, trust_torchscript: bool = Fals
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        from mergekit_clip.checkpoint import check_safetensors_file
+        from mergekit_clip.detector.io import check_safetensors_file
 
         check_safetensors_file(file)
         return load_file(str(file))
@@ -237,7 +237,7 @@ def refuse_leftovers(leftover, source: str, what: str) -> None:
 def build_model(converted: Converted):
     """A detector holding exactly the converted tensors; any missing, extra or misshapen tensor is an error."""
     source = converted.report.source
-    from mergekit_clip.model import CLIPDetector
+    from mergekit_clip.detector.model import CLIPDetector
 
     with torch.device("meta"):  # every tensor is replaced below: skip the random init (seconds on ViT-L)
         model = CLIPDetector(converted.spec)

@@ -5,7 +5,7 @@ Output: ``config.json`` (a ``CLIPVisionConfig`` with ``architectures`` ``CLIPVis
 ``visual_projection.weight``, plus ``head.weight``/``head.bias``, which transformers reports as unexpected
 and skips) and ``preprocessor_config.json`` (``CLIPImageProcessor``). The head spec, our exact preprocessing and
 the provenance ride in ``config.json`` as ``detector_head``/``detector_preprocess``/``detector_provenance``, so
-``mergekit_clip.checkpoint.load_detector`` and ``import --from hf`` read the directory back bit for bit.
+``mergekit_clip.detector.io.load_detector`` and ``import --from hf`` read the directory back bit for bit.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from mergekit_clip.checkpoint import WEIGHTS_NAME, atomic_directory, detector_spec, load_provenance, read_state_dict
-from mergekit_clip.config import DetectorSpec, PreprocessSpec
 from mergekit_clip.convert.base import ConversionError
-from mergekit_clip.hf_layout import open_clip_to_hf_vision
+from mergekit_clip.detector.io import WEIGHTS_NAME, atomic_directory, detector_spec, load_provenance, read_state_dict
+from mergekit_clip.detector.layouts import open_clip_to_hf_vision
+from mergekit_clip.detector.spec import DetectorSpec, PreprocessSpec
 
 _RESAMPLE = {"bilinear": 2, "bicubic": 3}
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from mergekit_clip.config import BackboneSpec, HeadSpec, spec_from_open_clip
 from mergekit_clip.convert.base import ConversionError, ImportOptions, ImportReport
+from mergekit_clip.detector.spec import BackboneSpec, HeadSpec, spec_from_open_clip
 
 _RESBLOCK = re.compile(r"^visual\.transformer\.resblocks\.(\d+)\.")
 # OpenAI CLIP embed dims by tower width (B: 768 -> 512, L: 1024 -> 768, H: 1280 -> 1024), for sources that

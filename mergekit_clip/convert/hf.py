@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from mergekit_clip.checkpoint import weight_files
-from mergekit_clip.config import MODEL_TYPE, BackboneSpec, HeadSpec, PreprocessSpec
 from mergekit_clip.convert.assemble import assemble
 from mergekit_clip.convert.base import ConversionError, Converted, ImportOptions, ImportReport, load_weights_file
 from mergekit_clip.convert.geometry import hints_from_hf_config, read_hf_config
 from mergekit_clip.convert.hf_state import extract_hf_vision
-from mergekit_clip.labels import normalize_labels
+from mergekit_clip.detector.io import weight_files
+from mergekit_clip.detector.labels import normalize_labels
+from mergekit_clip.detector.spec import MODEL_TYPE, BackboneSpec, HeadSpec, PreprocessSpec
 
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL codes used by CLIPImageProcessor
 

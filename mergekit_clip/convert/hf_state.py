@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from mergekit_clip.convert.base import ConversionError, ImportReport, refuse_leftovers, take_head
-from mergekit_clip.hf_layout import hf_vision_tensor_names, hf_vision_to_open_clip
+from mergekit_clip.detector.layouts import hf_vision_tensor_names, hf_vision_to_open_clip
 
 _ANCHOR = "embeddings.patch_embedding.weight"
 _TOWER_PARTS = ("embeddings.", "encoder.", "pre_layrnorm.", "post_layernorm.")

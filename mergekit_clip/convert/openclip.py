@@ -12,7 +12,6 @@ import json
 import re
 from pathlib import Path
 
-from mergekit_clip.config import PreprocessSpec
 from mergekit_clip.convert.assemble import assemble
 from mergekit_clip.convert.base import (
     ConversionError,
@@ -25,6 +24,7 @@ from mergekit_clip.convert.base import (
     take_head,
 )
 from mergekit_clip.convert.geometry import SourceHints
+from mergekit_clip.detector.spec import PreprocessSpec
 
 _TEXT = re.compile(
     r"^(positional_embedding|text_projection|logit_scale|logit_bias|attn_mask|input_resolution|context_length"

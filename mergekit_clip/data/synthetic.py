@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mergekit_clip.checkpoint import atomic_directory
+from mergekit_clip.detector.io import atomic_directory
 
 Preset = Literal["small", "full", "pretrain"]
 MANIFEST = "synth.json"

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import DataLoader, Dataset
 
-from mergekit_clip.config import PreprocessSpec
 from mergekit_clip.data.deepfakebench import FrameRecord
+from mergekit_clip.detector.spec import PreprocessSpec
 
 ImageTransform = Callable[[np.ndarray], torch.Tensor]
 

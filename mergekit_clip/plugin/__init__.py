@@ -9,9 +9,9 @@ mergekit has no plugin entry point, so :func:`register` (run automatically when 
 * ``ExecuteMergeMethodTask.execute``: tensors identical in every input are passed through (exact);
 * ``mergekit.merge.run_merge``: preflight checks, atomic output and the merged detector's config
   (:mod:`.merge_output`);
-* the sparsifying kernels of TIES/DARE/breadcrumbs/DELLA get an O(n) selection (:mod:`mergekit_clip.fast_sparsify`),
+* the sparsifying kernels of TIES/DARE/breadcrumbs/DELLA get an O(n) selection (:mod:`.kernels.fast_sparsify`),
   and ``GeneralizedTaskArithmeticMerge.merge_group`` drops its per-ingredient temporaries
-  (:mod:`mergekit_clip.inplace_merge`); both bit-identical to stock, both off with ``MERGEKIT_CLIP_STOCK_KERNELS=1``.
+  (:mod:`.kernels.inplace_merge`); both bit-identical to stock, both off with ``MERGEKIT_CLIP_STOCK_KERNELS=1``.
 
 ``register()`` is idempotent: a second call is a no-op; a different architecture already registered under
 one of our names is a conflict and raises, naming both.
@@ -49,7 +49,7 @@ def _register_architectures() -> None:
 def _register_config() -> None:
     from transformers import AutoConfig
 
-    from mergekit_clip.config import MODEL_TYPE, DetectorConfig
+    from mergekit_clip.detector.spec import MODEL_TYPE, DetectorConfig
 
     AutoConfig.register(MODEL_TYPE, DetectorConfig, exist_ok=True)
 
@@ -68,8 +68,8 @@ def register() -> None:
     install_identity_shortcut()
     install_run_merge_hook()
     if os.environ.get(STOCK_KERNELS_ENV, "").strip() in ("", "0"):
-        from mergekit_clip.fast_sparsify import install as install_fast_sparsify
-        from mergekit_clip.inplace_merge import install as install_inplace_merge
+        from mergekit_clip.plugin.kernels.fast_sparsify import install as install_fast_sparsify
+        from mergekit_clip.plugin.kernels.inplace_merge import install as install_inplace_merge
 
         install_fast_sparsify()
         install_inplace_merge()

@@ -16,8 +16,8 @@ from __future__ import annotations
 from mergekit.architecture import ModelArchitecture, ModuleArchitecture, ModuleDefinition, WeightInfo
 from transformers import PretrainedConfig
 
-from mergekit_clip.config import ARCHITECTURE, MODEL_TYPE
-from mergekit_clip.hf_layout import _LAYER_RENAMES, HF_PREFIX, open_clip_visual_tensor_names
+from mergekit_clip.detector.layouts import _LAYER_RENAMES, HF_PREFIX, open_clip_visual_tensor_names
+from mergekit_clip.detector.spec import ARCHITECTURE, MODEL_TYPE
 
 HF_ARCHITECTURES = (
     "CLIPVisionModel",

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import click
 import torch
 
-from mergekit_clip.config import CANONICAL_LABELS, HeadSpec
-from mergekit_clip.labels import canonical_permutation
+from mergekit_clip.detector.labels import canonical_permutation
+from mergekit_clip.detector.spec import CANONICAL_LABELS, HeadSpec
 
 LOG = logging.getLogger("mergekit_clip.merge")
 

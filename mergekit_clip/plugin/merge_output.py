@@ -13,8 +13,8 @@ import json
 import logging
 from pathlib import Path
 
-from mergekit_clip.checkpoint import ARCHITECTURE, atomic_directory, hf_vision_config, read_config_json
-from mergekit_clip.config import CANONICAL_LABELS, DetectorConfig, DetectorSpec, HeadSpec
+from mergekit_clip.detector.io import ARCHITECTURE, atomic_directory, hf_vision_config, read_config_json
+from mergekit_clip.detector.spec import CANONICAL_LABELS, DetectorConfig, DetectorSpec, HeadSpec
 from mergekit_clip.plugin.heads import HEAD_POLICY, MergeContext, MergeInputError, merge_context
 from mergekit_clip.plugin.preflight import InputModel, preflight
 
@@ -43,7 +43,7 @@ def merge_provenance(merge_config, inputs: list[InputModel], ctx: MergeContext) 
 
 
 def _kernel_counts() -> dict:
-    from mergekit_clip import fast_sparsify
+    from mergekit_clip.plugin.kernels import fast_sparsify
 
     return {"replays": dict(fast_sparsify.replays), "fallbacks": dict(fast_sparsify.fallbacks)}
 
@@ -53,7 +53,7 @@ def kernel_report(before: dict) -> dict:
     import mergekit.sparsify as sp
     from mergekit.merge_methods.generalized_task_arithmetic import GeneralizedTaskArithmeticMerge
 
-    from mergekit_clip import fast_sparsify, inplace_merge
+    from mergekit_clip.plugin.kernels import fast_sparsify, inplace_merge
 
     now = _kernel_counts()
 
@@ -107,7 +107,7 @@ def _write_hf_config(out: Path, inputs, reference: InputModel, provenance: dict)
 
 
 def _output_tensor_names(out: Path) -> list[str]:
-    from mergekit_clip.checkpoint import check_safetensors_file, weight_files
+    from mergekit_clip.detector.io import check_safetensors_file, weight_files
 
     names = []
     for file in weight_files(out):
@@ -152,7 +152,7 @@ def install_run_merge_hook() -> None:
         ctx, inputs, reference = found
         out = Path(out_path).absolute()
         _check_replaceable(out)
-        from mergekit_clip.fast_sparsify import tie_mode
+        from mergekit_clip.plugin.kernels.fast_sparsify import tie_mode
 
         tie_mode()  # a bad MERGEKIT_CLIP_SPARSIFY_TIES fails here, before any work, not when the log is written
         LOG.warning(

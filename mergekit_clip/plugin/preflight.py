@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mergekit_clip.checkpoint import (
+from mergekit_clip.detector.io import (
     ARCHITECTURE,
     DetectorFormatError,
     check_safetensors_file,
@@ -21,9 +21,9 @@ from mergekit_clip.checkpoint import (
     read_config_json,
     weight_files,
 )
-from mergekit_clip.config import DetectorSpec
-from mergekit_clip.hf_layout import HF_PREFIX, hf_vision_tensor_names, open_clip_visual_tensor_names
-from mergekit_clip.labels import normalize_labels
+from mergekit_clip.detector.labels import normalize_labels
+from mergekit_clip.detector.layouts import HF_PREFIX, hf_vision_tensor_names, open_clip_visual_tensor_names
+from mergekit_clip.detector.spec import DetectorSpec
 from mergekit_clip.plugin.heads import MergeContext, MergeInputError, ModelHeadInfo
 
 GEOMETRY_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio", "act")

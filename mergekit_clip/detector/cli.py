@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from mergekit_clip.checkpoint import DetectorFormatError, create_detector, load_pretrained_backbone, save_detector
-from mergekit_clip.config import HeadSpec, spec_from_open_clip
+from mergekit_clip.detector.io import DetectorFormatError, create_detector, load_pretrained_backbone, save_detector
+from mergekit_clip.detector.spec import HeadSpec, spec_from_open_clip
 
 
 @click.command("create")

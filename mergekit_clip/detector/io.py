@@ -1,6 +1,6 @@
 """Detector directories: create, save (atomically), read and load, in our format and Hugging Face CLIP layouts.
 
-A detector directory is ``config.json`` (:class:`~mergekit_clip.config.DetectorConfig`) + ``model.safetensors``
+A detector directory is ``config.json`` (:class:`~mergekit_clip.detector.spec.DetectorConfig`) + ``model.safetensors``
 (or a sharded ``model.safetensors.index.json``). Every writer goes through :func:`atomic_directory`: the
 files are written into a hidden temporary sibling that is renamed into place only when complete.
 """
@@ -21,7 +21,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mergekit_clip.config import (
+from mergekit_clip.detector.labels import normalize_labels
+from mergekit_clip.detector.layouts import hf_vision_to_open_clip, strip_vision_prefix
+from mergekit_clip.detector.spec import (
     ARCHITECTURE,
     MODEL_TYPE,
     OPENAI_MEAN,
@@ -32,8 +34,6 @@ from mergekit_clip.config import (
     HeadSpec,
     PreprocessSpec,
 )
-from mergekit_clip.hf_layout import hf_vision_to_open_clip, strip_vision_prefix
-from mergekit_clip.labels import normalize_labels
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -235,7 +235,7 @@ def detector_spec(path: str | os.PathLike) -> DetectorSpec:
 
 def create_detector(spec: DetectorSpec, seed: int | None = 0):
     """A detector with random weights (seeded), built from a spec."""
-    from mergekit_clip.model import CLIPDetector
+    from mergekit_clip.detector.model import CLIPDetector
 
     if seed is None:
         return CLIPDetector(spec)
@@ -312,7 +312,7 @@ def open_clip_state_dict(path: str | os.PathLike, spec: DetectorSpec, cfg: dict)
 
 def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", require_head: bool = True):
     """Load a detector from our format or an HF CLIP directory, in eval mode."""
-    from mergekit_clip.model import CLIPDetector
+    from mergekit_clip.detector.model import CLIPDetector
 
     cfg = read_config_json(path)
     spec = detector_spec(path)

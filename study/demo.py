@@ -1,6 +1,6 @@
 """The main job on the embedded default: synthetic benchmark -> ingredients -> every recipe -> soups -> scores.
 
-``make demo`` runs ``python -m mergekit_clip.demo``. Every step is a public command a user would type, printed
+``make demo`` runs ``python -m study.demo``. Every step is a public command a user would type, printed
 before it runs; a step whose output already exists is skipped, so a second run reuses what is built:
 
 1. ``mergekit-clip data synth``: the synthetic DeepfakeBench-format benchmark and a generic pre-training corpus;
@@ -158,7 +158,7 @@ def main(seed: int, threads: int) -> None:
 
 def summarize(report_json: Path, test_sets: list[str], train_dataset: str) -> None:
     """Print the comparison table: ingredients vs soups vs merges, cross-dataset mean first."""
-    from mergekit_clip.demo_table import comparison_table
+    from study.demo_table import comparison_table
 
     click.echo(comparison_table(json.loads(report_json.read_text()), test_sets, train_dataset))
 

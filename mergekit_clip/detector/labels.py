@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mergekit_clip.config import CANONICAL_LABELS
+from mergekit_clip.detector.spec import CANONICAL_LABELS
 
 # transformers' default id2label; a head saved without label names follows the field's convention.
 _DEFAULT_HF = ("label_0", "label_1")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mergekit_clip.config import DetectorSpec
+from mergekit_clip.detector.spec import DetectorSpec
 
 
 class BottleneckAdapter(nn.Module):

@@ -18,7 +18,7 @@ at the threshold stock keeps depends on the whole array. Only those boundary tie
 are non-zero: a kept or dropped ``±0`` multiplies to the same ``±0`` either way. So, per tensor:
 
 * no ambiguous boundary tie: the set is value-defined, built with ``kthvalue`` and masks;
-* an ambiguous non-zero boundary tie on CPU: :func:`mergekit_clip.introselect.leading_mask` replays the sort's
+* an ambiguous non-zero boundary tie on CPU: :func:`.introselect.leading_mask` replays the sort's
   partitions along the path holding the boundary (O(n) expected) and returns exactly the set stock keeps;
 * non-finite values, a replay that cannot be exact (introsort's depth limit), or a torch build whose CPU sort
   no longer matches the replay: the stock function itself is called (``fallbacks`` counts these calls).
@@ -41,7 +41,7 @@ from collections.abc import Callable
 
 import torch
 
-from mergekit_clip.introselect import leading_mask, replay_matches_torch
+from mergekit_clip.plugin.kernels.introselect import leading_mask, replay_matches_torch
 
 TIES_ENV = "MERGEKIT_CLIP_SPARSIFY_TIES"
 TIE_MODES = ("stock", "index")
