@@ -17,6 +17,7 @@ _COMMANDS = {
     "export": "mergekit_clip.convert.cli:export_command",
     "create": "mergekit_clip.detector.cli:create_command",
     "plugin": "mergekit_clip.plugin.cli:plugin",
+    "recipe": "mergekit_clip.recipe.cli:recipe_command",
 }
 
 
@@ -32,7 +33,7 @@ class _LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
 
-@click.group(cls=_LazyGroup)
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mergekit-clip")
 def main() -> None:
     """Merge fine-tuned CLIP deepfake detectors with mergekit: data, import/export, plugin tools."""
