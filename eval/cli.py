@@ -130,7 +130,7 @@ def _json_sha(json_root: str, dataset: str) -> str | None:
     return file_sha256(file) if file.exists() else None
 
 
-@click.group(cls=_DefaultGroup)
+@click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Score CLIP deepfake detectors and their merges cross-dataset; build soups; rebuild reports.
 
