@@ -7,14 +7,10 @@ files are written into a hidden temporary sibling that is renamed into place onl
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
 import struct
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -34,6 +30,7 @@ from mergekit_clip.detector.spec import (
     HeadSpec,
     PreprocessSpec,
 )
+from mergekit_clip.outputs import atomic_directory  # noqa: F401  (the one output-folder writer)
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -47,32 +44,6 @@ HF_CLIP_ARCHITECTURES = (
 
 class DetectorFormatError(ValueError):
     """A directory or file that is not a valid detector (the message names the file and field)."""
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``path`` only if the block succeeds.
-
-    An existing ``path`` is refused unless ``overwrite``; when replaced, the old one is removed only after
-    the new one is in place, so a failure at any point leaves the previous state intact.
-    """
-    path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists (pass overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.rename(path, old)
-        os.rename(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def weight_files(path: str | os.PathLike) -> list[Path]:
