@@ -1,0 +1,57 @@
+"""Merge methods beyond mergekit's own, registered through mergekit's public
+``mergekit.merge_methods.registry.register()`` so stock ``mergekit-yaml`` (and ``--cuda``) can use them.
+
+One module per method; adding one is one file plus one line in :data:`METHOD_MODULES`. Data-free:
+``tsv_m``, ``iso_c``, ``iso_cts``, ``cart``, ``real_aware``; data-aware (statistics from ``mergekit-clip stats``):
+``regmean``, ``fisher``. See docs/merge_methods.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# method name -> "module:attribute" of its MergeMethod object
+METHOD_MODULES = {
+    "tsv_m": "mergekit_clip.plugin.methods.tsv_m:tsv_m_merge",
+    "iso_c": "mergekit_clip.plugin.methods.iso_c:iso_c_merge",
+    "iso_cts": "mergekit_clip.plugin.methods.iso_cts:iso_cts_merge",
+    "cart": "mergekit_clip.plugin.methods.cart:cart_merge",
+    "real_aware": "mergekit_clip.plugin.methods.real_aware:real_aware_merge",
+    "regmean": "mergekit_clip.plugin.methods.regmean:regmean_merge",
+    "fisher": "mergekit_clip.plugin.methods.fisher:fisher_merge",
+}
+
+
+def method_objects() -> dict:
+    """``name -> MergeMethod`` of every method this package defines."""
+    out = {}
+    for name, target in METHOD_MODULES.items():
+        module, attr = target.split(":")
+        out[name] = getattr(importlib.import_module(module), attr)
+    return out
+
+
+def register_methods() -> list[str]:
+    """Register every method with mergekit (idempotent); returns the names registered by this call.
+
+    The same object already registered is a no-op; a different method under one of our names raises, naming both.
+    """
+    from mergekit.merge_methods import registry
+
+    added = []
+    for name, method in method_objects().items():
+        try:
+            existing = registry.get(name)
+        except RuntimeError:  # mergekit's "Unimplemented merge method"
+            existing = None
+        if existing is method:
+            continue
+        if existing is not None:
+            raise RuntimeError(
+                f"mergekit already has a merge method {name!r} ({type(existing).__module__}."
+                f"{type(existing).__qualname__}: {existing.spec.pretty_name or name}); mergekit-clip's "
+                f"{METHOD_MODULES[name]} would conflict"
+            )
+        registry.register(method)
+        added.append(name)
+    return added
