@@ -123,8 +123,11 @@ def make_hf_family(root: Path, size: str, count: int) -> list[Path]:
     return paths
 
 
-def make_detector_family(root: Path, size: str, count: int) -> list[Path]:
-    """``root/det-SIZE/{base,ft0..}``: our detector dirs; the base is a bare tower, fine-tunes carry a head."""
+def make_detector_family(root: Path, size: str, count: int, spec=None) -> list[Path]:
+    """``root/det-SIZE/{base,ft0..}``: our detector dirs; the base is a bare tower, fine-tunes carry a head.
+
+    ``spec`` (a ``DetectorSpec``) overrides the open_clip geometry named by ``size``.
+    """
     from mergekit_clip.detector.io import create_detector
     from mergekit_clip.detector.spec import DetectorConfig, spec_from_open_clip
 
@@ -132,7 +135,7 @@ def make_detector_family(root: Path, size: str, count: int) -> list[Path]:
     paths = [fam / "base"] + [fam / f"ft{i}" for i in range(count)]
     if all((p / "model.safetensors").exists() for p in paths):
         return paths
-    spec = spec_from_open_clip(size)
+    spec = spec or spec_from_open_clip(size)
     model = create_detector(spec, seed=0)
     full = {k: v.detach().clone() for k, v in model.state_dict().items()}
     del model
