@@ -1,0 +1,62 @@
+"""Load a detector and its frames, collect statistics, write the stats file (the body of ``mergekit-clip stats``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+import torch
+
+from mergekit_clip.data.deepfakebench import DatasetError, load_frames
+from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, make_loader
+from mergekit_clip.detector.io import DetectorFormatError, load_detector, model_layout, read_config_json, weights_hash
+from mergekit_clip.detector.spec import ARCHITECTURE
+from mergekit_clip.stats.collect import collect_fisher, collect_grams
+from mergekit_clip.stats.store import write_stats
+
+
+def compute_stats(
+    detector_dir: str | os.PathLike,
+    kind: str,
+    *,
+    dataset: str,
+    split: str,
+    json_root: str | os.PathLike,
+    data_root: str | os.PathLike,
+    frame_num: int | None = None,
+    max_frames: int | None = None,
+    batch_size: int = 32,
+    fisher_label: str = "predicted",
+    device: str = "cpu",
+) -> tuple[Path, int]:
+    """Compute and store ``kind`` statistics; returns ``(stats file, frames used)``. Errors are ClickExceptions."""
+    try:
+        if model_layout(read_config_json(detector_dir)) != ARCHITECTURE:
+            raise click.ClickException(
+                f"{detector_dir}: merge statistics are keyed by mergekit-clip tensor names; import this Hugging Face "
+                "layout first (`mergekit-clip import`) and merge the imported detectors"
+            )
+        digest = weights_hash(detector_dir)
+        model = load_detector(detector_dir, device=device)
+        records = load_frames(dataset, split, json_root=json_root, data_root=data_root, frame_num=frame_num)
+    except (DetectorFormatError, DatasetError) as e:
+        raise click.ClickException(str(e)) from e
+    if max_frames is not None:
+        records = records[:max_frames]
+    loader = make_loader(FrameDataset(records, build_eval_transform(model.spec.preprocess)), batch_size=batch_size)
+    if kind == "gram":
+        tensors, extra, frames = collect_grams(model, (images for images, *_ in loader), device)
+    else:
+        with torch.enable_grad():
+            tensors, frames = collect_fisher(model, ((im, lab) for im, lab, *_ in loader), device, fisher_label)
+        extra = {"fisher_label": fisher_label}
+    metadata = {
+        "dataset": dataset,
+        "split": split,
+        "frames": str(frames),
+        "frame_num": str(frame_num) if frame_num else "all",
+        "weights_sha256": digest,
+        **extra,
+    }
+    return write_stats(detector_dir, kind, tensors, metadata), frames
