@@ -17,6 +17,7 @@ _COMMANDS = {
     "export": "mergekit_clip.convert.cli:export_command",
     "create": "mergekit_clip.detector.cli:create_command",
     "plugin": "mergekit_clip.plugin.cli:plugin",
+    "stats": "mergekit_clip.stats.cli:stats_command",
     "recipe": "mergekit_clip.recipe.cli:recipe_command",
 }
 
