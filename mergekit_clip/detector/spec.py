@@ -15,10 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from transformers import PretrainedConfig
 
+from mergekit_clip.detector.labels import CANONICAL_LABELS, canonical_head_labels
+
 FORMAT_VERSION = 1
 MODEL_TYPE = "clip_detector"
 ARCHITECTURE = "CLIPDetector"
-CANONICAL_LABELS = ("real", "fake")  # index 0 = real, 1 = fake, always
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -63,13 +64,20 @@ class HeadSpec(_Spec):
     ``feature``: ``pooled`` = ln_post(CLS token) (width), ``projected`` = pooled @ visual.proj (embed_dim),
     ``patch_mean`` = mean of the final patch tokens before ln_post (width; Hugging Face
     ``CLIPForImageClassification``). ``num_classes`` is 2 (softmax) or 1 (sigmoid logit of ``fake``).
+    ``labels`` are canonicalised on validation (``" Fake"`` -> ``"fake"``, see ``detector.labels``), so every
+    stage that reads a spec compares canonical names; anything but real/fake is refused here.
     """
 
     type: Literal["linear"] = "linear"
     feature: Literal["pooled", "projected", "patch_mean"] = "pooled"
     normalize: bool = Field(False, description="L2-normalise the feature before the linear layer")
     num_classes: Literal[1, 2] = 2
-    labels: tuple[str, ...] = CANONICAL_LABELS
+    labels: tuple[str, ...] = Field(CANONICAL_LABELS, description="label names in logit order (real/fake)")
+
+    @field_validator("labels", mode="after")
+    @classmethod
+    def _canonical_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return canonical_head_labels(value)
 
     @model_validator(mode="after")
     def _check(self) -> HeadSpec:
@@ -168,8 +176,9 @@ class DetectorConfig(PretrainedConfig):
                 adapter=self.adapter,
                 preprocess=self.preprocess or {},
             )
-        except ValidationError as e:
-            raise ValueError(f"invalid detector config: {e}") from e
+        except ValidationError as e:  # one line per problem, each led by its field path
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"invalid detector config: {problems}") from e
 
     @property
     def num_hidden_layers(self) -> int:  # what mergekit reads to plan layer by layer
