@@ -24,6 +24,12 @@ def _label_dict(path: Path | None) -> dict[str, int] | None:
         raise click.BadParameter(f"{path}: cannot read a JSON label dict ({e})", param_hint="--label-dict") from e
     if not isinstance(raw, dict) or not all(isinstance(v, int) and v in (0, 1) for v in raw.values()):
         raise click.BadParameter(f"{path}: must map label strings to 0 (real) or 1 (fake)", param_hint="--label-dict")
+    from mergekit_clip.detector.labels import canonical_label_dict
+
+    try:  # label strings are matched case-insensitively: two spellings of one name must agree
+        canonical_label_dict(raw, str(path))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--label-dict") from e
     return raw
 
 
@@ -60,9 +66,13 @@ def data() -> None:
               help="folder the frame paths are relative to; without it frames are not checked")  # fmt: skip
 @_label
 @_compression
-@click.option("--check-images", type=click.Choice(["none", "exists", "decode"]), default="decode", show_default=True)
+@click.option("--check-images", type=click.Choice(["none", "exists", "header", "decode"]), default="decode",
+              show_default=True, help="header = file exists and its image header reads (first/last bytes only)")
 @click.option("--strict", is_flag=True, help="treat videos shared between train and test as an error")
-def validate(datasets, json_root, data_root, label_dict, compression, check_images, strict) -> None:
+@click.option("--allow-outside-root", is_flag=True,
+              help="accept frame paths that are absolute, climb out with '..' or are symlinks leaving --data-root")
+def validate(datasets, json_root, data_root, label_dict, compression, check_images, strict,
+             allow_outside_root) -> None:
     """Report every problem of DATASETS (default: all in --json-root); exit 1 if any error is found."""
     from mergekit_clip.data.validate import format_report, validate_dataset
 
@@ -72,6 +82,7 @@ def validate(datasets, json_root, data_root, label_dict, compression, check_imag
         report = validate_dataset(
             name, json_root=json_root, data_root=data_root, label_dict=labels, compression=compression,
             check_images=check_images if data_root is not None else "none", strict=strict,
+            allow_outside_root=allow_outside_root,
         )  # fmt: skip
         click.echo(format_report(report))
         if report.errors:

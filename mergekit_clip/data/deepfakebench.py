@@ -12,17 +12,28 @@ DeepfakeBench. The label of a video is ``label_dict[video["label"]]``: the group
 Differences from DeepfakeBench's loader, on purpose: ``frame_num`` takes evenly spaced frames (DeepfakeBench takes
 the first N), frames are ordered by their integer name, and the video id is the full normalised video directory
 (``video_id_mode="parent"`` reproduces DeepfakeBench's pooling on the parent folder name).
+
+Trust rules (both checked before any frame file is opened):
+
+- Every frame path must stay under the data root: an absolute path, a ``..`` that climbs above the root, or a
+  symlink that resolves outside it is an error naming the JSON file, the video and the path, unless the user opts
+  in with ``allow_outside_root`` (``--allow-outside-root``, ``data.allow_outside_root``).
+- Label strings are looked up after :func:`mergekit_clip.detector.labels.canonical_label` (strip + casefold), in
+  the reader and in ``data validate`` alike: ``" ff-df"`` is ``FF-DF``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+
+from mergekit_clip.detector.labels import canonical_label, canonical_label_dict
 
 SPLITS = ("train", "val", "test")
 COMPRESSION_LEVELS = ("raw", "c23", "c40")
@@ -170,8 +181,79 @@ def normalize_frame_path(raw: str) -> str:
 
 
 def resolve_frame_path(raw: str, data_root: str | os.PathLike) -> Path:
-    """A JSON frame path resolved against ``data_root`` (absolute paths are kept)."""
+    """A JSON frame path joined to ``data_root`` (absolute paths are kept; :class:`FrameRoot` decides if allowed)."""
     return Path(data_root) / normalize_frame_path(raw)
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:(/|$)")
+ALLOW_OUTSIDE_HINT = "pass --allow-outside-root (clip-train: data.allow_outside_root: true) to read it anyway"
+
+
+def lexical_path_problem(rel: str) -> str | None:
+    """Why a normalised frame path leaves its root whatever the file system holds (absolute, ``..``), or None."""
+    if rel.startswith("/") or _DRIVE.match(rel):
+        return "is an absolute path"
+    depth = 0
+    for part in rel.split("/"):
+        depth += -1 if part == ".." else 1
+        if depth < 0:
+            return "climbs above the data root through '..'"
+    return None
+
+
+class FrameRoot:
+    """The folder frame paths must stay under; resolves symlinks (a cache per directory keeps it cheap).
+
+    Nothing is opened: directories are resolved with ``os.path.realpath`` and each file costs one ``lstat``.
+    """
+
+    def __init__(self, data_root: str | os.PathLike | None, allow_outside_root: bool = False):
+        self.root = None if data_root is None else Path(data_root)
+        self.real = None if data_root is None else os.path.realpath(data_root)
+        self.allow_outside_root = allow_outside_root
+        self._dirs: dict[str, str] = {}
+
+    def _inside(self, real: str) -> bool:
+        return real == self.real or real.startswith(self.real.rstrip(os.sep) + os.sep)
+
+    def problem(self, rel: str, *, resolve: bool = True) -> str | None:
+        """Why the normalised path ``rel`` is not under the root (None if it is, or if the user allowed it).
+
+        ``resolve=False`` checks only what the path says (absolute, ``..``), not where its symlinks point.
+        """
+        if self.allow_outside_root:
+            return None
+        lexical = lexical_path_problem(rel)
+        if lexical or not resolve or self.real is None:
+            return lexical
+        directory, name = posixpath.split(rel)
+        real_dir = self._dirs.get(directory)
+        if real_dir is None:
+            real_dir = self._dirs[directory] = os.path.realpath(os.path.join(self.real, directory))
+        real = os.path.join(real_dir, name)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        if not self._inside(real_dir) or not self._inside(real):
+            return f"resolves (through a symlink) to {real}, outside the data root {self.root}"
+        return None
+
+    def path(self, rel: str) -> Path:
+        return Path(self.root) / rel
+
+
+def lookup_label(label: Any, labels: Mapping[str, int]) -> int | None:
+    """The 0/1 value of a video's label string in a canonical label dict (None when unknown or not a string)."""
+    if not isinstance(label, str):
+        return None
+    return labels.get(canonical_label(label))
+
+
+def canonical_labels(label_dict: Mapping[str, int] | None) -> dict[str, int]:
+    """The label dict (DeepfakeBench's default when None) keyed by canonical label strings."""
+    try:
+        return canonical_label_dict(DEFAULT_LABEL_DICT if label_dict is None else label_dict, "label dict")
+    except ValueError as e:
+        raise DatasetError(str(e)) from e
 
 
 def frame_number(path: str) -> int | None:
@@ -210,39 +292,48 @@ def load_frames(
     label_dict: Mapping[str, int] | None = None,
     compression: str = "c23",
     video_id_mode: VideoIdMode = "full",
+    allow_outside_root: bool = False,
 ) -> list[FrameRecord]:
     """The frames of one dataset split as :class:`FrameRecord` s, videos in JSON order, frames numerically.
 
-    Raises :class:`DatasetError` for an unknown dataset or split, an empty split, an unknown label string, or a
-    frame whose file name is not an integer. Frame files are not opened (``mergekit-clip data validate`` does).
+    Raises :class:`DatasetError` for an unknown dataset or split, an empty split, an unknown label string, a
+    frame whose file name is not an integer, or a frame path outside ``data_root`` (every listed path is checked
+    for absolute paths and ``..`` escapes, every selected one also for symlinks pointing out; see
+    :class:`FrameRoot`). Frame files are not opened (``mergekit-clip data validate`` does).
     """
     if split not in SPLITS:
         raise DatasetError(f"{dataset}: unknown split {split!r} (choose from {list(SPLITS)})")
     if compression not in COMPRESSION_LEVELS:
         raise DatasetError(f"unknown compression {compression!r} (choose from {list(COMPRESSION_LEVELS)})")
-    labels = dict(DEFAULT_LABEL_DICT if label_dict is None else label_dict)
+    labels = canonical_labels(label_dict)
+    root = FrameRoot(data_root, allow_outside_root)
     source = str(dataset_json_path(dataset, json_root))
     groups = read_dataset_json(dataset, json_root)
     records: list[FrameRecord] = []
     for video in iter_videos(dataset, groups, split, compression, source=source):
-        if video.label not in labels:
+        where = f"{source}: video {video.label_group}/{split}/{video.name}"
+        label = lookup_label(video.label, labels)
+        if label is None:
             raise DatasetError(
-                f"{source}: video {video.label_group}/{split}/{video.name} has label {video.label!r}, "
-                f"which is not in the label dict (known: {sorted(labels)})"
+                f"{where} has label {video.label!r}, which is not in the label dict (known: {sorted(labels)}; "
+                "case and surrounding spaces are ignored)"
             )
-        label = int(labels[video.label])
         numbered = []
         for raw in video.frames:
             number = frame_number(raw)
             if number is None:
-                raise DatasetError(
-                    f"{source}: video {video.label_group}/{split}/{video.name}: frame {raw!r} is not integer-named "
-                    "(run `mergekit-clip data validate`)"
-                )
-            numbered.append((number, normalize_frame_path(raw)))
+                raise DatasetError(f"{where}: frame {raw!r} is not integer-named (run `mergekit-clip data validate`)")
+            rel = normalize_frame_path(raw)
+            problem = root.problem(rel, resolve=False)
+            if problem:
+                raise DatasetError(f"{where}: frame path {raw!r} {problem}; {ALLOW_OUTSIDE_HINT}")
+            numbered.append((number, rel))
         ordered = [p for _, p in sorted(numbered)]
         for rel in select_frames(ordered, frame_num):
-            records.append(FrameRecord(Path(data_root) / rel, label, video_id(rel, video_id_mode), dataset))
+            problem = root.problem(rel)
+            if problem:
+                raise DatasetError(f"{where}: frame path {rel!r} {problem}; {ALLOW_OUTSIDE_HINT}")
+            records.append(FrameRecord(root.path(rel), label, video_id(rel, video_id_mode), dataset))
     if not records:
         raise DatasetError(f"{source}: split {split!r} of {dataset} is empty")
     return records

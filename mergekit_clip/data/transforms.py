@@ -34,18 +34,75 @@ class FrameDecodeError(OSError):
     """A frame file that is missing or cannot be decoded as an image (the message names the file)."""
 
 
+class FrameMissingError(FrameDecodeError):
+    """A frame file that does not exist (a wrong data root, an incomplete extraction), as opposed to undecodable."""
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """The image at ``path`` as RGB uint8 (H, W, 3); grey and RGBA files are converted."""
     path = Path(path)
     try:
         # np.fromfile + imdecode instead of imread: imread cannot open non-ASCII paths on Windows.
         buffer = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError as e:
+        raise FrameMissingError(f"frame {path} is missing (no such file)") from e
     except OSError as e:
         raise FrameDecodeError(f"cannot read frame {path}: {e.strerror or e}") from e
     image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
     if image is None:
         raise FrameDecodeError(f"cannot decode frame {path} ({buffer.size} bytes): not an image cv2 can read")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+ImageCheck = Literal["exists", "header", "decode"]
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOI = b"\xff\xd8\xff"
+
+
+def _check_header(path: Path, size: int) -> None:
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if head.startswith(_PNG_SIGNATURE):
+            width, height = (int.from_bytes(head[i : i + 4], "big") for i in (16, 20))
+            if len(head) < 24 or head[12:16] != b"IHDR" or not (width and height):
+                raise FrameDecodeError(f"frame {path}: corrupt PNG header")
+            f.seek(max(size - 64, 0))
+            if b"IEND" not in f.read(64):  # a PNG cut short (killed extraction) has no end chunk; cv2 refuses it
+                raise FrameDecodeError(f"frame {path}: truncated PNG ({size} bytes, no IEND chunk)")
+            return
+    # JPEG: the start marker is enough, libjpeg (so cv2) decodes a truncated JPEG with a warning.
+    if not head.startswith(_JPEG_SOI) and not cv2.haveImageReader(str(path)):
+        raise FrameDecodeError(f"frame {path} ({size} bytes): not an image format cv2 can read")
+
+
+def check_image(path: str | os.PathLike, mode: ImageCheck = "header") -> None:
+    """Raise :class:`FrameMissingError` / :class:`FrameDecodeError` unless ``path`` passes ``mode``'s check.
+
+    ``exists``: a regular file; ``header``: a non-empty file whose header is a PNG, JPEG or another format cv2
+    reads (PNG files also need their end chunk), reading only the first and last bytes; ``decode``: a full
+    :func:`read_image`.
+    """
+    path = Path(path)
+    if mode == "decode":
+        read_image(path)
+        return
+    try:
+        st = path.stat()
+    except FileNotFoundError as e:
+        raise FrameMissingError(f"frame {path} is missing (no such file)") from e
+    except OSError as e:
+        raise FrameDecodeError(f"cannot read frame {path}: {e.strerror or e}") from e
+    if not path.is_file():
+        raise FrameDecodeError(f"frame {path} is not a regular file")
+    if mode == "header":
+        if st.st_size == 0:
+            raise FrameDecodeError(f"frame {path} is empty (0 bytes)")
+        try:
+            _check_header(path, st.st_size)
+        except OSError as e:
+            if isinstance(e, FrameDecodeError):
+                raise
+            raise FrameDecodeError(f"cannot read frame {path}: {e.strerror or e}") from e
 
 
 class AugmentSpec(BaseModel):

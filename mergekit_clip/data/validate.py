@@ -1,8 +1,10 @@
 """Validation and summary of DeepfakeBench-format datasets.
 
 :func:`validate_dataset` walks one dataset JSON and reports every problem it finds, grouped by kind with counts
-and example paths, instead of stopping at the first: missing or unreadable frames, unknown label strings, empty
-splits, non-integer frame names, and videos shared between train and test. The official files reuse videos across
+and example paths, instead of stopping at the first: frame paths outside the data root (never opened), missing
+or unreadable frames, unknown label strings, non-integer frame names, and videos shared between train and test.
+An empty split is a note (a test-only dataset has no train split; the command that reads a split refuses it if it
+is empty), a dataset with no video at all an error. The official files reuse videos across
 splits by design (Celeb-DF, DFD, UADFV, DeeperForensics; DESIGN §5), so the overlap is a warning unless
 ``strict``; val equal to test is a note so nobody mistakes selection on val for an honest protocol.
 """
@@ -19,18 +21,21 @@ from typing import Literal
 from tqdm import tqdm
 
 from mergekit_clip.data.deepfakebench import (
-    DEFAULT_LABEL_DICT,
+    ALLOW_OUTSIDE_HINT,
     SPLITS,
     DatasetError,
+    FrameRoot,
     VideoEntry,
+    canonical_labels,
     dataset_json_path,
     frame_number,
     iter_videos,
+    lookup_label,
     normalize_frame_path,
     read_dataset_json,
     video_id,
 )
-from mergekit_clip.data.transforms import FrameDecodeError, read_image
+from mergekit_clip.data.transforms import FrameDecodeError, FrameMissingError, ImageCheck, check_image
 
 Severity = Literal["error", "warning", "note"]
 EXAMPLES = 5  # example paths kept per finding
@@ -85,17 +90,20 @@ def validate_dataset(
     data_root: str | os.PathLike | None,
     label_dict: Mapping[str, int] | None = None,
     compression: str = "c23",
-    check_images: Literal["none", "exists", "decode"] = "decode",
+    check_images: Literal["none", "exists", "header", "decode"] = "decode",
     strict: bool = False,
     progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> DatasetReport:
     """Every problem of ``dataset`` (see the module docstring); frames are checked per ``check_images``.
 
-    A JSON that cannot be parsed at all is reported as a single ``json`` error.
+    A JSON that cannot be parsed at all is reported as a single ``json`` error. Frame paths outside ``data_root``
+    (absolute, ``..``, symlinks pointing out; see ``FrameRoot``) are errors and are never opened.
     """
-    labels = dict(DEFAULT_LABEL_DICT if label_dict is None else label_dict)
     json_path = dataset_json_path(dataset, json_root)
     report = DatasetReport(dataset, json_path)
+    root = FrameRoot(data_root, allow_outside_root)
+    labels = canonical_labels(label_dict)
     try:
         groups = read_dataset_json(dataset, json_root)
         by_split = {s: _split_videos(groups, s, compression, dataset, str(json_path)) for s in SPLITS}
@@ -108,9 +116,13 @@ def validate_dataset(
 
     ids: dict[str, set[str]] = {}
     frames_to_check: list[tuple[str, Path]] = []
+    if not any(by_split.values()):
+        report.finding("empty_dataset", "error", f"no split {list(SPLITS)} has a video").add(dataset)
     for split, videos in by_split.items():
         if not videos:
-            report.finding("empty_split", "error", "split has no videos").add(f"{dataset}/{split}")
+            report.finding(
+                "empty_split", "note", "split has no videos (an error only for a command that reads it)"
+            ).add(f"{dataset}/{split}")
         ids[split] = set()
         for video in videos:
             where = f"{video.label_group}/{split}/{video.name}"
@@ -118,18 +130,23 @@ def validate_dataset(
             stats = report.stats.setdefault(key, SplitStats())
             stats.videos += 1
             stats.frames += len(video.frames)
-            if video.label not in labels:
-                report.finding("unknown_label", "error", f"label string not in the label dict {sorted(labels)}").add(
-                    f"{where}: {video.label!r}"
-                )
+            if lookup_label(video.label, labels) is None:
+                report.finding(
+                    "unknown_label", "error", f"label string not in the label dict {sorted(labels)} (case-insensitive)"
+                ).add(f"{where}: {video.label!r}")
             if not video.frames:
                 report.finding("empty_video", "error", "video lists no frames").add(where)
             for raw in video.frames:
                 rel = normalize_frame_path(str(raw))
                 if frame_number(rel) is None:
                     report.finding("non_integer_frame", "error", "frame file name is not an integer").add(str(raw))
-                if data_root is not None:
-                    frames_to_check.append((str(raw), Path(data_root) / rel))
+                outside = root.problem(rel)
+                if outside:
+                    report.finding(
+                        "outside_root", "error", f"frame path outside the data root, not opened ({ALLOW_OUTSIDE_HINT})"
+                    ).add(f"{where}: {raw!r} {outside}")
+                elif data_root is not None:
+                    frames_to_check.append((str(raw), root.path(rel)))
             if video.frames:
                 ids[split].add(video_id(str(video.frames[0])))
     shared = sorted(ids["train"] & ids["test"])
@@ -150,19 +167,19 @@ def validate_dataset(
     return report
 
 
-def _check_frames(report: DatasetReport, frames: list[tuple[str, Path]], mode: str, progress: bool) -> None:
+def _check_frames(report: DatasetReport, frames: list[tuple[str, Path]], mode: ImageCheck, progress: bool) -> None:
     seen: set[Path] = set()
     for raw, path in tqdm(frames, desc=f"check {report.dataset}", unit="frame", disable=not progress):
         if path in seen:
             continue
         seen.add(path)
-        if not path.is_file():
+        try:
+            check_image(path, mode)
+        except FrameMissingError:
             report.finding("missing_frame", "error", "frame file does not exist").add(f"{raw} -> {path}")
-        elif mode == "decode":
-            try:
-                read_image(path)
-            except FrameDecodeError:
-                report.finding("unreadable_frame", "error", "frame file cannot be decoded").add(str(path))
+        except FrameDecodeError:
+            what = "header is not a readable image" if mode == "header" else "cannot be decoded"
+            report.finding("unreadable_frame", "error", f"frame file {what}").add(str(path))
 
 
 def format_report(report: DatasetReport) -> str:
@@ -185,13 +202,13 @@ def _split_rank(split: str) -> int:
 
 def summarize(reports: Iterable[DatasetReport], label_dict: Mapping[str, int] | None = None) -> str:
     """A table of videos and frames per dataset, label group (with its label) and split."""
-    labels = dict(DEFAULT_LABEL_DICT if label_dict is None else label_dict)
+    labels = canonical_labels(label_dict)
     names = {0: "real", 1: "fake"}
     rows = [("dataset", "label group", "label", "split", "videos", "frames")]
     totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for report in reports:
         for (group, label, split), s in sorted(report.stats.items(), key=lambda kv: (kv[0][0], _split_rank(kv[0][2]))):
-            value = labels.get(label)
+            value = lookup_label(label, labels)
             shown = f"{label} ({names.get(value, value) if value is not None else 'UNKNOWN'})"
             rows.append((report.dataset, group, shown, split, str(s.videos), str(s.frames)))
             kind = names.get(value, "unknown") if value is not None else "unknown"
