@@ -62,6 +62,13 @@ class DataConfig(_Section):
     workers: int = Field(0, ge=0, le=16, description="DataLoader workers (0-2 on a laptop CPU)")
     cache_images: bool = Field(True, description="decode frames once and keep them in memory (small datasets)")
     on_error: Literal["raise", "skip"] = "raise"
+    check_images: Literal["none", "exists", "header", "decode"] = Field(
+        "header",
+        description="frame check before training starts: exists, header (image header read, cheap) or decode (full)",
+    )
+    allow_outside_root: bool = Field(
+        False, description="accept frame paths outside data_root (absolute, '..', symlinks pointing out)"
+    )
 
 
 class OptimConfig(_Section):

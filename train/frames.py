@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from mergekit_clip.data.deepfakebench import FrameRecord, load_frames
-from mergekit_clip.data.transforms import FrameDecodeError, read_image
+from mergekit_clip.data.deepfakebench import DatasetError, FrameRecord, load_frames
+from mergekit_clip.data.transforms import FrameDecodeError, FrameMissingError, check_image, read_image
 from train.config import DataConfig
 
 _DECODED: dict[str, np.ndarray] = {}  # path -> RGB uint8 frame; shared by every ingredient of a sweep
@@ -35,9 +35,43 @@ def load_records(data: DataConfig, datasets: Sequence[str], split: str) -> list[
                 data_root=data.data_root,
                 frame_num=data.frame_num,
                 compression=data.compression,
+                allow_outside_root=data.allow_outside_root,
             )
         )
     return records
+
+
+def check_frames(records: Sequence[FrameRecord], mode: str, *, what: str = "", progress: bool = True) -> list[str]:
+    """Check every distinct frame file per ``mode`` (``data.check_images``) before training starts.
+
+    Returns one line per bad frame (missing or undecodable, saying which), in record order; nothing is cached.
+    """
+    if mode == "none":
+        return []
+    problems: list[str] = []
+    seen: set[str] = set()
+    todo = [r for r in records if not (str(r.path) in seen or seen.add(str(r.path)))]
+    for r in tqdm(todo, desc=f"check frames{what}", unit="img", disable=not progress or len(todo) < 1024, leave=False):
+        try:
+            check_image(r.path, mode)  # type: ignore[arg-type]
+        except FrameMissingError as e:
+            problems.append(f"missing: {e}")
+        except FrameDecodeError as e:
+            problems.append(f"undecodable: {e}")
+    return problems
+
+
+def require_frames(records: Sequence[FrameRecord], mode: str, *, what: str = "", progress: bool = True) -> list[str]:
+    """:func:`check_frames`, raising :class:`DatasetError` (first bad file, and the counts) if any frame fails."""
+    problems = check_frames(records, mode, what=what, progress=progress)
+    if problems:
+        missing = sum(p.startswith("missing") for p in problems)
+        raise DatasetError(
+            f"{problems[0].split(': ', 1)[1]}{what} ({missing} missing, {len(problems) - missing} undecodable of "
+            f"{len({str(r.path) for r in records})} frames checked with data.check_images={mode}; fix the data or "
+            "set data.on_error=skip)"
+        )
+    return problems
 
 
 def records_fingerprint(records: Sequence[FrameRecord]) -> str:

@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,12 +31,12 @@ import yaml
 from mergekit_clip.data.deepfakebench import FrameRecord
 from mergekit_clip.data.transforms import build_eval_transform, build_train_transform
 from mergekit_clip.detector.io import save_detector
-from mergekit_clip.distributed import DistInfo, env_world_size, init_distributed
+from mergekit_clip.distributed import DistInfo, env_is_main, env_world_size, init_distributed
 from train.backbone import build_base, resolve_spec
 from train.config import ConfigError, IngredientPlan, TrainConfig, dump_config
 from train.features import backbone_fingerprint, cached_features
 from train.finetune import FinetuneSettings, evaluate, finetune
-from train.frames import TrainFrames, load_records
+from train.frames import TrainFrames, check_frames, load_records, require_frames
 from train.heldout import heldout_metrics
 from train.lpft import probe_head
 from train.metrics_log import MetricsLog
@@ -124,6 +125,7 @@ def preflight(config: TrainConfig, plans: list[IngredientPlan]) -> dict:
         for split in (config.data.train_split, config.data.val_split):
             if (key, split) not in records:
                 records[(key, split)] = load_records(config.data, key, split)
+    _check_frames(config, records)
     world = env_world_size()
     unit = world * config.optim.grad_accum_steps
     if config.data.batch_size % unit:
@@ -132,6 +134,20 @@ def preflight(config: TrainConfig, plans: list[IngredientPlan]) -> dict:
             f"optim.grad_accum_steps {config.optim.grad_accum_steps}"
         )
     return records
+
+
+def _check_frames(config: TrainConfig, records: dict) -> None:
+    """Every training/val frame exists and reads (``data.check_images``) before any output folder is made."""
+    d = config.data
+    for (datasets, split), recs in records.items():
+        what = f" (in {'+'.join(datasets)} {split})"
+        if d.on_error == "raise":
+            require_frames(recs, d.check_images, what=what)
+            continue
+        problems = check_frames(recs, d.check_images, what=what)
+        if problems and env_is_main():
+            print(f"warning: {len(problems)} bad frame(s){what} will be skipped (data.on_error=skip), e.g. "
+                  f"{problems[0]}", file=sys.stderr)  # fmt: skip
 
 
 def _frames(ctx: RunContext, plan: IngredientPlan, split: str, augment: float) -> TrainFrames:
