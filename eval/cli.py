@@ -57,6 +57,18 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
 
 
 def _data_options(f):
+    f = click.option(
+        "--max-failed-share",
+        type=click.FloatRange(0, 1),
+        default=0.05,
+        show_default=True,
+        help="largest share of a dataset's frames that may be missing or undecodable (more = error, no report)",
+    )(f)
+    f = click.option(
+        "--allow-outside-root",
+        is_flag=True,
+        help="accept frame paths that are absolute, climb out with '..' or are symlinks leaving --data-root",
+    )(f)
     f = click.option("--compression", default="c23", show_default=True, help="FF++ family compression level")(f)
     f = click.option("--frame-num", type=click.IntRange(min=1), default=None, help="frames per video (all if unset)")(f)
     f = click.option(
@@ -90,7 +102,9 @@ def _run_options(f):
     return f
 
 
-def _load_records(dataset: str, split: str, json_root: str, data_root: str, frame_num, compression: str):
+def _load_records(
+    dataset: str, split: str, json_root: str, data_root: str, frame_num, compression: str, allow_outside_root=False
+):
     try:
         from mergekit_clip.data.deepfakebench import DatasetError, load_frames
     except ImportError as e:  # the data package is a sibling component; say what is missing
@@ -103,6 +117,7 @@ def _load_records(dataset: str, split: str, json_root: str, data_root: str, fram
             data_root=Path(data_root),
             frame_num=frame_num,
             compression=compression,
+            allow_outside_root=allow_outside_root,
         )
     except (DatasetError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
@@ -161,6 +176,8 @@ def score_command(
     data_root,
     frame_num,
     compression,
+    allow_outside_root,
+    max_failed_share,
     split,
     video_id,
     device,
@@ -173,7 +190,15 @@ def score_command(
     overwrite,
 ) -> None:
     """Score MODEL_DIRS (detector dirs, mergekit outputs, HF CLIP classifier dirs) on --datasets; write --out."""
-    from eval.predict import FrameCache, FrameDecodeError, Predictor
+    from eval.predict import (
+        FrameCache,
+        FrameDecodeError,
+        Predictor,
+        TooManyFailedFramesError,
+        check_failures,
+        frame_failures,
+        missing_frames,
+    )
     from eval.provenance import model_provenance, unique_names
     from eval.report import score_predictions, write_report
     from mergekit_clip.detector.io import DetectorFormatError, load_detector
@@ -183,7 +208,14 @@ def score_command(
         raise click.ClickException(f"report folder {out} already exists (pass --overwrite to replace it)")
     _check_models(model_dirs)
     names = _split_names(datasets)
-    records = {d: _load_records(d, split, json_root, data_root, frame_num, compression) for d in names}
+    records = {
+        d: _load_records(d, split, json_root, data_root, frame_num, compression, allow_outside_root) for d in names
+    }
+    try:  # a wrong --data-root is found here, before any model is loaded or frame decoded
+        for d in names:
+            check_failures(missing_frames(d, [str(r.path) for r in records[d]]), max_failed_share)
+    except TooManyFailedFramesError as e:
+        raise click.ClickException(str(e)) from e
     ctx = init_distributed(device)
     try:
         device = ctx.device(device)
@@ -213,8 +245,9 @@ def score_command(
                 }
                 try:
                     pred = predictor.predict(model, records[dataset], name, dataset, **meta)
-                except FrameDecodeError as e:
-                    raise click.ClickException(str(e)) from e
+                    failures = check_failures(frame_failures(dataset, pred.paths, pred.ok), max_failed_share)
+                except (FrameDecodeError, TooManyFailedFramesError) as e:
+                    raise click.ClickException(f"{name}: {e}") from e
                 preds.append(pred)
                 if ctx.is_main:
                     with warnings.catch_warnings():
@@ -222,8 +255,12 @@ def score_command(
                         line = {k: v for k, v in score_predictions(pred, video_id).items() if k != "warnings"}
                     line = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in line.items()}
                     click.echo(json.dumps({"model": name, "dataset": dataset, **line}))
-                    if pred.failed:
-                        click.echo(f"warning: {pred.failed} undecodable frame(s) in {dataset} skipped", err=True)
+                    if failures.failed:
+                        click.echo(
+                            f"warning: {dataset}: {failures.failed} of {failures.total} frame(s) skipped: "
+                            f"{failures.describe()}",
+                            err=True,
+                        )
             del model
         if ctx.is_main:
             write_report(preds, out, video_id=video_id, overwrite=overwrite)

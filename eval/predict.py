@@ -17,6 +17,11 @@ Why it is faster than a plain loop (see ``benchmarks/eval_throughput.py``):
 Records are anything with ``path``, ``label``, ``video_id`` and ``dataset`` attributes
 (``mergekit_clip.data.deepfakebench.FrameRecord``). A frame that cannot be decoded gets ``ok=False`` and a
 ``nan`` score; with ``strict=True`` it raises :class:`FrameDecodeError` naming the file.
+
+Failure accounting (:func:`check_failures`): a dataset with no scorable frame, or with more than
+``max_failed_share`` of its frames failed (default 5 %, ``clip-eval --max-failed-share``), is an error, not a
+report of nulls; failed frames are told apart as *missing* (no such file: usually a wrong ``--data-root``) or
+*undecodable* (the file exists but is not an image cv2 reads).
 """
 
 from __future__ import annotations
@@ -64,6 +69,67 @@ class Predictions:
     @property
     def failed(self) -> int:
         return int((~self.ok).sum())
+
+
+DEFAULT_MAX_FAILED_SHARE = 0.05  # share of a dataset's frames that may fail before a run is refused
+FAILURE_EXAMPLES = 3  # paths named per kind of failure
+
+
+class TooManyFailedFramesError(ValueError):
+    """A dataset whose frames mostly (or all) failed: its metrics would describe the wrong frames, or none."""
+
+
+@dataclass(frozen=True)
+class FrameFailures:
+    """Failed frames of one dataset split, split into missing files and undecodable ones."""
+
+    dataset: str
+    total: int
+    missing: tuple[str, ...]
+    undecodable: tuple[str, ...]
+
+    @property
+    def failed(self) -> int:
+        return len(self.missing) + len(self.undecodable)
+
+    @property
+    def share(self) -> float:
+        return self.failed / self.total if self.total else 1.0
+
+    def describe(self) -> str:
+        """``"3 missing (e.g. a.png, b.png), 1 undecodable (e.g. c.png)"``."""
+        parts = []
+        for kind, paths in (("missing", self.missing), ("undecodable", self.undecodable)):
+            if paths:
+                shown = ", ".join(paths[:FAILURE_EXAMPLES]) + (", ..." if len(paths) > FAILURE_EXAMPLES else "")
+                parts.append(f"{len(paths)} {kind} (e.g. {shown})")
+        return "; ".join(parts) or "none failed"
+
+
+def frame_failures(dataset: str, paths: Sequence[str], ok: np.ndarray) -> FrameFailures:
+    """Which of the failed (``~ok``) frames are missing files and which exist but do not decode (one stat each)."""
+    failed = [p for p, good in zip(paths, ok) if not good]
+    missing = tuple(p for p in failed if not os.path.isfile(p))
+    gone = set(missing)
+    return FrameFailures(dataset, len(paths), missing, tuple(p for p in failed if p not in gone))
+
+
+def missing_frames(dataset: str, paths: Sequence[str]) -> FrameFailures:
+    """The frames of ``paths`` that do not exist, before anything is decoded (one stat per frame)."""
+    return frame_failures(dataset, paths, np.array([os.path.isfile(p) for p in paths], dtype=bool))
+
+
+def check_failures(failures: FrameFailures, max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> FrameFailures:
+    """Raise :class:`TooManyFailedFramesError` when no frame, or more than ``max_failed_share``, could be scored."""
+    if failures.total and failures.failed < failures.total and failures.share <= max_failed_share:
+        return failures
+    hint = " (check --data-root)" if failures.missing else ""
+    raise TooManyFailedFramesError(
+        f"{failures.dataset}: {failures.failed} of {failures.total} frames cannot be scored "
+        f"({failures.share:.1%} > --max-failed-share {max_failed_share:.1%}): {failures.describe()}{hint}"
+        if failures.failed < failures.total
+        else f"{failures.dataset}: none of its {failures.total} frames can be scored: {failures.describe()}{hint}"
+    )
 
 
 def decode_frame(path: str | os.PathLike, preprocess: PreprocessSpec) -> np.ndarray:
@@ -257,7 +323,8 @@ class Predictor:
         for images, batch_indices, oks in self._batches(paths, indices, preprocess):
             if self.strict and not all(oks):
                 bad = [paths[i] for i, o in zip(batch_indices, oks) if not o]
-                raise FrameDecodeError(f"{bad[0]}: not a decodable image (strict mode)")
+                what = "is missing (no such file)" if not os.path.isfile(bad[0]) else "is not a decodable image"
+                raise FrameDecodeError(f"{bad[0]}: {what} (strict mode)")
             x = images.to(self.device, non_blocking=True).float().sub_(mean).div_(std).to(input_dtype)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
                 logits = model(x)

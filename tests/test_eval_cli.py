@@ -158,8 +158,8 @@ def test_undecodable_frame_is_counted_or_strict_error(setup, tmp_path):
     broken = sorted((data_root / "DFDC").rglob("test/*/1.png"))[0]
     broken.write_bytes(b"not a png")
     common = _common(json_root, data_root)
-    r = _run([dirs[0], "--datasets", "DFDC", "--out", tmp_path / "ok", *common])
-    assert r.exit_code == 0
+    r = _run([dirs[0], "--datasets", "DFDC", "--out", tmp_path / "ok", "--max-failed-share", "0.1", *common])
+    assert r.exit_code == 0 and "1 undecodable" in r.output
     cell = json.loads((tmp_path / "ok" / "report.json").read_text())["results"][0]
     assert cell["frames_failed"] == 1 and cell["frames"] == 17 and not math.isnan(cell["frame_auc"])
     r = _run([dirs[0], "--datasets", "DFDC", "--out", tmp_path / "strict", "--strict", *common])
