@@ -1,0 +1,114 @@
+"""Merge candidates: every grid point of every method, merged in process through mergekit's planner.
+
+Each candidate lives in ``OUT/candidates/<group>/<key>/`` (``recipe.yml``, ``candidate.json``, ``model/``),
+``key`` = :func:`study.hashing.recipe_key`. ``model/`` is written atomically (the plugin's ``run_merge`` hook
+moves a finished temp dir into place), so a killed study leaves finished candidates whole and the rest absent:
+the next run merges only those. ``mergekit.merge.run_merge`` is looked up as a module attribute at call time,
+so the plugin's hook (preflight, forensic-head policy, merged config) applies exactly as under ``mergekit-yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from mergekit_clip.recipe import Family, build_recipe, recipe_yaml, select_ingredients, validate_recipe
+from study.hashing import FileHashes, recipe_key, write_json_atomic
+
+
+@dataclass(frozen=True)
+class MergeCandidate:
+    group: str
+    method: str
+    family: str
+    params: dict[str, Any]  # this grid point (searched and fixed values)
+    searched: tuple[str, ...]  # the grid's searched parameter names
+    ingredients: tuple[str, ...]
+    recipe: dict[str, Any] = field(repr=False)
+    key: str | None  # None until the inputs exist (dry run of an untrained family)
+
+    @property
+    def name(self) -> str:
+        shown = {k: self.params[k] for k in self.searched} or self.params
+        inner = ",".join(f"{k}={v}" for k, v in shown.items())
+        return f"{self.group}[{inner}]" if inner else self.group
+
+    def directory(self, out: Path) -> Path:
+        return out / "candidates" / self.group / (self.key or "pending")
+
+    def model_dir(self, out: Path) -> Path:
+        return self.directory(out) / "model"
+
+
+def merge_options(study) -> dict[str, Any]:
+    """The options that change a merge's result, part of its key."""
+    return {"random_seed": study.mergekit.random_seed}
+
+
+def plan_merges(study, families: dict[str, Family], hashes: FileHashes | None) -> list[MergeCandidate]:
+    """Every candidate of every group, in study-file order; recipes use absolute paths."""
+    out = []
+    for group, entry in study.merges.items():
+        method = entry.method or group
+        fam_name = study.family_of(entry)
+        family = families[fam_name]
+        chosen = select_ingredients(family, entry.select)
+        for point in entry.points():
+            recipe = build_recipe(method, family, chosen, point, absolute_paths=True)
+            validate_recipe(recipe)
+            key = recipe_key(recipe, hashes, merge_options(study)) if hashes is not None else None
+            out.append(
+                MergeCandidate(
+                    group=group, method=method, family=fam_name, params=point, searched=tuple(entry.searched()),
+                    ingredients=tuple(i.name for i in chosen), recipe=recipe, key=key,
+                )
+            )  # fmt: skip
+    return out
+
+
+def write_recipe(candidate: MergeCandidate, file: Path) -> Path:
+    key = f" (key {candidate.key})" if candidate.key else ""
+    header = f"study candidate {candidate.name}{key}\nrun with:   mergekit-yaml {file} OUT_DIR"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(recipe_yaml(candidate.recipe, header))
+    return file
+
+
+def merge_candidate(candidate: MergeCandidate, out: Path, study) -> Path:
+    """Merge one candidate in process (stock mergekit planning + our plugin); returns its model dir."""
+    import mergekit.merge
+    from mergekit.merge import MergeOptions
+
+    directory = candidate.directory(out)
+    config = validate_recipe(candidate.recipe)
+    options = MergeOptions(
+        random_seed=study.mergekit.random_seed, device=study.mergekit.device, quiet=True, write_model_card=False,
+        copy_tokenizer=False,
+    )  # fmt: skip
+    write_recipe(candidate, directory / "recipe.yml")
+    mergekit.merge.run_merge(config, str(directory / "model"), options)
+    return directory / "model"
+
+
+def run_merges(candidates: list[MergeCandidate], out: Path, study, *, progress: bool = True) -> dict[str, int]:
+    """Merge every candidate whose model dir is missing; a finished one is never merged again."""
+    todo = [c for c in candidates if not (c.model_dir(out) / "config.json").exists()]
+    counts = {"reused": len(candidates) - len(todo), "merged": 0}
+    for candidate in tqdm(todo, desc="merge candidates", unit="merge", disable=not progress or not todo):
+        merge_candidate(candidate, out, study)
+        record = {
+            "name": candidate.name, "group": candidate.group, "method": candidate.method,
+            "family": candidate.family, "params": candidate.params, "ingredients": list(candidate.ingredients),
+            "key": candidate.key, "recipe": candidate.recipe,
+        }  # fmt: skip
+        write_json_atomic(candidate.directory(out) / "candidate.json", record)
+        counts["merged"] += 1
+    return counts
+
+
+def recipe_text(candidate: MergeCandidate) -> str:
+    return yaml.safe_dump(candidate.recipe, sort_keys=False)

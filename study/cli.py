@@ -1,0 +1,60 @@
+"""``clip-study run STUDY.yml [--set key=value ...] [--dry-run]``: one merging study, end to end.
+
+    clip-study run studies/demo.yml
+    clip-study run studies/vit_b16_ff_template.yml --set eval.device=cuda --set merges.ties.grid.density=[0.2,0.5]
+    clip-study run studies/demo.yml --dry-run        # the plan as public commands, nothing run
+
+Outputs under the study's ``output``: ``report.md``, ``study.json``, ``figures/``, ``study.resolved.yaml``,
+``candidates/<group>/<key>/`` (merges and soups) and ``scores/`` (per-frame scores; a rerun reuses them).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Merging studies: family -> merge search -> selection on source val -> test scores with error bars."""
+
+
+@main.command("run", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a study key (dotted, e.g. eval.device=cuda or merges.ties.grid.density=[0.2,0.5])")
+@click.option("--dry-run", is_flag=True, help="print the plan as public commands and write its recipes; run nothing")
+@click.option("--quiet", is_flag=True, help="no progress bars")  # fmt: skip
+def run_command(study_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
+    """Run STUDY_FILE: every step whose output exists is reused, so a killed or extended study resumes."""
+    from mergekit_clip.data.deepfakebench import DatasetError
+    from mergekit_clip.detector.io import DetectorFormatError
+    from mergekit_clip.recipe import FamilyError, RecipeError
+    from study.config import StudyConfigError, load_study
+
+    try:
+        study = load_study(study_file, list(overrides))
+        if dry_run:
+            from study.dryrun import plan_commands
+
+            for line in plan_commands(study, str(study_file)):
+                click.echo(line)
+            return
+        from study.report import print_summary
+        from study.runner import run_study
+        from train.config import ConfigError
+
+        try:
+            doc = run_study(study, progress=not quiet)
+        except ConfigError as e:
+            raise click.ClickException(f"family config: {e}") from e
+    except (StudyConfigError, FamilyError, RecipeError, DatasetError, DetectorFormatError) as e:
+        raise click.ClickException(str(e)) from e
+    print_summary(doc)
+    click.echo(f"\nreport: {study.output / 'report.md'}  (every number: {study.output / 'study.json'})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The study file: one YAML naming data, families, merge candidates, selection, eval and bootstrap options.
+
+Every section is a frozen pydantic model with unknown keys refused (with a did-you-mean). Precedence is
+defaults < YAML < ``--set key=value`` (dotted keys); the resolved file is saved as ``OUT/study.resolved.yaml``.
+
+    clip-study run studies/demo.yml [--set eval.device=cuda] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SOUP_METHODS = ("uniform", "greedy")
+
+
+class StudyConfigError(ValueError):
+    """A study file problem; the message names the key (and the closest valid one for a typo)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthStep(_Section):
+    """``mergekit-clip data synth OUT --preset P --seed S``, run first when OUT holds no benchmark yet."""
+
+    out: Path = Field(description="benchmark folder (json/, data/, synth.json)")
+    preset: Literal["small", "full", "pretrain"] = "small"
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    json_root: Path = Field(description="folder of DeepfakeBench <Dataset>.json files")
+    data_root: Path = Field(description="root the relative frame paths resolve against")
+    source: str | list[str] = Field(description="training dataset(s) of the family: val split selects, test split "
+                                    "is the in-domain score")  # fmt: skip
+    val_split: str = Field("val", description="source-domain split that selection reads (never 'test')")
+    test: list[str] = Field(description="held-out (cross-dataset) test sets; their test split is read")
+    test_split: str = "test"
+    frame_num: int | None = Field(None, gt=0, description="frames per video, evenly spaced; None = all")
+    compression: str = "c23"
+
+    @field_validator("val_split")
+    @classmethod
+    def _not_test(cls, value: str) -> str:
+        if value == "test":
+            raise ValueError("selection must never read a test split: choose 'val' (or 'train')")
+        return value
+
+    @field_validator("test")
+    @classmethod
+    def _some(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one held-out test dataset")
+        return value
+
+    @property
+    def sources(self) -> list[str]:
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
+
+class FamilyConfig(_Section):
+    """A family to train with ``clip-train`` (``config`` + ``set``), or an existing one (``path``)."""
+
+    config: Path | None = Field(None, description="clip-train config file; the study sets output and data keys")
+    path: Path | None = Field(None, description="an existing family folder (summary.json, base/, ingredients/)")
+    set: dict[str, Any] = Field(default_factory=dict, description="clip-train overrides, dotted keys")
+    output: Path | None = Field(None, description="family folder; None = OUT/families/<name>")
+    data: Literal["study", "own"] = Field(
+        "study", description="study = the study's data roots and source dataset; own = the config's (pre-training)"
+    )
+    backbone_from: str | None = Field(None, description="family whose first ingredient is this one's backbone")
+    role: Literal["ingredients", "backbone"] = Field(
+        "ingredients", description="backbone = only a start for other families: not scored, not merged"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FamilyConfig:
+        if (self.config is None) == (self.path is None):
+            raise ValueError("give exactly one of 'config' (a clip-train file to run) or 'path' (a finished family)")
+        if self.path is not None and (self.set or self.backbone_from):
+            raise ValueError("'set' and 'backbone_from' apply to a family to train ('config'), not to 'path'")
+        return self
+
+
+class MergeCandidates(_Section):
+    """A method and its parameter grid: each list is searched, scalars are fixed; the cartesian product runs."""
+
+    method: str | None = Field(None, description="a registered mergekit method; None = the candidate group's name")
+    grid: dict[str, Any] = Field(default_factory=dict, description="parameter -> value or list of values")
+    select: dict[str, Any] = Field(default_factory=dict, description="ingredient selection (mode, lr, seed, ...)")
+    family: str | None = Field(None, description="family to merge; None = the last ingredient family")
+
+    def points(self) -> list[dict[str, Any]]:
+        """The grid's points in a fixed order (keys as written, values as listed)."""
+        keys = list(self.grid)
+        lists = [v if isinstance(v, list) else [v] for v in self.grid.values()]
+        for key, values in zip(keys, lists):
+            if not values:
+                raise StudyConfigError(f"candidates grid {key!r}: an empty list searches nothing")
+        return [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
+
+    def searched(self) -> list[str]:
+        return [k for k, v in self.grid.items() if isinstance(v, list) and len(v) > 1]
+
+
+class SoupCandidate(_Section):
+    method: Literal["uniform", "greedy"] | None = Field(None, description="None = the soup's name")
+    select: dict[str, Any] = Field(default_factory=dict)
+    family: str | None = None
+    tie_rule: Literal["keep", "drop"] = "drop"
+
+
+class SelectionConfig(_Section):
+    metric: Literal["frame_auc", "video_auc"] = Field("video_auc", description="score on the source val split")
+
+
+class EvalConfig(_Section):
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    batch_size: int = Field(64, gt=0)
+    workers: int | None = Field(None, ge=0, description="decode workers; None = auto")
+    resize: Literal["exact", "fast"] = "exact"
+    cache_mb: float = Field(2048, ge=0, description="decoded-frame cache shared by every model")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads; None = torch's default")
+
+
+class MergekitOptions(_Section):
+    random_seed: int = Field(0, description="DARE/DELLA drop at random: a fixed seed makes candidates reproducible")
+    device: str = Field("cpu", description="mergekit's math device")
+
+
+class BootstrapConfig(_Section):
+    n_boot: int = Field(1000, gt=0, description="resamples (videos drawn with replacement, stratified by label)")
+    seed: int = 0
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class StudyConfig(_Section):
+    name: str = "study"
+    output: Path = Field(description="study folder: candidates/, scores/, report.md, study.json, figures/")
+    synth: list[SynthStep] = Field(default_factory=list, description="benchmarks to generate first (demo)")
+    data: DataConfig
+    families: dict[str, FamilyConfig]
+    merges: dict[str, MergeCandidates] = Field(default_factory=dict, description="candidate group -> method + grid")
+    soups: dict[str, SoupCandidate] = Field(default_factory=dict, description="soup name -> uniform/greedy")
+    selection: SelectionConfig = SelectionConfig()
+    eval: EvalConfig = EvalConfig()
+    mergekit: MergekitOptions = MergekitOptions()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        if not self.families:
+            raise ValueError("families: name at least one family")
+        names = list(self.families)
+        for name, fam in self.families.items():
+            if fam.backbone_from is not None:
+                if fam.backbone_from not in names or names.index(fam.backbone_from) >= names.index(name):
+                    raise ValueError(
+                        f"families.{name}.backbone_from {fam.backbone_from!r}: name a family listed before it "
+                        f"({', '.join(names[: names.index(name)]) or 'none'})"
+                    )
+        if not self.ingredient_families():
+            raise ValueError("families: every family has role 'backbone'; one must provide ingredients")
+        groups = {**self.merges, **self.soups}
+        for group, entry in groups.items():
+            if entry.family is not None and entry.family not in self.ingredient_families():
+                raise ValueError(
+                    f"{group}.family {entry.family!r}: choose from {', '.join(self.ingredient_families())}"
+                )
+        for name, soup in self.soups.items():
+            if (soup.method or name) not in SOUP_METHODS:
+                raise ValueError(f"soups.{name}: method must be one of {list(SOUP_METHODS)} (or name the soup so)")
+        clash = set(self.merges) & set(self.soups)
+        if clash:
+            raise ValueError(f"candidate names used twice (merges and soups): {sorted(clash)}")
+        return self
+
+    def ingredient_families(self) -> list[str]:
+        return [n for n, f in self.families.items() if f.role == "ingredients"]
+
+    def family_of(self, entry: MergeCandidates | SoupCandidate) -> str:
+        return entry.family or self.ingredient_families()[-1]
+
+
+# ---------------------------------------------------------------- loading, overrides, did-you-mean
+
+
+def _model_at(model: Any, loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model owning the field at ``loc``; dict-valued fields (families, merges) skip their key."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+            origin = getattr(current, "__origin__", None)
+            if origin is dict:
+                current = ("dict", current.__args__[1])
+        elif isinstance(current, tuple) and current[0] == "dict":
+            current = current[1]
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}valid keys: {', '.join(sorted(choices))}"
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for err in error.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(map(str, loc))
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(StudyConfig, loc[:-1])
+            choices = list(owner.model_fields) if owner else []
+            lines.append(f"unknown key {key!r}: {_suggest(str(loc[-1]), choices)}")
+        else:
+            lines.append(f"{key or '<root>'}: {err['msg']}")
+    return f"{source}: invalid study file\n  " + "\n  ".join(lines)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``a.b=value`` (YAML-parsed value) into a nested dict; ``merges.ties.grid.density=[0.1,0.2]`` works."""
+    out = copy.deepcopy(raw)  # order kept: families are listed in the order they are built
+    for item in overrides:
+        if "=" not in item:
+            raise StudyConfigError(f"--set {item!r}: expected key=value")
+        key, text = item.split("=", 1)
+        path = [p for p in key.strip().split(".") if p]
+        if not path:
+            raise StudyConfigError(f"--set {item!r}: empty key")
+        value = yaml.safe_load(text) if text.strip() else None
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            node[part] = child if isinstance(child, dict) else {}
+            node = node[part]
+        node[path[-1]] = value
+    return out
+
+
+def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
+    """Read a study file (``yaml.safe_load``), apply ``--set`` overrides and validate."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise StudyConfigError(f"{path}: cannot read study file ({e})") from e
+    if not isinstance(raw, dict):
+        raise StudyConfigError(f"{path}: expected a mapping at the top level")
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        raise StudyConfigError(_format_errors(e, str(path))) from e
+
+
+def dump_study(config: StudyConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

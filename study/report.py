@@ -1,0 +1,272 @@
+"""The study's outputs: ``study.json`` (every number + provenance), ``report.md`` and ``figures/``.
+
+Columns are never mixed: "selected on source val" is what a user could have shipped; "oracle (best on test)" is
+what test-set selection would report, shown beside it with the gap between them (the inflation test-set selection
+buys). Intervals resample videos (:mod:`eval.bootstrap`); each soup and merge is compared with the val-selected
+ingredient on the same resamples (paired), and the verdict reads helped / hurt / within noise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from study.scores import SplitScores
+from study.selection import INGREDIENTS, best
+
+LEVELS = ("frame", "video")
+
+
+def _frames(scores: Mapping[str, SplitScores]):
+    from eval.bootstrap import ScoredFrames
+
+    return {d: ScoredFrames(labels=s.labels, scores=s.scores, video_ids=s.video_ids) for d, s in scores.items()}
+
+
+def _interval(iv) -> dict[str, float]:
+    return {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "confidence": iv.confidence}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def build_study_json(study, run, result, test: dict[str, dict[str, SplitScores]]) -> dict[str, Any]:
+    from eval.bootstrap import bootstrap_auc, paired_auc_difference, verdict
+
+    b = study.bootstrap
+    boot = {"n_boot": b.n_boot, "seed": b.seed, "confidence": b.confidence}
+    held_out = list(study.data.test)
+    sources = study.data.sources
+    selection = result.selection
+    models: dict[str, Any] = {}
+    for entry in result.entries:
+        held = {d: test[entry.name][d] for d in held_out}
+        intervals = {level: _interval(bootstrap_auc(_frames(held), level=level, **boot)) for level in LEVELS}
+        models[entry.name] = {
+            "kind": entry.kind, "group": entry.group, "method": entry.method, "params": dict(entry.params),
+            "path": str(entry.path), "weights_sha256": entry.weights,
+            "val": {"metric": selection.metric, "score": selection.val_scores[entry.name],
+                    **{d: {"frame_auc": s.auc("frame"), "video_auc": s.auc("video"), "frames": int(s.labels.size)}
+                       for d, s in result.val[entry.name].items()}},
+            "test": {d: {"frame_auc": s.auc("frame"), "video_auc": s.auc("video"), "frames": int(s.labels.size),
+                         "videos": int(np.unique(s.video_ids).size)}
+                     for d, s in test[entry.name].items()},
+            "in_domain": {d: test[entry.name][d].auc("frame") for d in sources if d in test[entry.name]},
+            "held_out_mean": intervals,
+        }  # fmt: skip
+    reference = selection.reference
+    ref_held = _frames({d: test[reference][d] for d in held_out})
+    for entry in result.entries:
+        if entry.kind == "ingredient":
+            continue
+        held = _frames({d: test[entry.name][d] for d in held_out})
+        diffs = {}
+        for level in LEVELS:
+            iv = paired_auc_difference(held, ref_held, level=level, **boot)
+            diffs[level] = {**_interval(iv), "verdict": verdict(iv)}
+        models[entry.name]["vs_reference"] = diffs
+    groups = []
+    for group, names in selection.members.items():
+        picked = selection.selected[group]
+        oracle = best(names, {n: models[n]["held_out_mean"]["frame"]["estimate"] for n in names})
+        picked_auc = models[picked]["held_out_mean"]["frame"]["estimate"]
+        oracle_auc = models[oracle]["held_out_mean"]["frame"]["estimate"]
+        groups.append({
+            "group": group, "candidates": len(names), "selected_on_val": picked,
+            "val_score": selection.val_scores[picked], "oracle_best_on_test": oracle,
+            "selected_held_out": picked_auc, "oracle_held_out": oracle_auc, "gap": oracle_auc - picked_auc,
+        })  # fmt: skip
+    return _clean({
+        "format": 1,
+        "name": study.name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": sources, "val_split": study.data.val_split, "test_datasets": held_out,
+        "selection_metric": selection.metric, "bootstrap": {**boot, "resampling": "videos, stratified by label"},
+        "reference": reference,
+        "groups": groups,
+        "models": models,
+        "merges": result.merges,
+        "families": {n: str(p.output) for n, p in run.family_plans.items()},
+        "notes": {
+            "selected_on_val": "picked by the selection metric on the source val split; no test split was read",
+            "oracle": "best held-out mean frame AUC on the test sets: what test-set selection reports",
+            "gap": "oracle minus selected: the inflation of selecting on the test sets",
+            "held_out_mean": "mean over the held-out test datasets of each dataset's AUC",
+        },
+    })  # fmt: skip
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _ci(iv: Mapping[str, Any]) -> str:
+    return f"{_f(iv['estimate'])} [{_f(iv['low'])}, {_f(iv['high'])}]"
+
+
+def _signed_ci(iv: Mapping[str, Any]) -> str:
+    def s(v):
+        return "n/a" if v is None else f"{v:+.4f}"
+
+    return f"{s(iv['estimate'])} [{s(iv['low'])}, {s(iv['high'])}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def verdict_table(doc: dict[str, Any]) -> str:
+    """One row per group: the candidate selected on source val, its intervals and its verdict."""
+    models, metric = doc["models"], doc["selection_metric"]
+    pct = round(100 * doc["bootstrap"]["confidence"])
+    rows = []
+    for g in doc["groups"]:
+        m = models[g["selected_on_val"]]
+        vs = m.get("vs_reference")
+        in_domain = ", ".join(_f(v) for v in m["in_domain"].values()) or "n/a"
+        rows.append([
+            g["group"], g["selected_on_val"], _f(g["val_score"]), in_domain, _ci(m["held_out_mean"]["frame"]),
+            _ci(m["held_out_mean"]["video"]),
+            _signed_ci(vs["frame"]) if vs else "(reference)", vs["frame"]["verdict"] if vs else "",
+            _signed_ci(vs["video"]) if vs else "", vs["video"]["verdict"] if vs else "",
+        ])  # fmt: skip
+    header = ["group", "selected on source val", f"val {metric}", "in-domain AUC",
+              f"held-out mean frame AUC [{pct}% CI]", f"held-out mean video AUC [{pct}% CI]",
+              "frame Δ vs val-picked ingredient", "verdict", "video Δ", "verdict"]  # fmt: skip
+    return _table(header, rows)
+
+
+def inflation_table(doc: dict[str, Any]) -> str:
+    rows = [[g["group"], g["selected_on_val"], _f(g["selected_held_out"]), g["oracle_best_on_test"],
+             _f(g["oracle_held_out"]), f"{g['gap']:+.4f}", str(g["candidates"])] for g in doc["groups"]]  # fmt: skip
+    header = ["group", "selected on source val", "its held-out AUC", "oracle (best on test)", "oracle held-out AUC",
+              "gap (inflation)", "candidates"]  # fmt: skip
+    return _table(header, rows)
+
+
+def models_table(doc: dict[str, Any]) -> str:
+    tests = doc["test_datasets"]
+    rows = []
+    for name, m in doc["models"].items():
+        per = [_f(m["test"][d]["frame_auc"]) for d in tests]
+        rows.append([m["kind"], name, _f(m["val"]["score"]), *per, _ci(m["held_out_mean"]["frame"]),
+                     _ci(m["held_out_mean"]["video"])])  # fmt: skip
+    header = ["kind", "model", f"val {doc['selection_metric']}", *tests, "held-out mean frame AUC",
+              "held-out mean video AUC"]  # fmt: skip
+    return _table(header, rows)
+
+
+def write_markdown(doc: dict[str, Any], file: Path, figures: list[str]) -> None:
+    b = doc["bootstrap"]
+    lines = [
+        f"# Study: {doc['name']}",
+        "",
+        f"Source {', '.join(doc['source'])} (selection on its `{doc['val_split']}` split by {doc['selection_metric']};"
+        f" in-domain AUC = its test split); held-out test sets: {', '.join(doc['test_datasets'])}.",
+        f"Intervals: {round(100 * b['confidence'])}% percentile bootstrap, {b['n_boot']} resamples of videos "
+        f"(stratified by label, seed {b['seed']}); Δ = paired difference against the val-picked ingredient "
+        f"**{doc['reference']}** on the same resamples.",
+        "",
+        "## Did merging help? (each group's candidate selected on source val)",
+        "",
+        verdict_table(doc),
+        "",
+        "## Selected on source val vs oracle (best on test)",
+        "",
+        "The oracle column is what selecting on the test sets would report; the gap is that inflation.",
+        "",
+        inflation_table(doc),
+        "",
+        "## Every model (test-set numbers; never used for selection)",
+        "",
+        models_table(doc),
+        "",
+    ]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
+    file.write_text("\n".join(lines))
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _roc_models(doc: dict[str, Any]) -> list[str]:
+    """The ROC plots show the val-selected model of every group and the references (oracle ingredient)."""
+    names = [g["selected_on_val"] for g in doc["groups"]]
+    ingredients = next((g for g in doc["groups"] if g["group"] == INGREDIENTS), None)
+    if ingredients is not None:
+        names.append(ingredients["oracle_best_on_test"])
+    return list(dict.fromkeys(names))
+
+
+def write_figures(doc: dict[str, Any], test: dict[str, dict[str, SplitScores]], directory: Path) -> list[str]:
+    from eval.predict import Predictions
+    from eval.report import write_plots
+    from study import figures
+
+    directory.mkdir(parents=True, exist_ok=True)
+    models = doc["models"]
+    written = []
+    rows = [{"name": n, "kind": m["kind"], **{k: m["held_out_mean"]["frame"][k] for k in ("estimate", "low", "high")}}
+            for n, m in models.items()]  # fmt: skip
+    written.append(figures.plot_did_merging_help(rows, doc["reference"], directory / "did_merging_help.png"))
+    merges = [(n, m) for n, m in models.items() if m["kind"] == "merge"]
+    candidates = [{"method": m["group"], "name": n, "params": m["params"], "val": m["val"]["score"],
+                   "test": m["held_out_mean"]["frame"]["estimate"]} for n, m in merges]  # fmt: skip
+    if candidates:
+        written.append(figures.plot_val_vs_test(candidates, directory / "val_vs_test.png"))
+    for group in dict.fromkeys(c["method"] for c in candidates):
+        members = [c for c in candidates if c["method"] == group]
+        for param in members[0]["params"]:
+            if len({str(c["params"].get(param)) for c in members}) > 1:
+                out = directory / f"sweep_{group}_{param}.png"
+                written.append(figures.plot_param_sweep(members, group, param, out))
+    preds = []
+    for name in _roc_models(doc):
+        kind = models[name]["kind"]
+        for dataset, s in test[name].items():
+            preds.append(Predictions(model=name, dataset=dataset, paths=[""] * s.labels.size, labels=s.labels,
+                                     video_ids=list(s.video_ids), scores=s.scores, ok=np.ones(s.labels.size, bool),
+                                     meta={"selection": kind}))  # fmt: skip
+    roc = write_plots(preds, directory)
+    return [str(Path(p).relative_to(directory.parent)) for p in written] + [f"{directory.name}/{r}" for r in roc
+                                                                           if r.startswith("roc_")]  # fmt: skip
+
+
+def write_outputs(study, run, result, test, doc: dict[str, Any]) -> None:
+    out = study.output
+    try:
+        figures = write_figures(doc, test, out / "figures")
+    except ImportError as e:  # figures are optional output; the numbers are not
+        click.echo(f"warning: figures skipped ({e})", err=True)
+        figures = []
+    doc["figures"] = figures
+    write_markdown(doc, out / "report.md", figures)
+
+
+def print_summary(doc: dict[str, Any]) -> None:
+    click.echo(f"\nDid merging help? (selected on source val; reference = {doc['reference']})\n")
+    click.echo(verdict_table(doc))
+    click.echo("\nSelected on source val vs oracle (best on test):\n")
+    click.echo(inflation_table(doc))
+    timings = doc.get("timings_s") or {}
+    if timings:
+        click.echo("\n" + ", ".join(f"{k} {v}" for k, v in timings.items()))

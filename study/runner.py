@@ -1,0 +1,186 @@
+"""Run a study end to end, in one process: data -> families -> merge candidates -> val scores -> selection on
+val -> test scores -> error bars -> report. Every step keeps what it made, so a rerun does only what is missing.
+
+The phases are separate on purpose: :meth:`StudyRun.validation` merges, scores on the source val split and
+selects, reading records through the loader for val splits only; :meth:`StudyRun.testing` then scores test
+splits. Selection is finished before any test split is read (a test checks it with a loader that raises).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from mergekit_clip.recipe import Family
+from study.candidates import MergeCandidate, plan_merges, run_merges
+from study.config import StudyConfig
+from study.families import FamilyPlan, ensure_family, plan_families
+from study.hashing import FileHashes, canonical_hash
+from study.scores import RecordsLoader, ScoreStore, SplitScores, make_predictor, metric_value, records_loader
+from study.selection import INGREDIENTS, Entry, Selection, select_on_val
+from study.soups import SoupPlan, make_soup, plan_soups
+
+
+def run_synth_steps(study: StudyConfig) -> None:
+    from mergekit_clip.data.synthetic import MANIFEST, synthesize
+
+    for step in study.synth:
+        if (step.out / MANIFEST).exists():
+            click.echo(f"(reusing benchmark {step.out})")
+            continue
+        click.echo(f"mergekit-clip data synth {step.out} --preset {step.preset} --seed {step.seed}")
+        synthesize(step.out, step.preset, step.seed)
+
+
+@dataclass
+class ValidationResult:
+    entries: list[Entry]
+    val: dict[str, dict[str, SplitScores]]  # model -> source dataset -> val scores
+    selection: Selection
+    merges: dict[str, int]
+
+
+class StudyRun:
+    """One run of a study file; ``loader`` reads (dataset, split) records (the study's data section by default)."""
+
+    def __init__(self, study: StudyConfig, loader: RecordsLoader | None = None, progress: bool = True):
+        self.study, self.out, self.progress = study, study.output, progress
+        self.loader = loader or records_loader(study.data)
+        self.hashes = FileHashes(self.out / "cache" / "file_hashes.json")
+        self.store = ScoreStore(self.out / "scores", study.data, study.eval, self.loader, make_predictor(study.eval))
+        self.family_plans: dict[str, FamilyPlan] = plan_families(study)
+        self.families: dict[str, Family] = {}
+        self.candidates: list[MergeCandidate] = []
+        self.soups: list[SoupPlan] = []
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------ phase 0: data and families
+
+    def prepare(self) -> None:
+        t0 = time.perf_counter()
+        run_synth_steps(self.study)
+        self.timings["synth_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for name, plan in self.family_plans.items():
+            self.families[name] = ensure_family(plan)
+        self.timings["families_s"] = time.perf_counter() - t0
+
+    # ------------------------------------------------------------ phase 1: merge, score on val, select
+
+    def _val_pairs(self) -> list[tuple[str, str]]:
+        return [(d, self.study.data.val_split) for d in self.study.data.sources]
+
+    def _val_key(self) -> str:
+        d = self.study.data
+        return canonical_hash([d.json_root.name, d.sources, d.val_split, d.frame_num, d.compression])
+
+    def ingredient_entries(self) -> list[Entry]:
+        entries = []
+        for name in self.study.ingredient_families():
+            family = self.families[name]
+            multi = len(self.study.ingredient_families()) > 1
+            for ing in family.ingredients:
+                label = f"{name}/{ing.name}" if multi else ing.name
+                entries.append(Entry(label, "ingredient", INGREDIENTS, ing.path, self.hashes.model(ing.path),
+                                     method=ing.mode, params={"mode": ing.mode, "lr": ing.lr, "seed": ing.seed}))
+        return entries  # fmt: skip
+
+    def score(self, entry: Entry, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], SplitScores]:
+        return self.store.get(entry.path, entry.weights, pairs, entry.name)
+
+    def validation(self) -> ValidationResult:
+        """Merge every candidate, score every model on source val, build soups on val, select on val."""
+        t0 = time.perf_counter()
+        self.candidates = plan_merges(self.study, self.families, self.hashes)
+        counts = run_merges(self.candidates, self.out, self.study, progress=self.progress)
+        self.hashes.save()
+        self.timings["merge_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        entries = self.ingredient_entries()
+        entries += [
+            Entry(c.name, "merge", c.group, c.model_dir(self.out), self.hashes.model(c.model_dir(self.out)),
+                  method=c.method, params=c.params, searched=c.searched)
+            for c in self.candidates
+        ]  # fmt: skip
+        pairs = self._val_pairs()
+        val: dict[str, dict[str, SplitScores]] = {}
+        for entry in tqdm(entries, desc="score on source val", unit="model", disable=not self.progress):
+            val[entry.name] = {d: s for (d, _), s in self.score(entry, pairs).items()}
+        entries += self._soups(val, pairs)
+        for entry in entries:
+            if entry.name not in val:
+                val[entry.name] = {d: s for (d, _), s in self.score(entry, pairs).items()}
+        self.hashes.save()
+        self.timings["val_s"] = time.perf_counter() - t0
+        selection = select_on_val(val, entries, self.study.selection.metric)
+        return ValidationResult(entries=entries, val=val, selection=selection, merges=counts)
+
+    def _soups(self, val: dict[str, dict[str, SplitScores]], pairs) -> list[Entry]:
+        """Uniform and greedy soups; greedy admits members by the selection metric on source val."""
+        self.soups = plan_soups(self.study, self.families, self.hashes, self._val_key())
+        metric = self.study.selection.metric
+        multi = len(self.study.ingredient_families()) > 1
+        entries = []
+        for plan in self.soups:
+            model_dir = plan.model_dir(self.out)
+            if not (model_dir / "config.json").exists():
+                names = [f"{plan.family}/{n}" if multi else n for n in plan.pool]
+                individual = [metric_value(val[n], metric) for n in names]
+
+                click.echo(f"soup {plan.name} ({plan.method}) over {len(plan.pool)} ingredients")
+                make_soup(plan, self.out, individual, lambda model: self._val_metric(model, pairs))
+            entries.append(Entry(plan.name, "soup", plan.name, model_dir, self.hashes.model(model_dir),
+                                 method=f"{plan.method} soup"))  # fmt: skip
+        return entries
+
+    def _val_metric(self, model, pairs) -> float:
+        """The selection metric of an unsaved model (a greedy soup in the making) on the source val split."""
+        scores = {}
+        for dataset, split in pairs:
+            records = self.loader(dataset, split)
+            s, ok = self.store.predictor.score_paths(model, [str(r.path) for r in records], desc="soup on val")
+            labels = np.asarray([int(r.label) for r in records])[ok]
+            videos = np.asarray([str(r.video_id) for r in records])[ok]
+            scores[dataset] = SplitScores(labels, s[ok], videos)
+        return metric_value(scores, self.study.selection.metric)
+
+    # ------------------------------------------------------------ phase 2: test scores of every model
+
+    def test_pairs(self) -> list[tuple[str, str]]:
+        d = self.study.data
+        return [(t, d.test_split) for t in d.test] + [(s, d.test_split) for s in d.sources if s not in d.test]
+
+    def testing(self, entries: list[Entry]) -> dict[str, dict[str, SplitScores]]:
+        t0 = time.perf_counter()
+        pairs = self.test_pairs()
+        test = {}
+        for entry in tqdm(entries, desc="score on test sets", unit="model", disable=not self.progress):
+            test[entry.name] = {d: s for (d, _), s in self.score(entry, pairs).items()}
+        self.hashes.save()
+        self.timings["test_s"] = time.perf_counter() - t0
+        return test
+
+
+def run_study(study: StudyConfig, loader: RecordsLoader | None = None, progress: bool = True) -> dict:
+    """The whole study; returns the study.json document (also written with report.md and the figures)."""
+    from study.config import dump_study
+    from study.hashing import write_json_atomic
+    from study.report import build_study_json, write_outputs
+
+    start = time.perf_counter()
+    study.output.mkdir(parents=True, exist_ok=True)
+    (study.output / "study.resolved.yaml").write_text(dump_study(study))
+    run = StudyRun(study, loader, progress)
+    run.prepare()
+    result = run.validation()
+    test = run.testing(result.entries)
+    doc = build_study_json(study, run, result, test)
+    doc["timings_s"] = {**{k: round(v, 2) for k, v in run.timings.items()},
+                        "total_s": round(time.perf_counter() - start, 2)}  # fmt: skip
+    write_outputs(study, run, result, test, doc)
+    write_json_atomic(study.output / "study.json", doc)
+    return doc

@@ -1,0 +1,155 @@
+"""Per-frame scores of every model on every split, computed once and kept on disk.
+
+``OUT/scores/<weights hash>/<dataset>__<split>__<frames key>.npz`` holds P(fake), decode success, labels and
+video ids; the frames key hashes the dataset JSON, split, frame_num, compression and the eval settings that
+change a score (resize, precision), so a changed setting re-scores and an unchanged one never does. One
+:class:`~eval.predict.Predictor` with one :class:`~eval.predict.FrameCache` serves every model: frames are
+decoded once for all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mergekit_clip.metrics import binary_auc_score, video_level
+
+# (dataset, split) -> frame records; the study's own loader, or a test's
+RecordsLoader = Callable[[str, str], Sequence]
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    """One model on one dataset split; frames that failed to decode are already dropped."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    video_ids: np.ndarray
+
+    def auc(self, level: str = "frame") -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one class -> nan, reported as n/a
+            if level == "frame":
+                return binary_auc_score(self.labels, self.scores)
+            y, s, _ = video_level(self.labels, self.scores, list(self.video_ids))
+            return binary_auc_score(y, s)
+
+
+def metric_value(scores: Mapping[str, SplitScores], metric: str) -> float:
+    """``frame_auc`` / ``video_auc``: the mean over datasets of each dataset's AUC."""
+    level = "video" if metric == "video_auc" else "frame"
+    values = [s.auc(level) for s in scores.values()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def records_loader(data) -> RecordsLoader:
+    """The DeepfakeBench reader over the study's data section, memoised per (dataset, split)."""
+    from mergekit_clip.data.deepfakebench import load_frames
+
+    memo: dict[tuple[str, str], list] = {}
+
+    def load(dataset: str, split: str):
+        if (dataset, split) not in memo:
+            memo[(dataset, split)] = load_frames(
+                dataset, split, json_root=data.json_root, data_root=data.data_root, frame_num=data.frame_num,
+                compression=data.compression,
+            )  # fmt: skip
+        return memo[(dataset, split)]
+
+    return load
+
+
+def _json_digest(json_root: Path, dataset: str) -> str:
+    from mergekit_clip.data.deepfakebench import dataset_json_path
+
+    try:
+        return hashlib.sha256(dataset_json_path(dataset, json_root).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "missing"
+
+
+class ScoreStore:
+    """Scores on disk under ``root``; :meth:`get` computes what is missing with the shared predictor."""
+
+    def __init__(self, root: Path, data, eval_cfg, loader: RecordsLoader, predictor_factory: Callable):
+        self.root, self.data, self.eval_cfg, self.loader = root, data, eval_cfg, loader
+        self._predictor_factory = predictor_factory
+        self._predictor = None
+        self.computed = 0  # model x split scorings run in this process (tests count them)
+
+    @property
+    def predictor(self):
+        if self._predictor is None:
+            self._predictor = self._predictor_factory()
+        return self._predictor
+
+    def _file(self, weights: str, dataset: str, split: str) -> Path:
+        from mergekit_clip.data.deepfakebench import split_dataset_name
+
+        base, _ = split_dataset_name(dataset)
+        frames_key = hashlib.sha256(
+            repr((_json_digest(self.data.json_root, base), dataset, split, self.data.frame_num, self.data.compression,
+                  self.eval_cfg.resize, self.eval_cfg.precision)).encode()
+        ).hexdigest()[:12]  # fmt: skip
+        return self.root / weights[:16] / f"{dataset}__{split}__{frames_key}.npz"
+
+    def has(self, weights: str, dataset: str, split: str) -> bool:
+        return self._file(weights, dataset, split).exists()
+
+    def get(self, model_dir: Path, weights: str, pairs: Sequence[tuple[str, str]], name: str) -> dict:
+        """``{(dataset, split): SplitScores}`` for one model; loads the model only if something is missing."""
+        out, todo = {}, []
+        for dataset, split in pairs:
+            file = self._file(weights, dataset, split)
+            if file.exists():
+                with np.load(file, allow_pickle=False) as z:
+                    out[(dataset, split)] = SplitScores(z["labels"], z["scores"], z["video_ids"])
+            else:
+                todo.append((dataset, split))
+        if not todo:
+            return out
+        from mergekit_clip.detector.io import load_detector
+
+        model = load_detector(model_dir)
+        for dataset, split in todo:
+            records = self.loader(dataset, split)
+            paths = [str(r.path) for r in records]
+            scores, ok = self.predictor.score_paths(model, paths, desc=f"{name} | {dataset}/{split}")
+            labels = np.asarray([int(r.label) for r in records], dtype=np.int64)
+            videos = np.asarray([str(r.video_id) for r in records])
+            result = SplitScores(labels[ok], scores[ok], videos[ok])
+            self._save(self._file(weights, dataset, split), result)
+            self.computed += 1
+            out[(dataset, split)] = result
+        return out
+
+    @staticmethod
+    def _save(file: Path, result: SplitScores) -> None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=".npz", dir=file.parent)
+        os.close(fd)
+        np.savez(tmp, labels=result.labels, scores=result.scores, video_ids=result.video_ids.astype(str))
+        os.replace(tmp, file)
+
+
+def make_predictor(eval_cfg) -> Callable:
+    def factory():
+        import torch
+
+        from eval.predict import FrameCache, Predictor
+
+        if eval_cfg.threads is not None:
+            torch.set_num_threads(eval_cfg.threads)
+        return Predictor(
+            eval_cfg.device, eval_cfg.precision == "bf16", eval_cfg.batch_size, eval_cfg.workers,
+            FrameCache(eval_cfg.cache_mb), strict=False, resize=eval_cfg.resize,
+        )  # fmt: skip
+
+    return factory

@@ -1,0 +1,80 @@
+"""Honest selection: the candidate picked per group reads source-domain validation scores and nothing else.
+
+:func:`select_on_val` receives only val scores (a mapping model -> dataset -> :class:`SplitScores`); it cannot
+see a test split because none is handed to it. The oracle (best on test) is computed elsewhere
+(:mod:`study.report`) and only ever shown beside it, never in its place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.scores import SplitScores, metric_value
+
+INGREDIENTS = "ingredients"
+ALL_SOUPS = "any soup"
+ALL_MERGES = "any merge"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A model of the study: an ingredient, a soup or a merge candidate."""
+
+    name: str
+    kind: str  # ingredient | soup | merge
+    group: str  # "ingredients", the soup's name, or the merge group
+    path: Path
+    weights: str
+    method: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    searched: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Selection:
+    metric: str
+    val_scores: dict[str, float]  # model -> selection metric on source val
+    selected: dict[str, str]  # group -> model picked on val (groups include ALL_SOUPS / ALL_MERGES)
+    members: dict[str, list[str]]  # group -> its models, in study order
+
+    @property
+    def reference(self) -> str:
+        """The val-selected ingredient: what a user without merging would ship."""
+        return self.selected[INGREDIENTS]
+
+
+def groups_of(entries: Sequence[Entry]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for e in entries:
+        groups.setdefault(e.group, []).append(e.name)
+    for kind, label in (("soup", ALL_SOUPS), ("merge", ALL_MERGES)):
+        names = [e.name for e in entries if e.kind == kind]
+        if len({e.group for e in entries if e.kind == kind}) > 1:
+            groups[label] = names
+    return groups
+
+
+def best(names: Sequence[str], score: Mapping[str, float]) -> str:
+    """Highest score; NaN ranks last; ties go to the first listed (study order), so selection is stable."""
+    def rank(i: int) -> tuple[float, int]:
+        value = score[names[i]]
+        return (-(value if not math.isnan(value) else -math.inf), i)
+
+    return names[min(range(len(names)), key=rank)]
+
+
+def select_on_val(val: Mapping[str, Mapping[str, SplitScores]], entries: Sequence[Entry], metric: str) -> Selection:
+    """Per group, the model with the best ``metric`` (mean over source datasets) on the val split."""
+    missing = [e.name for e in entries if e.name not in val]
+    if missing:
+        raise ValueError(f"no val scores for {missing[:3]}: selection needs every model scored on val")
+    scores = {e.name: metric_value(val[e.name], metric) for e in entries}
+    groups = groups_of(entries)
+    if INGREDIENTS not in groups:
+        raise ValueError("the study has no ingredients to compare merges against")
+    selected = {group: best(names, scores) for group, names in groups.items()}
+    return Selection(metric=metric, val_scores=scores, selected=selected, members=groups)
