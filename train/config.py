@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-Mode = Literal["linear_probe", "full_finetune", "lp_ft"]
-MODE_PREFIX = {"linear_probe": "lp", "full_finetune": "ft", "lp_ft": "lpft"}
+from train.modes import MODES
+from train.modes.registry import NoOptions
+
+Mode = Literal[tuple(MODES)]  # the closed set of registered training modes (train/modes/)
+MODE_PREFIX = {name: mode.prefix for name, mode in MODES.items()}
 
 
 class ConfigError(ValueError):
@@ -85,6 +88,14 @@ class OptimConfig(_Section):
     eval_each_epoch: bool = Field(False, description="score the val split after every fine-tuning epoch")
 
 
+ModeOptionsConfig = create_model(
+    "ModeOptionsConfig",
+    __base__=_Section,
+    __doc__="Options of the modes that have some, one section per mode (``mode_options.lora.rank``).",
+    **{name: (mode.options, mode.options()) for name, mode in MODES.items() if mode.options is not NoOptions},
+)
+
+
 class SweepConfig(_Section):
     """The family: the cartesian product of every list; one shared base."""
 
@@ -112,6 +123,7 @@ class TrainConfig(_Section):
     data: DataConfig
     optim: OptimConfig = OptimConfig()
     sweep: SweepConfig = SweepConfig()
+    mode_options: ModeOptionsConfig = ModeOptionsConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU only")
     cache_dir: Path | None = Field(None, description="feature cache; None = OUT/cache")
@@ -126,10 +138,17 @@ class TrainConfig(_Section):
         geometry = [b.width, b.layers, b.heads, b.patch_size]
         if b.arch is None and b.pretrained is None and None in geometry:
             raise ValueError("backbone: give arch (an open_clip name), pretrained, or width/layers/heads/patch_size")
+        for mode in self.sweep.modes:
+            self.options_of(mode).check_config(self)
         return self
 
+    def options_of(self, mode: str) -> BaseModel:
+        """The options of ``mode`` (``mode_options.<mode>``; an empty model for modes without options)."""
+        return getattr(self.mode_options, mode, None) or MODES[mode].options()
+
     def ingredients(self) -> list[IngredientPlan]:
-        """Every run of the sweep, in a fixed order; linear probes ignore lr and augmentation (see docs)."""
+        """Every run of the sweep, in a fixed order; modes that do not fine-tune (linear probes) ignore lr and
+        augmentation (see docs)."""
         s = self.sweep
         lrs = s.lrs or [self.optim.lr]
         wds = s.weight_decays or [self.optim.weight_decay]
@@ -138,16 +157,17 @@ class TrainConfig(_Section):
         for mode, dataset, wd, lr, aug, seed in itertools.product(
             s.modes, datasets, wds, lrs, s.augment_strengths, s.seeds
         ):
-            if mode == "linear_probe":  # frozen features: no augmentation, its own lr
+            fine_tunes = MODES[mode].fine_tunes
+            if not fine_tunes:  # frozen features: no augmentation, its own lr
                 lr, aug = self.optim.probe_lr, 0.0
             parts = [MODE_PREFIX[mode]]
             if len(datasets) > 1:
                 parts.append(_dataset_tag(dataset))
-            if len(lrs) > 1 and mode != "linear_probe":
+            if len(lrs) > 1 and fine_tunes:
                 parts.append(f"lr{_num(lr)}")
             if len(wds) > 1:
                 parts.append(f"wd{_num(wd)}")
-            if len(s.augment_strengths) > 1 and mode != "linear_probe":
+            if len(s.augment_strengths) > 1 and fine_tunes:
                 parts.append(f"aug{_num(aug)}")
             parts.append(f"s{seed}")
             name = "_".join(parts)

@@ -16,6 +16,7 @@ Every check that can fail on bad input (config, datasets, splits, weights, outpu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -40,8 +41,11 @@ from train.frames import TrainFrames, check_frames, load_records, require_frames
 from train.heldout import heldout_metrics
 from train.lpft import probe_head
 from train.metrics_log import MetricsLog
+from train.modes import get_mode
+from train.modes.adaptation import save_ingredient
 from train.probe import logits_from_features
 
+FACTORS_KEY = "_adapter_factors"  # train_ingredient -> run_sweep: the trained factors, saved beside the detector
 RUN_FILES = ("config.resolved.yaml", "base", "ingredients", "runs", "metrics.jsonl", "summary.json")
 
 
@@ -186,15 +190,17 @@ def _finetune_settings(ctx: RunContext, plan: IngredientPlan) -> FinetuneSetting
 def train_ingredient(ctx: RunContext, plan: IngredientPlan) -> tuple[torch.nn.Module, dict, dict]:
     """Train one sweep point; returns (model, held-out metrics, extra provenance)."""
     c = ctx.config
+    mode = get_mode(plan.mode)
     model = copy.deepcopy(ctx.base).to(ctx.device)
+    adaptation = mode.adapt(model, c.options_of(plan.mode), plan.seed)  # what trains (train/modes/)
     val_eval = _frames(ctx, plan, c.data.val_split, 0.0)
-    extra: dict = {}
-    if plan.mode in ("linear_probe", "lp_ft"):
+    extra: dict = dict(adaptation.provenance)
+    if mode.probe_first:
         train_eval = _frames(ctx, plan, c.data.train_split, 0.0)
         features, labels, ok, hit = _features(ctx, train_eval)
         extra["feature_cache_hit"] = hit
         probe_head(model, features, labels, ok, c, plan, ctx.log)
-    if plan.mode == "linear_probe":
+    if not mode.fine_tunes:
         val_feats, val_labels, val_ok, _ = _features(ctx, val_eval)
         logits = logits_from_features(model, val_feats[val_ok])
         metrics = heldout_metrics(model.fake_probability_from_logits(logits), logits, val_labels[val_ok])
@@ -205,10 +211,11 @@ def train_ingredient(ctx: RunContext, plan: IngredientPlan) -> tuple[torch.nn.Mo
         run_dir.mkdir(parents=True, exist_ok=True)
     ctx.info.barrier()
     stats = finetune(
-        model, _frames(ctx, plan, c.data.train_split, plan.augment_strength), _finetune_settings(ctx, plan),
-        run_dir=run_dir, device=ctx.device, info=ctx.info, log=ctx.log, name=plan.name, resume=ctx.resume,
+        model, _frames(ctx, plan, c.data.train_split, plan.augment_strength),
+        dataclasses.replace(_finetune_settings(ctx, plan), extra_loss=adaptation.extra_loss), run_dir=run_dir, device=ctx.device, info=ctx.info, log=ctx.log, name=plan.name, resume=ctx.resume,
         val_set=val_eval,
     )  # fmt: skip
+    extra[FACTORS_KEY] = adaptation.fold(model)  # dense weights from here on: evaluated and saved as such
     metrics = evaluate(
         model, val_eval, batch_size=c.data.eval_batch_size, device=ctx.device, info=ctx.info,
         workers=c.data.workers, bf16=ctx.bf16,
@@ -269,6 +276,7 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
             continue
         t0 = time.perf_counter()
         model, metrics, extra = train_ingredient(ctx, plan)
+        factors = extra.pop(FACTORS_KEY, None)
         heldout = {"dataset": _dataset_label(plan.train_dataset), "split": config.data.val_split, **metrics}
         provenance = {
             "recipe": "clip-train",
@@ -286,7 +294,7 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
             **extra,
         }
         if info.is_main:
-            save_detector(model.cpu(), target, provenance=provenance)
+            save_ingredient(model.cpu(), target, provenance=provenance, factors=factors)
             shutil.rmtree(out / "runs" / plan.name, ignore_errors=True)
         ctx.log.write({"ingredient": plan.name, "stage": "heldout", **heldout})
         info.barrier()

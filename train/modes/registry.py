@@ -1,0 +1,94 @@
+"""The training-mode registry: what ``sweep.modes`` may name, each mode's options model and its adaptation.
+
+Adding a mode is one new file in ``train/modes/`` defining a :class:`TrainingMode` plus one ``register(...)`` line in
+``train/modes/__init__.py``. :func:`register` is idempotent: registering the same object again is a no-op, a
+different object under a taken name (or prefix) raises naming both.
+
+This module imports no training code, so :mod:`train.config` can build its closed ``Mode`` set from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class ModeOptions(BaseModel):
+    """Base of every mode's options (``mode_options.<mode>`` in the config): unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def check_config(self, config) -> None:
+        """Cross-section checks against the whole ``TrainConfig``; raise ValueError naming the keys."""
+
+
+class NoOptions(ModeOptions):
+    """A mode without options of its own."""
+
+
+@dataclass
+class Adaptation:
+    """What a parameter-efficient mode did to a detector before fine-tuning, and how to undo it on save.
+
+    ``extra_loss(labels, ok)`` is added to the detector loss of every micro-batch (None = none); ``fold(model)``
+    turns the factors into dense weights in place and returns them (the ``adapter_factors.safetensors`` tensors);
+    ``provenance`` goes into the ingredient's ``config.json``.
+    """
+
+    provenance: dict
+    extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    fold: Callable[[torch.nn.Module], dict[str, torch.Tensor]] = field(default=lambda model: {})
+
+
+AdaptFn = Callable[[torch.nn.Module, ModeOptions, int], Adaptation]
+
+
+@dataclass(frozen=True)
+class TrainingMode:
+    """One way of turning the shared base into an ingredient.
+
+    ``probe_first``: fit the head on cached frozen features before anything else (linear probe, LP-FT);
+    ``fine_tunes``: then train on images with :func:`train.finetune.finetune` (False: the probe is the whole mode,
+    which therefore ignores ``sweep.lrs`` and ``sweep.augment_strengths``); ``adapt(model, options, seed)`` chooses
+    and installs what is trained (None = everything the head reads, i.e. full fine-tuning).
+    """
+
+    name: str
+    prefix: str  # ingredient names start with it: ft_s0, lora_lr1e-4_s1
+    trains: str  # one line for the docs table
+    paper: str
+    options: type[ModeOptions] = NoOptions
+    probe_first: bool = False
+    fine_tunes: bool = True
+    adapt: AdaptFn | None = None
+
+
+MODES: dict[str, TrainingMode] = {}
+
+
+def register(mode: TrainingMode) -> TrainingMode:
+    """Add ``mode``; the same object twice is a no-op, a conflicting name or prefix raises naming both."""
+    existing = MODES.get(mode.name)
+    if existing is mode:
+        return mode
+    if existing is not None:
+        raise ValueError(f"training mode {mode.name!r} is already registered ({existing!r}); refusing {mode!r}")
+    clash = next((m for m in MODES.values() if m.prefix == mode.prefix), None)
+    if clash is not None:
+        raise ValueError(f"training mode {mode.name!r}: prefix {mode.prefix!r} is already used by {clash.name!r}")
+    MODES[mode.name] = mode
+    return mode
+
+
+def get_mode(name: str) -> TrainingMode:
+    try:
+        return MODES[name]
+    except KeyError:
+        raise ValueError(f"unknown training mode {name!r}; choices: {', '.join(MODES)}") from None
+
+
+def mode_names() -> tuple[str, ...]:
+    return tuple(MODES)
