@@ -9,7 +9,8 @@ it in only once it is complete::
     rm -r .OUT.old-<host>-<pid>
 
 A failure before the swap leaves ``OUT`` byte-identical and removes the temporary folder. A killed process
-leaves its sibling behind under a recognisable name; the next writer into the same ``OUT`` removes siblings whose
+leaves its sibling behind under a recognisable name (a folder of this very process that it no longer writes, e.g.
+after an interrupted training run, counts the same); the next writer into the same ``OUT`` removes siblings whose
 process is dead (only for its own host: a pid means nothing on another machine of a shared file system), after
 first restoring an ``.old`` folder when the kill fell between the two renames and ``OUT`` is missing.
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 TEMP = "tmp"
 TRASH = "old"
+_HELD: set[Path] = set()  # this process's temporary folders still being written (a same-pid folder not here is stale)
 
 
 def _host() -> str:
@@ -66,8 +68,6 @@ def _sibling_pattern(name: str) -> re.Pattern:
 
 
 def pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -89,7 +89,11 @@ def stale_siblings(path: str | os.PathLike) -> list[Path]:
     found = []
     for entry in path.parent.iterdir():
         m = pattern.match(entry.name)
-        if m and m.group(2) == host and not pid_alive(int(m.group(3))):
+        if not m or m.group(2) != host:
+            continue
+        pid = int(m.group(3))
+        ours = pid == os.getpid()
+        if (ours and entry.absolute() not in _HELD) or (not ours and not pid_alive(pid)):
             found.append(entry)
     return sorted(found)
 
@@ -123,6 +127,7 @@ def make_temp_dir(path: str | os.PathLike) -> Path:
     while True:
         try:
             os.mkdir(candidate)  # mode 0o777 & ~umask, unlike mkdtemp's 0o700
+            _HELD.add(candidate)
             return candidate
         except FileExistsError:
             n += 1
@@ -146,6 +151,7 @@ def swap_into_place(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
         if old is not None:
             os.rename(old, path)
         raise
+    release(tmp)
     if old is not None:
         if old.is_dir() and not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)
@@ -153,8 +159,14 @@ def swap_into_place(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
             old.unlink(missing_ok=True)
 
 
+def release(tmp: str | os.PathLike) -> None:
+    """Stop holding this process's temporary folder: from now on it counts as left by a killed run."""
+    _HELD.discard(Path(tmp).absolute())
+
+
 def remove_tree(path: str | os.PathLike) -> None:
     shutil.rmtree(path, ignore_errors=True)
+    release(path)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
 """Full fine-tuning of a detector: AdamW, warm-up + cosine, clipping, accumulation, bf16 on GPU, DDP, resume.
 
 Reproducibility: the sample order comes from ``DistributedSampler(seed, epoch)`` and the augmentation from
-(seed, epoch, frame index), so the model after epoch k depends only on the state saved at epoch k-1. That is
-what makes ``--resume`` bitwise equal to an uninterrupted run on CPU. The global batch is split over ranks
+(seed, epoch, frame index), so the model after epoch k depends only on the state saved at epoch k-1 (model,
+optimizer, scheduler, step and every rank's global RNG state). That is what makes ``--resume`` bitwise equal to
+an uninterrupted run on CPU; gradients are cleared before the first step, so nothing a previous stage (the LP-FT
+probe) left in ``.grad`` leaks into it. The global batch is split over ranks
 and accumulation steps, so N processes take the same optimizer steps as one.
 """
 
@@ -12,7 +14,6 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,6 @@ class FinetuneSettings:
     grad_checkpointing: bool = False
     eval_each_epoch: bool = False
     eval_batch_size: int = 64
-    extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # a mode's (labels, ok) term
 
 
 def freeze_unused(model) -> None:
@@ -81,6 +81,35 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def checkpoint_epoch(run_dir: Path) -> int | None:
+    """The epoch saved in ``run_dir``'s checkpoint (memory-mapped: only the small fields are read), or None."""
+    file = Path(run_dir) / CHECKPOINT
+    if not file.exists():
+        return None
+    return int(torch.load(file, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+
+
+def _rng_states(info: DistInfo, device: torch.device) -> list[dict]:
+    """Every rank's global RNG state (CPU, and CUDA on GPU): modes that draw from it (dropout) resume exactly."""
+    mine = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        mine["cuda"] = torch.cuda.get_rng_state(device)
+    if not info.enabled:
+        return [mine]
+    states: list = [None] * info.world_size
+    torch.distributed.all_gather_object(states, mine)
+    return states
+
+
+def _restore_rng(states: list[dict] | None, info: DistInfo, device: torch.device) -> None:
+    if not states or len(states) != info.world_size:
+        return  # a checkpoint from before RNG states were saved, or another world size
+    mine = states[info.rank]
+    torch.set_rng_state(mine["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in mine:
+        torch.cuda.set_rng_state(mine["cuda"].cpu(), device)
 
 
 def finetune(
@@ -132,7 +161,9 @@ def finetune(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
+        _restore_rng(state.get("rng"), info, device)
     ddp = DistributedDataParallel(model) if info.enabled else model
+    optimizer.zero_grad(set_to_none=True)
     kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
     images_seen, t0 = 0, time.perf_counter()
     for epoch in range(start_epoch, settings.epochs):
@@ -153,8 +184,6 @@ def finetune(
                     logits = ddp(images)
                 per_sample = detector_loss(logits, labels) * ok.float()
                 loss = per_sample.sum() / max(1, labels.numel()) / group_size
-                if settings.extra_loss is not None:  # e.g. alignment/uniformity, Effort's orthogonality
-                    loss = loss + settings.extra_loss(labels, ok) / group_size
                 loss.backward()
             running += float(per_sample.detach().sum())
             counted += int(ok.sum())
@@ -192,7 +221,8 @@ def finetune(
                 bf16=settings.bf16,
             )
             record.update({f"val_{k}": v for k, v in val.items()})
-        log.write(record)
+        log.write(record)  # a kill before the checkpoint below: --resume drops this line and redoes the epoch
+        rng = _rng_states(info, device)
         if info.is_main:
             _save_checkpoint(
                 ckpt_file,
@@ -202,6 +232,7 @@ def finetune(
                     "scheduler": scheduler.state_dict(),
                     "epoch": epoch + 1,
                     "step": step,
+                    "rng": rng,
                 },
             )
         info.barrier()

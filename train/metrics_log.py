@@ -1,7 +1,9 @@
 """``OUT/metrics.jsonl``: one JSON object per line (epoch records, held-out scores); rank 0 writes.
 
 Appending line-buffered without fsync keeps the per-epoch cost negligible; a killed run loses at most the
-line being written, and ``--resume`` appends after the last complete one.
+line being written. ``--resume`` first rewrites the log without what it is about to redo (:meth:`MetricsLog.rewind`:
+the unfinished ingredient's lines past its last checkpoint, and a torn last line), so a resumed run's log holds
+the same lines as an uninterrupted one's, none twice.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+
+from mergekit_clip.outputs import write_text_atomic
 
 
 class MetricsLog:
@@ -22,6 +26,31 @@ class MetricsLog:
         line = json.dumps({"time": round(time.time(), 3), **record}, allow_nan=False, default=str)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
+
+    def rewind(self, ingredient: str, checkpoint_epoch: int | None) -> int:
+        """Drop ``ingredient``'s lines that a resume will write again; returns how many were dropped.
+
+        With a checkpoint after epoch ``e`` its probe lines and fine-tuning epochs ``<= e`` stay (the resumed
+        run continues from them); without one, every line of the ingredient goes (it starts over).
+        """
+        if not self.enabled or not self.path.exists():
+            return 0
+        records = read_metrics(self.path)
+
+        def kept(r: dict) -> bool:
+            if r.get("ingredient") != ingredient:
+                return True
+            if checkpoint_epoch is None:
+                return False
+            if r.get("stage") == "probe":
+                return True
+            return r.get("stage") == "finetune" and int(r.get("epoch", 0)) <= checkpoint_epoch
+
+        keep = [r for r in records if kept(r)]
+        text = "".join(json.dumps(r, allow_nan=False, default=str) + "\n" for r in keep)
+        if text != self.path.read_text(encoding="utf-8"):
+            write_text_atomic(self.path, text)
+        return len(records) - len(keep)
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -69,6 +69,8 @@ def fit_head(
         losses.append(total / x.shape[0])
         if on_epoch is not None:
             on_epoch(epoch, losses[-1], optimizer.param_groups[0]["lr"])
+    # The last step's gradients would otherwise add to the first fine-tuning step of LP-FT.
+    optimizer.zero_grad(set_to_none=True)
     return losses
 
 

@@ -7,21 +7,28 @@ Layout of ``OUT`` (the interface ``mergekit-yaml`` and ``clip-eval soup`` rely o
     OUT/ingredients/<name>/     one detector dir per sweep point, provenance with held-out scores
     OUT/metrics.jsonl           epoch records and held-out scores
     OUT/summary.json            the ingredients with their held-out scores
+    OUT/run_inputs.json         sha256 of the resolved config and of every dataset JSON the run reads
     OUT/runs/<name>/            epoch checkpoints of the ingredient in progress (removed once it is saved)
     OUT/cache/                  cached frozen-backbone features (keyed by weights, frames and transform)
 
 Every check that can fail on bad input (config, datasets, splits, weights, output folder) runs before training.
+
+Nothing lost: a run is built in the hidden sibling ``.OUT.tmp-<host>-<pid>`` (:mod:`mergekit_clip.outputs`) and
+swapped into ``OUT`` only when every ingredient and the summary are written, so ``--overwrite`` keeps the previous
+run until the new one is complete. A run that fails before it saved any epoch removes its folder; one that is
+killed (or fails later) leaves it for ``--resume``, which continues in it and swaps at the end; ``--overwrite``
+discards it, and a plain run refuses, naming it. ``--resume`` of a run in ``OUT`` itself continues in place.
+``--resume`` refuses a changed configuration or a changed dataset JSON (``run_inputs.json``).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,24 +36,23 @@ from pathlib import Path
 import torch
 import yaml
 
-from mergekit_clip.data.deepfakebench import FrameRecord
+from mergekit_clip import outputs
+from mergekit_clip.data.deepfakebench import FrameRecord, dataset_json_path
 from mergekit_clip.data.transforms import build_eval_transform, build_train_transform
 from mergekit_clip.detector.io import save_detector
 from mergekit_clip.distributed import DistInfo, env_is_main, env_world_size, init_distributed
 from train.backbone import build_base, resolve_spec
 from train.config import ConfigError, IngredientPlan, TrainConfig, dump_config
 from train.features import backbone_fingerprint, cached_features
-from train.finetune import FinetuneSettings, evaluate, finetune
+from train.finetune import CHECKPOINT, FinetuneSettings, SimulatedKill, checkpoint_epoch, evaluate, finetune
 from train.frames import TrainFrames, check_frames, load_records, require_frames
 from train.heldout import heldout_metrics
 from train.lpft import probe_head
 from train.metrics_log import MetricsLog
-from train.modes import get_mode
-from train.modes.adaptation import save_ingredient
 from train.probe import logits_from_features
 
-FACTORS_KEY = "_adapter_factors"  # train_ingredient -> run_sweep: the trained factors, saved beside the detector
-RUN_FILES = ("config.resolved.yaml", "base", "ingredients", "runs", "metrics.jsonl", "summary.json")
+RUN_FILES = ("config.resolved.yaml", "base", "ingredients", "runs", "metrics.jsonl", "summary.json", "run_inputs.json")
+INPUTS_FILE = "run_inputs.json"
 
 
 class RunExistsError(ValueError):
@@ -79,34 +85,33 @@ def resolve_device(config: TrainConfig, info: DistInfo) -> torch.device:
     return torch.device("cuda", info.local_rank)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _holds_run(folder: Path) -> list[str]:
+    return [name for name in RUN_FILES if (folder / name).exists()]
 
 
-def check_output(config: TrainConfig, resume: bool, overwrite: bool) -> None:
-    """Refuse an output folder that holds a run unless resuming (same config) or overwriting."""
-    out = config.output
-    present = [name for name in RUN_FILES if (out / name).exists()]
-    if not present:
-        return
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other")
-    if overwrite:
-        return
-    if not resume:
-        raise RunExistsError(
-            f"{out} already holds a run ({', '.join(present)}): pass --resume to continue it or --overwrite to "
-            "replace it"
-        )
-    saved_file = out / "config.resolved.yaml"
+def _has_progress(folder: Path) -> bool:
+    """True once something worth resuming is on disk: a saved ingredient or an epoch checkpoint."""
+    ingredients = folder / "ingredients"
+    if ingredients.is_dir() and any(ingredients.iterdir()):
+        return True
+    return any((folder / "runs").glob(f"*/{CHECKPOINT}"))
+
+
+def _progress_note(folder: Path) -> str:
+    done = sorted(p.name for p in (folder / "ingredients").glob("*") if p.is_dir())
+    running = sorted(p.parent.name for p in (folder / "runs").glob(f"*/{CHECKPOINT}"))
+    parts = [f"finished: {', '.join(done)}" if done else "no ingredient finished"]
+    if running:
+        parts.append(f"checkpointed: {', '.join(running)}")
+    return "; ".join(parts)
+
+
+def _check_same_config(config: TrainConfig, folder: Path) -> None:
+    saved_file = folder / "config.resolved.yaml"
     if not saved_file.exists():
         return
     saved = yaml.safe_load(saved_file.read_text())
-    current = config.model_dump(mode="json")
-    changed = sorted(_diff(saved, current))
+    changed = sorted(_diff(saved, config.model_dump(mode="json")))
     if changed:
         raise ConfigError(
             f"--resume: the configuration differs from {saved_file} at {', '.join(changed[:8])}; "
@@ -114,11 +119,94 @@ def check_output(config: TrainConfig, resume: bool, overwrite: bool) -> None:
         )
 
 
+@dataclass(frozen=True)
+class WorkFolder:
+    """Where this run writes: ``path`` (None = a new temporary sibling, made once preflight passed)."""
+
+    path: Path | None
+    in_place: bool  # True: resuming a run in OUT itself, nothing to swap at the end
+
+
+def choose_work_folder(config: TrainConfig, resume: bool, overwrite: bool) -> WorkFolder:
+    """Decide where the run goes; refuse an output that holds a run (or a killed run's folder) without a flag."""
+    out = config.output.absolute()
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    stale = [p for p in outputs.stale_siblings(out) if p.name.startswith(f".{out.name}.{outputs.TEMP}-")]
+    killed = sorted((p for p in stale if (p / "config.resolved.yaml").exists() and _has_progress(p)),
+                    key=lambda p: (p / "config.resolved.yaml").stat().st_mtime)  # fmt: skip
+    present = _holds_run(out) if out.is_dir() else []
+    if overwrite:
+        return WorkFolder(None, in_place=False)
+    if resume:
+        if killed:
+            _check_same_config(config, killed[-1])
+            return WorkFolder(killed[-1], in_place=False)
+        if present:
+            _check_same_config(config, out)
+            return WorkFolder(out, in_place=True)
+    elif present:
+        raise RunExistsError(
+            f"{out} already holds a run ({', '.join(present)}): pass --resume to continue it or --overwrite to "
+            "replace it"
+        )
+    elif killed:
+        raise RunExistsError(
+            f"{out}: a killed run left {killed[-1]} ({_progress_note(killed[-1])}): pass --resume to continue it "
+            "or --overwrite to discard it"
+        )
+    if os.path.lexists(out) and not (out.is_dir() and not any(out.iterdir())):
+        raise RunExistsError(
+            f"{out} exists and is not a clip-train run folder: choose another output or pass --overwrite to replace it"
+        )
+    return WorkFolder(None, in_place=False)
+
+
 def _diff(a, b, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         keys = set(a) | set(b)
         return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_inputs(config: TrainConfig, plans: list[IngredientPlan]) -> dict:
+    """sha256 of the resolved config and of each dataset JSON the sweep reads (``OUT/run_inputs.json``)."""
+    names = sorted({name for plan in plans for name in plan.datasets})
+    files = {str(dataset_json_path(name, config.data.json_root).absolute()) for name in names}
+    return {
+        "config_sha256": hashlib.sha256(dump_config(config).encode()).hexdigest(),
+        "dataset_json_sha256": {file: _sha256(Path(file)) for file in sorted(files)},
+    }
+
+
+def check_same_inputs(inputs: dict, folder: Path) -> None:
+    """Refuse to resume a run whose dataset JSONs (or resolved config) changed since it started."""
+    file = folder / INPUTS_FILE
+    if not file.exists():
+        return  # a run from before the inputs were recorded: the config check above is all there is
+    saved = json.loads(file.read_text())
+    old, new = saved.get("dataset_json_sha256", {}), inputs["dataset_json_sha256"]
+    changed = [f"{f} (sha256 {old.get(f, 'absent')[:12]} at the start, {new.get(f, 'absent')[:12]} now)"
+               for f in sorted(set(old) | set(new)) if old.get(f) != new.get(f)]  # fmt: skip
+    if changed:
+        raise ConfigError(
+            f"--resume: the training data changed since the run in {folder} started: {'; '.join(changed)}; "
+            "use --overwrite to start again"
+        )
+    if saved.get("config_sha256") != inputs["config_sha256"]:
+        raise ConfigError(
+            f"--resume: the resolved configuration changed since the run in {folder} started (sha256 "
+            f"{saved.get('config_sha256', '')[:12]} then, {inputs['config_sha256'][:12]} now); "
+            "use --overwrite to start again"
+        )
 
 
 def preflight(config: TrainConfig, plans: list[IngredientPlan]) -> dict:
@@ -190,32 +278,30 @@ def _finetune_settings(ctx: RunContext, plan: IngredientPlan) -> FinetuneSetting
 def train_ingredient(ctx: RunContext, plan: IngredientPlan) -> tuple[torch.nn.Module, dict, dict]:
     """Train one sweep point; returns (model, held-out metrics, extra provenance)."""
     c = ctx.config
-    mode = get_mode(plan.mode)
     model = copy.deepcopy(ctx.base).to(ctx.device)
-    adaptation = mode.adapt(model, c.options_of(plan.mode), plan.seed)  # what trains (train/modes/)
     val_eval = _frames(ctx, plan, c.data.val_split, 0.0)
-    extra: dict = dict(adaptation.provenance)
-    if mode.probe_first:
+    extra: dict = {}
+    run_dir = ctx.out / "runs" / plan.name
+    resuming = ctx.resume and (run_dir / CHECKPOINT).exists()  # the checkpoint already holds the probed head
+    if plan.mode in ("linear_probe", "lp_ft") and not resuming:
         train_eval = _frames(ctx, plan, c.data.train_split, 0.0)
         features, labels, ok, hit = _features(ctx, train_eval)
         extra["feature_cache_hit"] = hit
         probe_head(model, features, labels, ok, c, plan, ctx.log)
-    if not mode.fine_tunes:
+    if plan.mode == "linear_probe":
         val_feats, val_labels, val_ok, _ = _features(ctx, val_eval)
         logits = logits_from_features(model, val_feats[val_ok])
         metrics = heldout_metrics(model.fake_probability_from_logits(logits), logits, val_labels[val_ok])
         extra["probe_epochs"] = c.optim.probe_epochs
         return model.eval(), metrics, extra
-    run_dir = ctx.out / "runs" / plan.name
     if ctx.info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     ctx.info.barrier()
     stats = finetune(
-        model, _frames(ctx, plan, c.data.train_split, plan.augment_strength),
-        dataclasses.replace(_finetune_settings(ctx, plan), extra_loss=adaptation.extra_loss), run_dir=run_dir, device=ctx.device, info=ctx.info, log=ctx.log, name=plan.name, resume=ctx.resume,
+        model, _frames(ctx, plan, c.data.train_split, plan.augment_strength), _finetune_settings(ctx, plan),
+        run_dir=run_dir, device=ctx.device, info=ctx.info, log=ctx.log, name=plan.name, resume=ctx.resume,
         val_set=val_eval,
     )  # fmt: skip
-    extra[FACTORS_KEY] = adaptation.fold(model)  # dense weights from here on: evaluated and saved as such
     metrics = evaluate(
         model, val_eval, batch_size=c.data.eval_batch_size, device=ctx.device, info=ctx.info,
         workers=c.data.workers, bf16=ctx.bf16,
@@ -237,19 +323,60 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     info = init_distributed("cuda" if config.device == "cuda" else "cpu")
     device = resolve_device(config, info)
     plans = config.ingredients()
-    check_output(config, resume, overwrite)
+    final = config.output.absolute()
+    decided = _on_main(info, lambda: choose_work_folder(config, resume, overwrite))
     records = preflight(config, plans)
+    inputs = run_inputs(config, plans)
+    if decided.path is not None and resume:
+        check_same_inputs(inputs, decided.path)
     spec = resolve_spec(config)
     base = build_base(config, spec)
-    out = config.output.absolute()
-    if overwrite and info.is_main:
-        for name in RUN_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    info.barrier()
+    work = decided.path or _on_main(info, lambda: outputs.make_temp_dir(final))
+    try:
+        rows = _run_in(config, plans, records, inputs, info, device, base, work, final, decided.path is not None)
+        if info.is_main and not decided.in_place:
+            outputs.swap_into_place(work, final)
+        info.barrier()
+    except BaseException as e:
+        if info.is_main and not decided.in_place:
+            _after_failure(work, final, e)
+        raise
+    return rows
+
+
+def _on_main(info: DistInfo, decide):
+    """Rank 0's decision (or its refusal, raised on every rank) shared with all ranks."""
+    if not info.enabled:
+        return decide()
+    outcome = None
+    if info.is_main:
+        try:
+            outcome = ("ok", decide())
+        except (ConfigError, RunExistsError) as e:
+            outcome = ("error", e)
+    kind, value = info.broadcast(outcome)
+    if kind == "error":
+        raise value
+    return value
+
+
+def _after_failure(work: Path, final: Path, error: BaseException) -> None:
+    """Remove a failed run's folder unless it holds resumable work; say where that work is."""
+    if not work.exists():
+        return
+    if not isinstance(error, (KeyboardInterrupt, SimulatedKill)) and not _has_progress(work):
+        outputs.remove_tree(work)
+        return
+    outputs.release(work)  # left for --resume, exactly as a killed process leaves it
+    print(
+        f"clip-train: the unfinished run is kept in {work} ({_progress_note(work)}); {final} is untouched. "
+        "Pass --resume to continue it or --overwrite to discard it.",
+        file=sys.stderr,
+    )
+
+
+def _run_in(config, plans, records, inputs, info, device, base, out: Path, final: Path, resume: bool) -> list[dict]:
+    """Train every ingredient into ``out``; provenance and the summary name paths under ``final``."""
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     ctx = RunContext(
         config=config, out=out, device=device, info=info, bf16=bf16 and device.type == "cuda",
@@ -258,7 +385,8 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     )  # fmt: skip
     if info.is_main:
         (out / "ingredients").mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(out / "config.resolved.yaml", dump_config(config))
+        outputs.write_text_atomic(out / "config.resolved.yaml", dump_config(config))
+        outputs.write_text_atomic(out / INPUTS_FILE, json.dumps(inputs, indent=2) + "\n")
         if not (out / "base").exists():
             provenance = {
                 "role": "base",
@@ -272,11 +400,13 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     for plan in plans:
         target = out / "ingredients" / plan.name
         if target.exists():  # finished before the run was interrupted
-            rows.append(_summary_row(plan, target, json.loads((target / "config.json").read_text())["provenance"]))
+            provenance = json.loads((target / "config.json").read_text())["provenance"]
+            rows.append(_summary_row(plan, final / "ingredients" / plan.name, provenance))
             continue
+        if resume and info.is_main:  # drop the lines this resume redoes: the log reads as if never killed
+            ctx.log.rewind(plan.name, checkpoint_epoch(out / "runs" / plan.name))
         t0 = time.perf_counter()
         model, metrics, extra = train_ingredient(ctx, plan)
-        factors = extra.pop(FACTORS_KEY, None)
         heldout = {"dataset": _dataset_label(plan.train_dataset), "split": config.data.val_split, **metrics}
         provenance = {
             "recipe": "clip-train",
@@ -286,21 +416,21 @@ def run_sweep(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
             "weight_decay": plan.weight_decay,
             "augment_strength": plan.augment_strength,
             "train_dataset": plan.train_dataset,
-            "base": str(out / "base"),
+            "base": str(final / "base"),
             "pretrained": str(config.backbone.pretrained) if config.backbone.pretrained else None,
             "heldout": heldout,
             "train_seconds": round(time.perf_counter() - t0, 2),
             "world_size": info.world_size,
             **extra,
         }
+        ctx.log.write({"ingredient": plan.name, "stage": "heldout", **heldout})  # before the save: see rewind
         if info.is_main:
-            save_ingredient(model.cpu(), target, provenance=provenance, factors=factors)
+            save_detector(model.cpu(), target, provenance=provenance)
             shutil.rmtree(out / "runs" / plan.name, ignore_errors=True)
-        ctx.log.write({"ingredient": plan.name, "stage": "heldout", **heldout})
         info.barrier()
-        rows.append(_summary_row(plan, target, provenance))
+        rows.append(_summary_row(plan, final / "ingredients" / plan.name, provenance))
     if info.is_main:
-        _write_text_atomic(out / "summary.json", json.dumps(rows, indent=2) + "\n")
+        outputs.write_text_atomic(out / "summary.json", json.dumps(rows, indent=2) + "\n")
         runs = out / "runs"
         if runs.exists() and not any(runs.iterdir()):
             runs.rmdir()
