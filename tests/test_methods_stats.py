@@ -5,40 +5,18 @@ from __future__ import annotations
 
 import json
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from merge_support import finetune_of
+from methods_support import DATASET, write_tiny_dataset
 from safetensors import safe_open
 
 from mergekit_clip.cli import main
 from mergekit_clip.detector.io import create_detector, load_detector, save_detector, weights_hash
 from mergekit_clip.stats.collect import attention_context
 from mergekit_clip.stats.store import stats_path
-
-DATASET = "Tiny-Set"
-
-
-def write_tiny_dataset(root, videos: int = 4, frames: int = 3, size: int = 32, seed: int = 0):
-    """A DeepfakeBench-format dataset: half real, half fake videos of random PNG frames."""
-    rng = np.random.default_rng(seed)
-    groups: dict = {"FF-real": {}, "FF-DF": {}}
-    for v in range(videos):
-        label = "FF-real" if v % 2 == 0 else "FF-DF"
-        paths = []
-        for f in range(frames):
-            rel = f"frames/v{v}/{f}.png"
-            (root / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(root / "data" / rel), rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8))
-            paths.append(rel)
-        for split in ("train", "val", "test"):
-            groups[label].setdefault(split, {})[f"v{v}"] = {"label": label, "frames": paths}
-    (root / "json").mkdir(exist_ok=True)
-    (root / "json" / f"{DATASET}.json").write_text(json.dumps({DATASET: groups}))
-    return root / "json", root / "data"
 
 
 @pytest.fixture(scope="module")
