@@ -130,3 +130,135 @@ def test_save_detector_overwrite_that_fails_keeps_the_old_detector(tmp_path, mon
     with pytest.raises(Boom):
         save_detector(tiny_detector(1), out, overwrite=True)
     assert snapshot(out) == before and siblings(out) == []
+
+
+# ---------------------------------------------------------------- every command that writes a folder
+
+
+def check_writer(out: Path, run, break_it, monkeypatch) -> None:
+    """``run(overwrite)`` writes ``out``; with ``break_it`` applied an overwrite fails mid-write.
+
+    The failing overwrite must leave the previous output byte-identical, remove its own temporary folder and
+    the one a killed process left; the next overwrite succeeds and the folder follows the umask.
+    """
+    first = run(False)
+    assert first.exit_code == 0, first.output
+    before = snapshot(out)
+    stale = outputs.sibling(out, outputs.TEMP, pid=dead_pid())
+    stale.mkdir()
+    (stale / "partial.bin").write_bytes(b"left by a killed run")
+    with monkeypatch.context() as m:
+        break_it(m)
+        failed = run(True)
+    assert failed.exit_code != 0
+    assert snapshot(out) == before
+    assert siblings(out) == []
+    again = run(True)
+    assert again.exit_code == 0, again.output
+    assert siblings(out) == []
+    assert out.stat().st_mode & 0o777 == 0o777 & ~outputs.current_umask()
+
+
+def half_written_save_file(m) -> None:
+    import mergekit_clip.detector.io as io
+
+    def broken(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a tensor file")
+        raise OSError("disk full (simulated)")
+
+    m.setattr(io, "save_file", broken)
+
+
+@pytest.fixture(scope="module")
+def eval_setup(tmp_path_factory, tiny_spec):
+    from test_eval_support import make_dataset, make_detectors
+
+    root = tmp_path_factory.mktemp("writers")
+    json_root, data_root = make_dataset(root / "ds", name="DFDC")
+    return root, json_root, data_root, make_detectors(root / "models", tiny_spec, seeds=(0, 1))
+
+
+def _data_args(json_root, data_root) -> list[str]:
+    return ["--json-root", str(json_root), "--data-root", str(data_root), "--num-workers", "0"]
+
+
+def test_import_overwrite(eval_setup, monkeypatch):
+    from click.testing import CliRunner
+    from test_eval_support import make_hf_classifier
+
+    from mergekit_clip.cli import main
+
+    root = eval_setup[0]
+    source, out = make_hf_classifier(root / "hf_src"), root / "imported"
+
+    def run(overwrite: bool):
+        return CliRunner().invoke(main, ["import", str(source), str(out), "--from", "hf",
+                                         *(["--overwrite"] if overwrite else [])])  # fmt: skip
+
+    check_writer(out, run, half_written_save_file, monkeypatch)
+
+
+def test_soup_overwrite(eval_setup, monkeypatch):
+    from click.testing import CliRunner
+
+    from eval.cli import main
+
+    root, json_root, data_root, dirs = eval_setup
+    out = root / "soup"
+
+    def run(overwrite: bool):
+        args = ["soup", "--method", "uniform", *map(str, dirs), "--out", str(out), *_data_args(json_root, data_root)]
+        return CliRunner().invoke(main, args + (["--overwrite"] if overwrite else []))
+
+    check_writer(out, run, half_written_save_file, monkeypatch)
+
+
+def test_eval_report_overwrite(eval_setup, monkeypatch):
+    from click.testing import CliRunner
+
+    import eval.report
+    from eval.cli import main
+
+    root, json_root, data_root, dirs = eval_setup
+    out = root / "report"
+
+    def run(overwrite: bool):
+        args = [str(dirs[0]), "--datasets", "DFDC", "--out", str(out), *_data_args(json_root, data_root)]
+        return CliRunner().invoke(main, args + (["--overwrite"] if overwrite else []))
+
+    def break_markdown(m):
+        def broken(report, path):
+            Path(path).write_text("# half a report")
+            raise OSError("disk full (simulated)")
+
+        m.setattr(eval.report, "write_markdown", broken)
+
+    check_writer(out, run, break_markdown, monkeypatch)
+
+
+def test_synth_overwrite(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import mergekit_clip.data.synthetic as synthetic
+    from mergekit_clip.cli import main
+
+    monkeypatch.setitem(synthetic.PRESETS, "small", synthetic.PresetSize(real_videos=8, frames=1, heldout_videos=4,
+                                                                         heldout_frames=1))  # fmt: skip
+    out = tmp_path / "synth"
+
+    def run(overwrite: bool):
+        args = ["data", "synth", str(out), "--preset", "small", *(["--overwrite"] if overwrite else [])]
+        return CliRunner().invoke(main, args)
+
+    def break_after_some_frames(m):
+        real, calls = synthetic._write_png, []
+
+        def broken(path, img):
+            calls.append(path)
+            if len(calls) > 5:
+                raise OSError(f"could not write {path} (simulated)")
+            real(path, img)
+
+        m.setattr(synthetic, "_write_png", broken)
+
+    check_writer(out, run, break_after_some_frames, monkeypatch)
