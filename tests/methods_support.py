@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
+from click.testing import CliRunner
+
+from mergekit_clip.plugin.methods import STATS_KINDS
 
 DATASET = "Tiny-Set"
 
@@ -27,3 +31,21 @@ def write_tiny_dataset(root, videos: int = 4, frames: int = 3, size: int = 32, s
     (root / "json").mkdir(exist_ok=True)
     (root / "json" / f"{DATASET}.json").write_text(json.dumps({DATASET: groups}))
     return root / "json", root / "data"
+
+
+def compute_recipe_stats(cfg: dict, root: Path) -> None:
+    """Run ``mergekit-clip stats`` for every ingredient of a recipe whose method reads statistics (paths under
+    ``root``), on a generated tiny dataset."""
+    from mergekit_clip.cli import main
+
+    kind = STATS_KINDS.get(cfg["merge_method"])
+    if kind is None:
+        return
+    json_root, data_root = (root / "_stats_data" / "json", root / "_stats_data" / "data")
+    if not json_root.exists():
+        (root / "_stats_data").mkdir()
+        write_tiny_dataset(root / "_stats_data")
+    for model in cfg["models"]:
+        args = ["stats", str(root / model["model"]), "--kind", kind, "--dataset", DATASET, "--split", "train"]
+        result = CliRunner().invoke(main, [*args, "--json-root", str(json_root), "--data-root", str(data_root)])
+        assert result.exit_code == 0, result.output

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from merge_support import BIN, finetune_of, mergekit_env
+from methods_support import compute_recipe_stats
 
 from mergekit_clip.detector.io import create_detector, load_detector, save_detector
 
@@ -42,6 +43,8 @@ def demo_layout(tmp_path_factory, tiny_spec):
         if not rel.endswith("/base"):
             finetune_of(model, seed=i)
         save_detector(model, path)
+    for r in RECIPES:  # regmean / fisher read `mergekit-clip stats` files of their ingredients
+        compute_recipe_stats(yaml.safe_load(r.read_text()), root)
     return root
 
 

@@ -21,6 +21,9 @@ METHOD_MODULES = {
     "fisher": "mergekit_clip.plugin.methods.fisher:fisher_merge",
 }
 
+# data-aware methods -> the kind of `mergekit-clip stats` file each ingredient needs
+STATS_KINDS = {"regmean": "gram", "fisher": "fisher"}
+
 
 def method_objects() -> dict:
     """``name -> MergeMethod`` of every method this package defines."""
