@@ -22,6 +22,8 @@ from typing import Any
 import click
 import numpy as np
 
+from mergekit_clip.metrics import VIDEO_AGGREGATES, selection_metric_names
+
 _GREEDY_OPTIONS = ("--datasets",)  # options that take several values: `--datasets A B` = `--datasets A --datasets B`
 
 
@@ -102,6 +104,41 @@ def _run_options(f):
     return f
 
 
+def _robustness_options(f):
+    f = click.option(
+        "--threshold-val",
+        default=None,
+        metavar="DATASET",
+        help="choose each model's threshold on DATASET's val split (source domain); reported as acc_val_threshold",
+    )(f)
+    f = click.option(
+        "--video-aggregate",
+        type=click.Choice(list(VIDEO_AGGREGATES)),
+        default="mean",
+        show_default=True,
+        help="how a video's frame P(fake) are pooled for video-level metrics",
+    )(f)
+    f = click.option(
+        "--perturb-seed", type=int, default=0, show_default=True, help="seed of the perturbations' randomness"
+    )(f)
+    f = click.option(
+        "--perturb",
+        "perturb",
+        multiple=True,
+        help="also score under perturbations: a suite (deeperforensics, gend) or NAME:LEVEL, e.g. GB:9 (repeatable)",
+    )(f)
+    return f
+
+
+def _parse_perturbations(specs: tuple[str, ...]) -> list:
+    from mergekit_clip.data.perturbations import PerturbationError, expand_perturbations
+
+    try:
+        return expand_perturbations(list(specs))
+    except PerturbationError as e:
+        raise click.BadParameter(str(e), param_hint="--perturb") from e
+
+
 def _load_records(
     dataset: str, split: str, json_root: str, data_root: str, frame_num, compression: str, allow_outside_root=False
 ):
@@ -166,6 +203,7 @@ def main() -> None:
     help="video = full frame directory, or only its name (DeepfakeBench's pooling)",
 )
 @_run_options
+@_robustness_options
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="report folder (new)")
 @click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 def score_command(
@@ -186,6 +224,10 @@ def score_command(
     num_workers,
     strict,
     cache_mb,
+    perturb,
+    perturb_seed,
+    video_aggregate,
+    threshold_val,
     out,
     overwrite,
 ) -> None:
@@ -216,11 +258,27 @@ def score_command(
             check_failures(missing_frames(d, [str(r.path) for r in records[d]]), max_failed_share)
     except TooManyFailedFramesError as e:
         raise click.ClickException(str(e)) from e
+    from eval.groups import with_label_groups
+    from mergekit_clip.metrics import choose_threshold
+
+    perturbations = _parse_perturbations(perturb)
+    records = {d: with_label_groups(records[d], d, split, json_root, compression) for d in names}
+    val_records = None
+    if threshold_val:
+        val_records = _load_records(threshold_val, "val", json_root, data_root, frame_num, compression)
     ctx = init_distributed(device)
     try:
         device = ctx.device(device)
         predictor = Predictor(
-            device, bf16, batch_size, num_workers, FrameCache(cache_mb), strict, dist=ctx, resize=resize
+            device,
+            bf16,
+            batch_size,
+            num_workers,
+            FrameCache(cache_mb),
+            strict,
+            dist=ctx,
+            resize=resize,
+            perturb_seed=perturb_seed,
         )
         preds = []
         for name, model_dir in zip(unique_names(list(model_dirs)), model_dirs):
@@ -235,6 +293,13 @@ def score_command(
                 "dtype": predictor.dtype_name,
                 "world_size": ctx.world_size,
             }
+            if val_records is not None:
+                val = predictor.predict(model, val_records, name, threshold_val)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a one-class val split gives nan: acc_val_threshold is n/a
+                    threshold = choose_threshold(val.labels[val.ok], val.scores[val.ok])
+                prov["val_threshold"] = None if np.isnan(threshold) else threshold
+                prov["val_threshold_source"] = f"{threshold_val}/val (max Youden J)"
             for dataset in names:
                 meta: dict[str, Any] = {
                     **prov,
@@ -252,7 +317,8 @@ def score_command(
                 if ctx.is_main:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        line = {k: v for k, v in score_predictions(pred, video_id).items() if k != "warnings"}
+                        line = score_predictions(pred, video_id, video_aggregate)
+                        line = {k: v for k, v in line.items() if k != "warnings"}
                     line = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in line.items()}
                     click.echo(json.dumps({"model": name, "dataset": dataset, **line}))
                     if failures.failed:
@@ -261,28 +327,54 @@ def score_command(
                             f"{failures.describe()}",
                             err=True,
                         )
+                preds += _score_perturbed(predictor, model, records[dataset], name, dataset, perturbations, meta, ctx)
             del model
         if ctx.is_main:
-            write_report(preds, out, video_id=video_id, overwrite=overwrite)
+            write_report(preds, out, video_id=video_id, overwrite=overwrite, aggregate=video_aggregate)
             click.echo(f"report written to {out}", err=True)
         ctx.barrier()
     finally:
         shutdown()
 
 
+def _score_perturbed(predictor, model, records, name, dataset, perturbations, meta, ctx) -> list:
+    """One prediction set per perturbation (frames perturbed in the data workers), a JSON line each."""
+    from eval.predict import FrameDecodeError
+    from eval.robustness import score_perturbed
+
+    out = []
+    for perturbation in perturbations:
+        try:
+            pred = predictor.predict(model, records, name, dataset, perturbation, **meta)
+        except FrameDecodeError as e:
+            raise click.ClickException(f"{name}: {e}") from e
+        out.append(pred)
+        if ctx.is_main:
+            line = {"model": name, "dataset": dataset, "perturbation": perturbation.key, **score_perturbed(pred)}
+            click.echo(json.dumps(line))
+    return out
+
+
 @main.command("report")
 @click.argument("predictions", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--video-id", type=click.Choice(["full", "parent"]), default="full", show_default=True)
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True)
+@click.option(
+    "--video-aggregate",
+    type=click.Choice(list(VIDEO_AGGREGATES)),
+    default="mean",
+    show_default=True,
+    help="how a video's frame P(fake) are pooled for video-level metrics",
+)
 @click.option("--overwrite", is_flag=True)
-def report_command(predictions, video_id, out, overwrite) -> None:
+def report_command(predictions, video_id, out, video_aggregate, overwrite) -> None:
     """Rebuild a report from saved per-frame PREDICTIONS (files, prediction folders or report folders)."""
     from eval.report import ReportError, collect_prediction_files, load_predictions, write_report
 
     try:
         files = collect_prediction_files(predictions)
         preds = [load_predictions(f) for f in files]
-        write_report(preds, out, video_id=video_id, overwrite=overwrite)
+        write_report(preds, out, video_id=video_id, overwrite=overwrite, aggregate=video_aggregate)
     except (ReportError, FileExistsError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"report written to {out} ({len(preds)} prediction sets)", err=True)
@@ -295,9 +387,10 @@ def report_command(predictions, video_id, out, overwrite) -> None:
 @click.option("--val-split", default="val", show_default=True, help="held-out split (never test)")
 @click.option(
     "--metric",
-    type=click.Choice(["frame_auc", "video_auc", "ap", "acc", "balanced_acc"]),
+    type=click.Choice(list(selection_metric_names())),
     default="frame_auc",
     show_default=True,
+    help="held-out metric that ranks and admits ingredients (mergekit_clip.metrics registry)",
 )
 @click.option(
     "--tie-rule",

@@ -14,8 +14,13 @@ Why it is faster than a plain loop (see ``benchmarks/eval_throughput.py``):
 - ``torch.inference_mode``; ``bf16``: autocast on CUDA, bf16 *weights* on CPU. On CPU autocast re-casts every
   weight on every call and ran 2x slower than fp32 on ViT-B/16 (AVX512-BF16 EPYC), bf16 weights 4x faster.
 
+Perturbations (``perturbation=`` of :meth:`Predictor.predict`, ``mergekit_clip.data.perturbations``) are applied
+in the data workers to the decoded uint8 RGB frame, before the model's resize; sequence perturbations (H.264)
+encode each video's frames of this run in order. The frame cache key holds the perturbation and its seed.
+
 Records are anything with ``path``, ``label``, ``video_id`` and ``dataset`` attributes
-(``mergekit_clip.data.deepfakebench.FrameRecord``). A frame that cannot be decoded gets ``ok=False`` and a
+(``mergekit_clip.data.deepfakebench.FrameRecord``); an optional ``label_group`` is kept for per-group AUC.
+A frame that cannot be decoded gets ``ok=False`` and a
 ``nan`` score; with ``strict=True`` it raises :class:`FrameDecodeError` naming the file.
 
 Failure accounting (:func:`check_failures`): a dataset with no scorable frame, or with more than
@@ -39,6 +44,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mergekit_clip.data.perturbations import Perturbation
 from mergekit_clip.data.transforms import FrameDecodeError, read_image
 from mergekit_clip.detector.spec import PreprocessSpec
 from mergekit_clip.distributed import DistInfo
@@ -65,6 +71,12 @@ class Predictions:
     scores: np.ndarray
     ok: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)  # label group per frame (e.g. FF-DF); empty when unknown
+
+    @property
+    def perturbation(self) -> str | None:
+        """The perturbation key (``"gaussian_blur:9"``) these frames were scored under; None for clean frames."""
+        return self.meta.get("perturbation")
 
     @property
     def failed(self) -> int:
@@ -158,23 +170,68 @@ def resize_frame(rgb: np.ndarray, preprocess: PreprocessSpec) -> np.ndarray:
 ResizeMode = Literal["exact", "fast"]
 
 
-def load_frame(path: str | os.PathLike, preprocess: PreprocessSpec, resize: ResizeMode) -> torch.Tensor:
-    """(3, S, S): uint8 for ``fast``; float in [0, 1] for ``exact`` (the training eval transform's resize)."""
+def load_frame(
+    path: str | os.PathLike, preprocess: PreprocessSpec, resize: ResizeMode, rgb: np.ndarray | None = None
+) -> torch.Tensor:
+    """(3, S, S): uint8 for ``fast``; float in [0, 1] for ``exact`` (the training eval transform's resize).
+
+    ``rgb``: the already decoded (and perturbed) frame; ``path`` is read when it is None.
+    """
+    if rgb is None:
+        rgb = read_image(path)
     if resize == "fast":
-        return torch.from_numpy(decode_frame(path, preprocess)).permute(2, 0, 1)
+        return torch.from_numpy(resize_frame(rgb, preprocess)).permute(2, 0, 1)
     from mergekit_clip.data.transforms import ClipTransform
 
-    rgb = read_image(path)
     tensor = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
     return ClipTransform(preprocess).resize(tensor).contiguous()
 
 
 class _FrameDataset(Dataset):
     def __init__(
-        self, paths: Sequence[str], indices: Sequence[int], preprocess: PreprocessSpec, strict: bool, resize: ResizeMode
+        self,
+        paths: Sequence[str],
+        indices: Sequence[int],
+        preprocess: PreprocessSpec,
+        strict: bool,
+        resize: ResizeMode,
+        perturbation: Perturbation | None = None,
+        seed: int = 0,
+        video_ids: Sequence[str] | None = None,
     ):
         self.paths, self.indices, self.preprocess, self.strict = paths, list(indices), preprocess, strict
         self.resize = resize
+        self.perturbation, self.seed = perturbation, seed
+        self.video_ids = list(video_ids) if video_ids is not None else [str(Path(p).parent) for p in paths]
+        self._members: dict[str, list[int]] | None = None
+        self._video_frames: dict[str, dict[int, np.ndarray]] = {}  # per worker: the last encoded videos
+
+    def _decoded(self, index: int) -> np.ndarray:
+        """The decoded RGB frame ``index``, perturbed (raises :class:`FrameDecodeError`)."""
+        p = self.perturbation
+        if p is None:
+            return read_image(self.paths[index])
+        if p.kind == "frame":
+            return p.apply_frame(read_image(self.paths[index]), self.seed, self.paths[index])
+        video = self.video_ids[index]
+        if video not in self._video_frames:
+            if self._members is None:
+                self._members = {}
+                for j, v in enumerate(self.video_ids):
+                    self._members.setdefault(v, []).append(j)
+            frames: dict[int, np.ndarray] = {}
+            for j in self._members[video]:  # the video's frames of this run, in record order
+                try:
+                    frames[j] = read_image(self.paths[j])
+                except FrameDecodeError:
+                    pass  # that frame fails on its own below; the rest of the video is still encoded
+            encoded = p.apply_video(list(frames.values()), self.seed, video)
+            if len(self._video_frames) >= 4:  # frames of one video arrive together: a few videos suffice
+                self._video_frames.pop(next(iter(self._video_frames)))
+            self._video_frames[video] = dict(zip(frames, encoded))
+        if index not in self._video_frames[video]:
+            raise FrameDecodeError(f"{self.paths[index]}: not a decodable image")
+        return self._video_frames[video][index]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -182,7 +239,7 @@ class _FrameDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
         index = self.indices[i]
         try:
-            return load_frame(self.paths[index], self.preprocess, self.resize), index, True
+            return load_frame(self.paths[index], self.preprocess, self.resize, self._decoded(index)), index, True
         except FrameDecodeError:
             if self.strict:
                 raise
@@ -200,18 +257,29 @@ class FrameCache:
         self._frames: dict[tuple, torch.Tensor | None] = {}  # None = known undecodable
 
     @staticmethod
-    def _key(path: str, preprocess: PreprocessSpec, resize: ResizeMode) -> tuple:
-        return path, preprocess, resize  # PreprocessSpec is a frozen pydantic model: hashable, compared by value
+    def _key(path: str, preprocess: PreprocessSpec, resize: ResizeMode, variant: str = "") -> tuple:
+        # PreprocessSpec is a frozen pydantic model: hashable, compared by value. ``variant`` names the
+        # perturbation and its seed (``"gaussian_blur:9@0"``; "" = clean), so perturbed frames never pose as clean.
+        return path, preprocess, resize, variant
 
-    def get(self, path: str, preprocess: PreprocessSpec, resize: ResizeMode) -> tuple[bool, torch.Tensor | None]:
-        key = self._key(path, preprocess, resize)
+    def get(
+        self, path: str, preprocess: PreprocessSpec, resize: ResizeMode, variant: str = ""
+    ) -> tuple[bool, torch.Tensor | None]:
+        key = self._key(path, preprocess, resize, variant)
         return key in self._frames, self._frames.get(key)
 
-    def put(self, path: str, preprocess: PreprocessSpec, resize: ResizeMode, image: torch.Tensor | None) -> None:
+    def put(
+        self,
+        path: str,
+        preprocess: PreprocessSpec,
+        resize: ResizeMode,
+        image: torch.Tensor | None,
+        variant: str = "",
+    ) -> None:
         size = 0 if image is None else image.numel() * image.element_size()
         if self.used + size > self.budget:
             return
-        key = self._key(path, preprocess, resize)
+        key = self._key(path, preprocess, resize, variant)
         if key not in self._frames:
             self._frames[key] = None if image is None else image.clone()
             self.used += size
@@ -220,6 +288,12 @@ class FrameCache:
 def default_workers() -> int:
     """One decode worker per spare core, at most 4 (the main process keeps one for the forward pass)."""
     return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _label_groups(records: Sequence[Record]) -> list[str]:
+    """Each record's label group (``FF-DF``, ...) where the reader gives one; [] when none does."""
+    groups = [str(getattr(r, "label_group", "") or "") for r in records]
+    return groups if any(groups) else []
 
 
 class Predictor:
@@ -236,7 +310,9 @@ class Predictor:
         progress: bool = True,
         dist: DistInfo | None = None,
         resize: ResizeMode = "exact",
+        perturb_seed: int = 0,
     ):
+        self.perturb_seed = int(perturb_seed)  # seeds every perturbation's randomness (noise, block positions)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for but torch sees no CUDA device")
@@ -267,14 +343,23 @@ class Predictor:
     def _autocast(self) -> bool:
         return self.bf16 and self.device.type == "cuda"
 
+    def _variant(self, perturbation: Perturbation | None) -> str:
+        return "" if perturbation is None else f"{perturbation.key}@{self.perturb_seed}"
+
     def _batches(
-        self, paths: Sequence[str], indices: Sequence[int], preprocess: PreprocessSpec
+        self,
+        paths: Sequence[str],
+        indices: Sequence[int],
+        preprocess: PreprocessSpec,
+        perturbation: Perturbation | None = None,
+        video_ids: Sequence[str] | None = None,
     ) -> Iterator[tuple[torch.Tensor, list[int], list[bool]]]:
         """uint8 (B, 3, H, W) batches with their frame indices; cached frames first, the rest through workers."""
         cached: list[tuple[int, torch.Tensor | None]] = []
         todo: list[int] = []
+        variant = self._variant(perturbation)
         for index in indices:
-            hit, image = self.cache.get(paths[index], preprocess, self.resize) if self.cache else (False, None)
+            hit, image = self.cache.get(paths[index], preprocess, self.resize, variant) if self.cache else (False, None)
             if hit:
                 cached.append((index, image))
             else:
@@ -289,7 +374,9 @@ class Predictor:
             return
         workers = min(self.num_workers, math.ceil(len(todo) / self.batch_size))
         loader = DataLoader(
-            _FrameDataset(paths, todo, preprocess, self.strict, self.resize),
+            _FrameDataset(
+                paths, todo, preprocess, self.strict, self.resize, perturbation, self.perturb_seed, video_ids
+            ),
             batch_size=self.batch_size,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
@@ -300,14 +387,24 @@ class Predictor:
             batch_indices, oks = batch_indices.tolist(), oks.tolist()
             if self.cache is not None:
                 for image, index, ok in zip(images, batch_indices, oks):
-                    self.cache.put(paths[index], preprocess, self.resize, image if ok else None)
+                    self.cache.put(paths[index], preprocess, self.resize, image if ok else None, variant)
             yield images, batch_indices, oks
 
     @torch.inference_mode()
     def score_paths(
-        self, model, paths: Sequence[str], indices: Sequence[int] | None = None, desc: str = "scoring"
+        self,
+        model,
+        paths: Sequence[str],
+        indices: Sequence[int] | None = None,
+        desc: str = "scoring",
+        perturbation: Perturbation | None = None,
+        video_ids: Sequence[str] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """P(fake) and decode success for ``paths[indices]`` (all paths by default), in that order."""
+        """P(fake) and decode success for ``paths[indices]`` (all paths by default), in that order.
+
+        ``perturbation`` is applied to each decoded frame; a sequence perturbation encodes the frames of each video
+        of ``video_ids`` (one per path; default: the frame's folder) together.
+        """
         indices = list(range(len(paths))) if indices is None else list(indices)
         model = self.prepare(model)
         input_dtype = next(model.parameters()).dtype
@@ -320,7 +417,7 @@ class Predictor:
         ok = np.zeros(len(indices), dtype=bool)
         show = self.progress and self.dist.is_main
         bar = tqdm(total=len(indices), desc=desc, unit="frame", disable=not show, leave=False)
-        for images, batch_indices, oks in self._batches(paths, indices, preprocess):
+        for images, batch_indices, oks in self._batches(paths, indices, preprocess, perturbation, video_ids):
             if self.strict and not all(oks):
                 bad = [paths[i] for i, o in zip(batch_indices, oks) if not o]
                 what = "is missing (no such file)" if not os.path.isfile(bad[0]) else "is not a decodable image"
@@ -336,13 +433,29 @@ class Predictor:
         bar.close()
         return scores, ok
 
-    def predict(self, model, records: Sequence[Record], model_name: str, dataset: str, **meta: Any) -> Predictions:
-        """Score every record (in order) and keep what a report needs to be rebuilt without the model."""
+    def predict(
+        self,
+        model,
+        records: Sequence[Record],
+        model_name: str,
+        dataset: str,
+        perturbation: Perturbation | None = None,
+        **meta: Any,
+    ) -> Predictions:
+        """Score every record (in order) and keep what a report needs to be rebuilt without the model.
+
+        With ``perturbation`` the frames are perturbed first and ``meta`` records ``perturbation`` (its key) and
+        ``perturb_seed``.
+        """
         paths = [str(r.path) for r in records]
+        video_ids = [str(r.video_id) for r in records]
         indices = self.dist.shard(len(paths))
+        if perturbation is not None:
+            meta = {**meta, "perturbation": perturbation.key, "perturb_seed": self.perturb_seed}
+        desc = f"{model_name} | {dataset}" + (f" | {perturbation.key}" if perturbation is not None else "")
         error = None
         try:
-            scores, ok = self.score_paths(model, paths, indices, desc=f"{model_name} | {dataset}")
+            scores, ok = self.score_paths(model, paths, indices, desc, perturbation, video_ids)
         except FrameDecodeError as e:
             if not self.dist.enabled:
                 raise
@@ -360,4 +473,5 @@ class Predictor:
             scores=scores,
             ok=ok,
             meta=dict(meta),
+            groups=_label_groups(records),
         )

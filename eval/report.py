@@ -1,8 +1,12 @@
-"""Cross-dataset report: JSON (every number + provenance), CSV, markdown table, ROC and histogram PNGs.
+"""Cross-dataset report: JSON (every number + provenance), CSV, markdown tables, ROC, histogram, reliability PNGs.
 
-Everything is computed from per-frame predictions (``predictions/<model>__<dataset>.jsonl``), which the report
-keeps, so ``clip-eval report PRED...`` rebuilds an identical report without running any model. Frames that
-failed to decode are counted and excluded from the metrics. The folder is written atomically.
+Everything is computed from per-frame predictions (``predictions/<model>__<dataset>[__<perturbation>].jsonl``),
+which the report keeps, so ``clip-eval report PRED...`` rebuilds an identical report without running any model.
+Frames that failed to decode are counted and excluded from the metrics. The folder is written atomically.
+
+Metrics come from the registry (``mergekit_clip.metrics.METRICS``): every registered metric is a column of
+``metrics.csv`` and ``report.json``. Clean predictions make the cross-dataset tables; perturbed ones (their
+``meta["perturbation"]``) make the robustness section (``eval.robustness``).
 """
 
 from __future__ import annotations
@@ -20,13 +24,22 @@ from typing import Any
 
 import numpy as np
 
-from eval.metrics import METRIC_NAMES, VideoIdMode, compute_metrics, video_key
 from eval.predict import Predictions
 from mergekit_clip.detector.io import atomic_directory
+from mergekit_clip.metrics import (
+    ECE_BINS,
+    METRICS,
+    VideoAggregate,
+    VideoIdMode,
+    calibration_bins,
+    compute_metrics,
+    lower_is_better,
+    metric_names,
+    video_key,
+)
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 KIND_ORDER = ("ingredient", "soup", "merge", "other")
-LOWER_IS_BETTER = {"eer"}
 PRED_DIR = "predictions"
 
 
@@ -45,12 +58,17 @@ def slug(name: str) -> str:
 def save_predictions(pred: Predictions, directory: Path) -> Path:
     """One JSONL file: a header line (model, dataset, meta), then one line per frame."""
     directory.mkdir(parents=True, exist_ok=True)
-    file = directory / f"{slug(pred.model)}__{slug(pred.dataset)}.jsonl"
+    suffix = f"__{slug(pred.perturbation)}" if pred.perturbation else ""
+    file = directory / f"{slug(pred.model)}__{slug(pred.dataset)}{suffix}.jsonl"
+    groups = pred.groups or [None] * len(pred.paths)
     with open(file, "w") as f:
         header = {"model": pred.model, "dataset": pred.dataset, "meta": pred.meta, "format": REPORT_VERSION}
         f.write(json.dumps(header) + "\n")
-        for path, label, vid, score, ok in zip(pred.paths, pred.labels, pred.video_ids, pred.scores, pred.ok):
+        rows = zip(pred.paths, pred.labels, pred.video_ids, pred.scores, pred.ok, groups)
+        for path, label, vid, score, ok, group in rows:
             row = {"path": path, "label": int(label), "video_id": vid, "score": float(score) if ok else None}
+            if group is not None:
+                row["group"] = group
             f.write(json.dumps(row) + "\n")
     return file
 
@@ -74,6 +92,7 @@ def load_predictions(file: str | os.PathLike) -> Predictions:
             scores=scores,
             ok=ok,
             meta=header.get("meta", {}),
+            groups=[str(r["group"]) for r in rows] if rows and all("group" in r for r in rows) else [],
         )
     except (OSError, IndexError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ReportError(f"{file}: not a clip-eval predictions file ({type(e).__name__}: {e})") from e
@@ -104,15 +123,32 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def score_predictions(pred: Predictions, video_id: VideoIdMode = "full") -> dict[str, Any]:
+def score_predictions(
+    pred: Predictions, video_id: VideoIdMode = "full", aggregate: VideoAggregate = "mean"
+) -> dict[str, Any]:
+    """Every registered metric of one prediction set (failed frames excluded), plus counts and warnings.
+
+    ``acc_val_threshold`` uses ``meta["val_threshold"]`` (chosen on source val by ``clip-eval --threshold-val``);
+    ``group_auc`` is present when the predictions carry label groups.
+    """
     ok = pred.ok
     videos = [video_key(p, video_id) for p, keep in zip(pred.paths, ok) if keep]
+    groups = [g for g, keep in zip(pred.groups, ok) if keep] if pred.groups else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        metrics = compute_metrics(pred.labels[ok], pred.scores[ok], videos)
-    notes = [str(w.message) for w in caught]
+        metrics = compute_metrics(
+            pred.labels[ok],
+            pred.scores[ok],
+            videos,
+            aggregate=aggregate,
+            val_threshold=pred.meta.get("val_threshold"),
+            groups=groups,
+        )
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
     for note in notes:
         warnings.warn(f"{pred.model} on {pred.dataset}: {note}", stacklevel=2)
+    if "group_auc" in metrics:
+        metrics["group_auc"] = {k: _clean(v) for k, v in metrics["group_auc"].items()}
     return {**metrics, "frames_failed": pred.failed, "warnings": notes}
 
 
@@ -124,24 +160,31 @@ def model_kind(meta: dict[str, Any]) -> str:
     return "other"
 
 
-def build_results(preds: Sequence[Predictions], video_id: VideoIdMode = "full") -> dict[str, Any]:
-    """The report as a JSON-able dict: per model x dataset metrics, per-model means, provenance."""
-    seen: dict[tuple[str, str], int] = {}
-    for i, p in enumerate(preds):
-        if (p.model, p.dataset) in seen:
-            raise ReportError(f"two prediction sets for model {p.model!r} on dataset {p.dataset!r}")
-        seen[(p.model, p.dataset)] = i
+def build_results(
+    preds: Sequence[Predictions], video_id: VideoIdMode = "full", aggregate: VideoAggregate = "mean"
+) -> dict[str, Any]:
+    """The report as a JSON-able dict: per model x dataset metrics, per-model means, provenance, robustness."""
+    seen: set[tuple[str, str, str | None]] = set()
+    for p in preds:
+        key = (p.model, p.dataset, p.perturbation)
+        if key in seen:
+            extra = f" under {p.perturbation}" if p.perturbation else ""
+            raise ReportError(f"two prediction sets for model {p.model!r} on dataset {p.dataset!r}{extra}")
+        seen.add(key)
+    clean = [p for p in preds if p.perturbation is None]
+    perturbed = [p for p in preds if p.perturbation is not None]
     models = list(dict.fromkeys(p.model for p in preds))
-    datasets = list(dict.fromkeys(p.dataset for p in preds))
+    datasets = list(dict.fromkeys(p.dataset for p in clean))
     results, provenance = [], {}
     for p in preds:
+        provenance.setdefault(p.model, {k: v for k, v in p.meta.items() if k in _MODEL_KEYS})
+    for p in clean:
         meta = dict(p.meta)
-        provenance.setdefault(p.model, {k: v for k, v in meta.items() if k in _MODEL_KEYS})
         results.append(
             {
                 "model": p.model,
                 "dataset": p.dataset,
-                **{k: _clean(v) for k, v in score_predictions(p, video_id).items()},
+                **{k: _clean(v) for k, v in score_predictions(p, video_id, aggregate).items()},
                 **{k: v for k, v in meta.items() if k not in _MODEL_KEYS},
             }
         )
@@ -151,26 +194,31 @@ def build_results(preds: Sequence[Predictions], video_id: VideoIdMode = "full") 
     for model in models:
         rows = [r for r in results if r["model"] == model]
         means[model] = {}
-        for metric in METRIC_NAMES:
-            values = [r[metric] for r in rows if r[metric] is not None]
+        for metric in metric_names():
+            values = [r[metric] for r in rows if r.get(metric) is not None]
             means[model][metric] = float(np.mean(values)) if values else None
             means[model][f"{metric}_datasets"] = len(values)
     order = sorted(models, key=lambda m: (KIND_ORDER.index(provenance[m]["kind"]), models.index(m)))
-    return {
+    pooling = "frame directory" if video_id == "full" else "folder name (DeepfakeBench; fake only if every frame is)"
+    notes = {name: metric.description for name, metric in METRICS.items()}
+    notes["video_auc"] = f"AUC of the {aggregate} P(fake) per video; video = {video_id} {pooling}"
+    notes["mean"] = "mean over the datasets where the metric is defined"
+    report = {
         "format": REPORT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "video_id": video_id,
-        "metric_notes": {
-            "eer": "FPR at the ROC point nearest FNR = FPR (DeepfakeBench definition)",
-            "acc": "accuracy with fake when P(fake) > 0.5",
-            "video_auc": f"AUC of the mean P(fake) per video; video = {video_id} frame directory",
-            "mean": "mean over the datasets where the metric is defined",
-        },
+        "video_aggregate": aggregate,
+        "metric_notes": notes,
         "models": {m: provenance[m] for m in order},
         "datasets": datasets,
         "results": results,
         "means": {m: means[m] for m in order},
     }
+    if perturbed:
+        from eval.robustness import build_robustness
+
+        report["robustness"] = build_robustness(perturbed, results, order, video_id, aggregate)
+    return report
 
 
 _MODEL_KEYS = ("model_dir", "weights_hash", "selection", "device", "dtype", "layout", "world_size")
@@ -199,7 +247,7 @@ def metric_table(report: dict[str, Any], metric: str, with_video_mean: bool = Fa
     if with_video_mean:
         columns.append([report["means"][m]["video_auc"] for m in models])
         header.append("mean video AUC")
-    lower = metric in LOWER_IS_BETTER
+    lower = metric in lower_is_better()
     rendered = [_bold_best(col, lower) for col in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, m in enumerate(models):
@@ -207,26 +255,63 @@ def metric_table(report: dict[str, Any], metric: str, with_video_mean: bool = Fa
     return "\n".join(lines)
 
 
+def means_table(report: dict[str, Any]) -> str:
+    """Markdown: rows = models, columns = every registered metric's mean over datasets (best in bold)."""
+    models, names = list(report["models"]), metric_names()
+    lower = lower_is_better()
+    columns = [_bold_best([report["means"][m][n] for m in models], n in lower) for n in names]
+    header = ["model", *[f"{n} {'↓' if n in lower else '↑'}" for n in names]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, m in enumerate(models):
+        lines.append("| " + " | ".join([f"`{m}`", *[c[i] for c in columns]]) + " |")
+    return "\n".join(lines)
+
+
+def group_table(report: dict[str, Any]) -> str | None:
+    """Markdown: per-label-group AUC (each fake group against the dataset's reals), where there are >= 2 groups."""
+    rows = [r for r in report["results"] if len(r.get("group_auc") or {}) >= 2]
+    if not rows:
+        return None
+    lines = ["| model | dataset | group | AUC |", "|---|---|---|---|"]
+    for r in rows:
+        for group, value in r["group_auc"].items():
+            lines.append(f"| `{r['model']}` | {r['dataset']} | {group} | {_fmt(value)} |")
+    return "\n".join(lines)
+
+
+_TITLES = {
+    "video_auc": "Video AUC",
+    "eer": "EER (lower is better)",
+    "ap": "AP",
+    "acc": "ACC @ 0.5",
+    "acc_val_threshold": "ACC @ threshold chosen on source val",
+    "tpr_at_fpr_5pct": "TPR @ FPR 5 %",
+    "ece": "ECE (lower is better)",
+}
+
+
 def write_markdown(report: dict[str, Any], file: Path) -> None:
-    titles = {
-        "video_auc": "Video AUC",
-        "eer": "EER (lower is better)",
-        "ap": "AP",
-        "acc": "ACC @ 0.5",
-        "balanced_acc": "Balanced accuracy @ 0.5",
-    }
     parts = [
         "# clip-eval report",
         "",
-        f"Video id: `{report['video_id']}` directory. EER: {report['metric_notes']['eer']}. "
-        "Means are over the datasets where a metric is defined.",
-        "",
-        "## Frame AUC",
-        "",
-        metric_table(report, "frame_auc", with_video_mean=True),
+        f"Video id: `{report['video_id']}`; video score = {report.get('video_aggregate', 'mean')} P(fake). "
+        f"EER: {report['metric_notes']['eer']}. Means are over the datasets where a metric is defined.",
     ]
-    for metric, title in titles.items():
-        parts += ["", f"## {title}", "", metric_table(report, metric)]
+    if report["results"]:
+        parts += ["", "## Frame AUC", "", metric_table(report, "frame_auc", with_video_mean=True)]
+        has_threshold = any(r.get("acc_val_threshold") is not None for r in report["results"])
+        for metric, title in _TITLES.items():
+            if metric == "acc_val_threshold" and not has_threshold:
+                continue
+            parts += ["", f"## {title}", "", metric_table(report, metric)]
+        parts += ["", "## Every metric (mean over datasets)", "", means_table(report)]
+        groups = group_table(report)
+        if groups:
+            parts += ["", "## AUC per label group (fakes of each group against the shared reals)", "", groups]
+    if "robustness" in report:
+        from eval.robustness import robustness_markdown
+
+        parts += ["", robustness_markdown(report["robustness"])]
     parts += ["", "## Models", "", "| model | kind | selection | weights sha256 |", "|---|---|---|---|"]
     for m, prov in report["models"].items():
         sha = str(prov.get("weights_hash", ""))[:12]
@@ -238,7 +323,9 @@ def write_markdown(report: dict[str, Any], file: Path) -> None:
 
 
 def write_csv(report: dict[str, Any], file: Path) -> None:
-    fields = ["model", "kind", "dataset", *METRIC_NAMES, "frames", "frames_failed", "videos"]
+    """``metrics.csv``: one row per model x dataset (+ a ``mean`` row per model), one column per metric."""
+    names = metric_names()
+    fields = ["model", "kind", "dataset", *names, "frames", "frames_failed", "videos"]
     with open(file, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -248,7 +335,20 @@ def write_csv(report: dict[str, Any], file: Path) -> None:
             writer.writerow(row)
         for m, means in report["means"].items():
             kind = report["models"][m]["kind"]
-            writer.writerow({"model": m, "kind": kind, "dataset": "mean", **{k: means[k] for k in METRIC_NAMES}})
+            writer.writerow({"model": m, "kind": kind, "dataset": "mean", **{k: means[k] for k in names}})
+
+
+def write_group_csv(report: dict[str, Any], file: Path) -> bool:
+    """``group_auc.csv`` (model, dataset, group, auc) when any result has label groups; False when none has."""
+    rows = [(r, g, v) for r in report["results"] for g, v in (r.get("group_auc") or {}).items()]
+    if not rows:
+        return False
+    with open(file, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "dataset", "group", "auc"])
+        for r, group, value in rows:
+            writer.writerow([r["model"], r["dataset"], group, value])
+    return True
 
 
 def write_plots(preds: Sequence[Predictions], directory: Path) -> list[str]:
@@ -260,6 +360,7 @@ def write_plots(preds: Sequence[Predictions], directory: Path) -> list[str]:
     from sklearn.metrics import roc_curve
 
     written = []
+    preds = [p for p in preds if p.perturbation is None]
     datasets = list(dict.fromkeys(p.dataset for p in preds))
     for dataset in datasets:
         group = [p for p in preds if p.dataset == dataset]
@@ -298,7 +399,35 @@ def write_plots(preds: Sequence[Predictions], directory: Path) -> list[str]:
         fig.savefig(directory / name, dpi=100)
         plt.close(fig)
         written.append(name)
+        written.append(write_reliability(group, dataset, directory))
     return written
+
+
+def write_reliability(group: Sequence[Predictions], dataset: str, directory: Path, n_bins: int = ECE_BINS) -> str:
+    """``reliability_<dataset>.png``: fraction fake against mean P(fake) per equal-width bin, models overlaid."""
+    import matplotlib.pyplot as plt
+
+    from mergekit_clip.metrics import binary_ece_error
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    colours = plt.get_cmap("tab20").colors
+    for i, p in enumerate(group):
+        y, s = p.labels[p.ok], p.scores[p.ok]
+        if not y.size:
+            continue
+        count, mean_score, frac_fake = calibration_bins(y, s, n_bins)
+        used = count > 0
+        label = f"{p.model} (ECE {binary_ece_error(y, s, n_bins):.3f})"
+        ax.plot(mean_score[used], frac_fake[used], marker="o", ms=3, color=colours[i % len(colours)], label=label)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.set(xlabel="mean P(fake) in bin", ylabel="fraction fake in bin", title=f"reliability: {dataset}")
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    name = f"reliability_{slug(dataset)}.png"
+    fig.savefig(directory / name, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return name
 
 
 _ROC_STYLE = {
@@ -310,7 +439,11 @@ _ROC_STYLE = {
 
 
 def write_report(
-    preds: Sequence[Predictions], out: str | os.PathLike, video_id: VideoIdMode = "full", overwrite: bool = False
+    preds: Sequence[Predictions],
+    out: str | os.PathLike,
+    video_id: VideoIdMode = "full",
+    overwrite: bool = False,
+    aggregate: VideoAggregate = "mean",
 ) -> dict[str, Any]:
     """Write the whole report folder atomically; returns the JSON report."""
     if not preds:
@@ -318,11 +451,16 @@ def write_report(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"report folder {out} already exists (pass --overwrite to replace it)")
-    report = build_results(preds, video_id)
+    report = build_results(preds, video_id, aggregate)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         for p in preds:
             save_predictions(p, tmp / PRED_DIR)
         report["plots"] = write_plots(preds, tmp)
+        if "robustness" in report:
+            from eval.robustness import write_robustness
+
+            report["plots"] += write_robustness(report["robustness"], tmp)
+        write_group_csv(report, tmp / "group_auc.csv")
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         write_csv(report, tmp / "metrics.csv")
         write_markdown(report, tmp / "report.md")

@@ -17,23 +17,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mergekit_clip.detector.io import DetectorFormatError, detector_spec, load_detector, save_detector
-
-SoupMetric = Literal["frame_auc", "video_auc", "ap", "acc", "balanced_acc"]
+from mergekit_clip.metrics import selection_metric_names
 
 
 class SoupConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal["uniform", "greedy"] = Field(description="uniform average, or greedy held-out selection")
-    metric: SoupMetric = Field("frame_auc", description="held-out score that ranks and admits ingredients")
+    metric: str = Field(
+        "frame_auc", description="held-out score that ranks and admits ingredients (a higher-is-better registry metric)"
+    )
     tie_rule: Literal["keep", "drop"] = Field(
         "drop", description="greedy: keep an ingredient whose soup ties the best score, or drop it"
     )
     val_dataset: str | None = Field(None, description="dataset whose val split is the held-out data")
     val_split: str = Field("val", description="held-out split; 'test' is refused")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in selection_metric_names():
+            raise ValueError(f"unknown soup metric {value!r} (choose from {list(selection_metric_names())})")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> SoupConfig:

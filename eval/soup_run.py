@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.metrics import compute_metrics, video_key
 from eval.predict import Predictor
 from eval.provenance import model_provenance, unique_names
 from eval.soup import IncrementalSoup, SoupConfig, build_soup, greedy_select, write_soup
 from mergekit_clip.detector.io import load_detector
+from mergekit_clip.metrics import compute_metrics, video_key
 
 
 def heldout_score(model, predictor: Predictor, records: Sequence, metric: str) -> float:
@@ -24,7 +24,7 @@ def heldout_score(model, predictor: Predictor, records: Sequence, metric: str) -
     videos = [video_key(p) for p, keep in zip(paths, ok) if keep]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a single-class val split gives nan, which the log records
-        return float(compute_metrics(labels, scores[ok], videos)[metric])
+        return float(compute_metrics(labels, scores[ok], videos, names=[metric])[metric])
 
 
 def _clean(value: float) -> float | None:

@@ -14,7 +14,8 @@ after an interrupted training run, counts the same); the next writer into the sa
 process is dead (only for its own host: a pid means nothing on another machine of a shared file system), after
 first restoring an ``.old`` folder when the kill fell between the two renames and ``OUT`` is missing.
 
-Folders and files get the modes the user's umask gives (``tempfile.mkdtemp``/``mkstemp`` would make them 0700/0600).
+Folders and files get the modes the user's umask gives (``tempfile.mkdtemp``/``mkstemp`` and safetensors' writer
+would make them 0700/0600).
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ def follow_umask(path: str | os.PathLike) -> None:
     path = Path(path)
     base = 0o777 if path.is_dir() else 0o666
     os.chmod(path, base & ~current_umask())
+
+
+def follow_umask_tree(root: str | os.PathLike) -> None:
+    """:func:`follow_umask` on ``root`` and everything under it (safetensors writes its files 0600)."""
+    mask = current_umask()
+    for folder, _dirs, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~mask)
+        for name in files:
+            file = os.path.join(folder, name)
+            if not os.path.islink(file):
+                os.chmod(file, 0o666 & ~mask)
 
 
 def sibling(path: str | os.PathLike, kind: str = TEMP, pid: int | None = None) -> Path:
@@ -182,6 +194,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     tmp = make_temp_dir(path)
     try:
         yield tmp
+        follow_umask_tree(tmp)
         swap_into_place(tmp, path)
     except BaseException:
         remove_tree(tmp)

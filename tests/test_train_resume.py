@@ -8,6 +8,7 @@ into ``OUT``. Final weights are compared bit for bit and ``metrics.jsonl`` line 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
 def log_lines(out: Path, ingredient: str) -> list[tuple]:
     """What an ingredient's metrics lines say, without wall-clock fields."""
     keep = ("stage", "epoch", "step", "loss", "lr", "auc", "acc", "n")
-    return [tuple(r.get(k) for k in keep) for r in read_metrics(out / "metrics.jsonl") if r.get("ingredient") == ingredient]
+    records = read_metrics(out / "metrics.jsonl")
+    return [tuple(r.get(k) for k in keep) for r in records if r.get("ingredient") == ingredient]
 
 
 def kill_after(runner: CliRunner, file: Path, epochs: int, monkeypatch, *extra: str):
@@ -207,3 +209,18 @@ def test_output_that_is_not_a_run_is_not_replaced(tmp_path):
     result = CliRunner().invoke(main, [str(file)])
     assert result.exit_code == 1 and "not a clip-train run folder" in result.output
     assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_run_files_follow_the_umask(tmp_path):
+    make_dataset(tmp_path, "TinyA")
+    file = _config_file(tmp_path, tmp_path / "run", modes=["linear_probe"])
+    old = os.umask(0o027)
+    try:
+        result = CliRunner().invoke(main, [str(file), "--set", "optim.probe_epochs=2"])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    modes = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
+    wrong = {k: oct(v) for k, v in modes.items() if v != (0o750 if (out / k).is_dir() else 0o640)}
+    assert not wrong and any(k.startswith("cache/") for k in modes)  # mkdtemp/mkstemp made 0700/0600

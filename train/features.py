@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from mergekit_clip.data.deepfakebench import FrameRecord
 from mergekit_clip.distributed import DistInfo
+from mergekit_clip.outputs import follow_umask
 from train.frames import TrainFrames, records_fingerprint
 
 
@@ -99,6 +100,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        follow_umask(tmp)  # mkstemp made it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,14 +1,16 @@
 """Held-out scores of an ingredient on the validation split of its own training data (for greedy soups).
 
 Inputs are logits (B, C) of the detector's head and labels 0 (real) / 1 (fake); the score is P(fake).
-AUC is ``sklearn.metrics.roc_auc_score`` (None when the split holds one class: undefined, not 0.5).
+AUC and ACC come from the metrics registry (``mergekit_clip.metrics``: ``frame_auc``, ``acc`` at P(fake) > 0.5);
+AUC is None when the split holds one class (undefined, not 0.5).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
+
+from mergekit_clip.metrics import heldout_summary
 
 
 def detector_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -19,14 +21,12 @@ def detector_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def heldout_metrics(fake_prob: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """``{"auc", "loss", "acc", "n"}``; acc calls a frame fake when P(fake) > 0.5."""
+    """``{"auc", "loss", "acc", "n"}`` (``auc`` = registry ``frame_auc``, ``acc`` = registry ``acc``)."""
     labels = labels.long().cpu()
-    prob = fake_prob.float().cpu()
-    y = labels.numpy()
-    auc = float(roc_auc_score(y, prob.numpy())) if len(set(y.tolist())) == 2 else None
+    summary = heldout_summary(labels.numpy(), fake_prob.float().cpu().numpy(), ("frame_auc", "acc"))
     return {
-        "auc": auc,
+        "auc": summary["frame_auc"],
         "loss": float(detector_loss(logits.float().cpu(), labels).mean()),
-        "acc": float(((prob > 0.5).long() == labels).float().mean()),
+        "acc": summary["acc"],
         "n": int(labels.numel()),
     }
