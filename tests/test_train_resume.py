@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -224,3 +227,25 @@ def test_run_files_follow_the_umask(tmp_path):
     modes = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
     wrong = {k: oct(v) for k, v in modes.items() if v != (0o750 if (out / k).is_dir() else 0o640)}
     assert not wrong and any(k.startswith("cache/") for k in modes)  # mkdtemp/mkstemp made 0700/0600
+
+
+@pytest.mark.slow
+def test_sigkilled_process_is_resumed_by_the_next_one(root, uninterrupted):
+    """A real SIGKILL (no exception handler runs): the next process finds the dead pid's folder and resumes it."""
+    out = root / "sigkill"
+    file = _config_file(root, out, modes=["lp_ft"])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "train", str(file)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list(out.parent.glob(f".{out.name}.tmp-*/runs/*/checkpoint.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and len(temp_runs(out)) == 1
+    result = CliRunner().invoke(main, [str(file), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert_same_weights(uninterrupted / "ingredients" / "lpft_s0", out / "ingredients" / "lpft_s0")
+    assert log_lines(out, "lpft_s0") == log_lines(uninterrupted, "lpft_s0")
+    assert temp_runs(out) == []
