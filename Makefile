@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# The demo is a study: synthetic data -> family -> merge search -> selection on val -> table with intervals.
 demo: install
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m study.demo
+	PATH=$(abspath $(BIN)):$$PATH OMP_NUM_THREADS=1 $(BIN)/python -m study run studies/demo.yml
 
 test: install
 	$(BIN)/ruff check .

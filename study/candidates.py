@@ -9,11 +9,11 @@ so the plugin's hook (preflight, forensic-head policy, merged config) applies ex
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm import tqdm
 
 from mergekit_clip.recipe import Family, build_recipe, recipe_yaml, select_ingredients, validate_recipe
@@ -98,17 +98,30 @@ def run_merges(candidates: list[MergeCandidate], out: Path, study, *, progress: 
     """Merge every candidate whose model dir is missing; a finished one is never merged again."""
     todo = [c for c in candidates if not (c.model_dir(out) / "config.json").exists()]
     counts = {"reused": len(candidates) - len(todo), "merged": 0}
-    for candidate in tqdm(todo, desc="merge candidates", unit="merge", disable=not progress or not todo):
-        merge_candidate(candidate, out, study)
-        record = {
-            "name": candidate.name, "group": candidate.group, "method": candidate.method,
-            "family": candidate.family, "params": candidate.params, "ingredients": list(candidate.ingredients),
-            "key": candidate.key, "recipe": candidate.recipe,
-        }  # fmt: skip
-        write_json_atomic(candidate.directory(out) / "candidate.json", record)
-        counts["merged"] += 1
+    plugin_log = logging.getLogger("mergekit_clip.merge")
+    level = plugin_log.level
+    plugin_log.setLevel(logging.ERROR)  # two lines per merge would bury the bar; merge_log.json keeps them
+    try:
+        for candidate in tqdm(todo, desc="merge candidates", unit="merge", disable=not progress or not todo):
+            _merge_and_record(candidate, out, study)
+            counts["merged"] += 1
+    finally:
+        plugin_log.setLevel(level)
+    for candidate in candidates:  # killed between the model and its record: write the record now
+        if not (candidate.directory(out) / "candidate.json").exists():
+            _record(candidate, out)
     return counts
 
 
-def recipe_text(candidate: MergeCandidate) -> str:
-    return yaml.safe_dump(candidate.recipe, sort_keys=False)
+def _merge_and_record(candidate: MergeCandidate, out: Path, study) -> None:
+    merge_candidate(candidate, out, study)
+    _record(candidate, out)
+
+
+def _record(candidate: MergeCandidate, out: Path) -> None:
+    record = {
+        "name": candidate.name, "group": candidate.group, "method": candidate.method,
+        "family": candidate.family, "params": candidate.params, "ingredients": list(candidate.ingredients),
+        "key": candidate.key, "recipe": candidate.recipe,
+    }  # fmt: skip
+    write_json_atomic(candidate.directory(out) / "candidate.json", record)
