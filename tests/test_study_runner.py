@@ -145,3 +145,41 @@ def test_changed_grid_runs_only_new_points(world, tmp_path, merge_counter):
     assert merge_counter["calls"] == 1
     assert result.merges == {"reused": 5, "merged": 1}
     assert run.store.computed - scored_before == 1  # only the new candidate is scored on val
+
+
+def test_figures_get_every_model_and_roc_only_selected(world, tmp_path, monkeypatch):
+    """The calls into study/figures.py follow the shared interface; ROC plots show selected models only."""
+    import sys
+    import types
+
+    import study
+    from study.report import _roc_models
+    from study.runner import run_study
+
+    calls = {}
+
+    def recorder(name):
+        def plot(*args):
+            calls.setdefault(name, []).append(args)
+            args[-1].write_bytes(b"png")
+            return args[-1]
+
+        return plot
+
+    stub = types.ModuleType("study.figures")
+    for name in ("plot_did_merging_help", "plot_val_vs_test", "plot_param_sweep"):
+        setattr(stub, name, recorder(name))
+    monkeypatch.setitem(sys.modules, "study.figures", stub)
+    monkeypatch.setattr(study, "figures", stub, raising=False)
+    doc = run_study(_study(world, tmp_path / "out"), progress=False)
+    rows, reference, _ = calls["plot_did_merging_help"][0]
+    assert reference == doc["reference"] and {r["name"] for r in rows} == set(doc["models"])
+    assert {r["kind"] for r in rows} == {"ingredient", "soup", "merge"}
+    candidates, _ = calls["plot_val_vs_test"][0]
+    assert len(candidates) == 5 and all({"method", "name", "val", "test"} <= set(c) for c in candidates)
+    assert [(a[1], a[2]) for a in calls["plot_param_sweep"]] == [("ties", "density"), ("task_arithmetic", "lambda")]
+    shown = _roc_models(doc)
+    assert set(shown) == {g["selected_on_val"] for g in doc["groups"]} | {doc["groups"][0]["oracle_best_on_test"]}
+    assert len(shown) < len(doc["models"])
+    assert (tmp_path / "out" / "figures" / "roc_Tiny-A.png").exists()
+    assert "figures/did_merging_help.png" in (tmp_path / "out" / "report.md").read_text()
