@@ -232,3 +232,33 @@ def test_resume_after_kill_is_bitwise_exact_for_the_new_modes(tmp_path, monkeypa
             assert set(a) == set(b)
             for key in a:
                 assert torch.equal(a[key], b[key]), f"{name}/{file}: {key} differs after resume"
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_matches_one_process_for_the_new_modes(tmp_path):
+    import os
+    import subprocess
+
+    make_dataset(tmp_path, "TinyA")
+    cfg = _peft_config(tmp_path, tmp_path / "single", **{"optim.epochs": 2})
+    cfg["sweep"] = {"modes": ["lora", "layernorm", "svd_residual"], "seeds": [0]}
+    # alignment/uniformity pair the frames of each rank's micro-batch, so they differ across world sizes by design
+    cfg["mode_options"] = {**MODE_OPTIONS, "layernorm": {"cosine_head": True}}
+    file = tmp_path / "train.yaml"
+    file.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    repo = Path(__file__).resolve().parents[1]
+    commands = {
+        "single": [sys.executable, "-m", "train", str(file)],
+        "ddp": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+                str(file), "--set", f"output={tmp_path / 'ddp'}"],
+    }  # fmt: skip
+    for name, cmd in commands.items():
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (name, proc.stderr[-3000:])
+    for name in ("lora_s0", "ln_s0", "svdres_s0"):
+        assert load_provenance(tmp_path / "ddp" / "ingredients" / name)["world_size"] == 2
+        a = read_state_dict(tmp_path / "single" / "ingredients" / name)
+        b = read_state_dict(tmp_path / "ddp" / "ingredients" / name)
+        for key in a:  # the same optimizer steps on the same samples: equal up to float summation order
+            torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=f"{name}: {key}")

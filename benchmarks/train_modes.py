@@ -1,0 +1,187 @@
+"""Training cost of every fine-tuning mode against full fine-tuning, and merge time of a family that shares tensors.
+
+Per backbone and mode: optimizer steps (forward, backward, AdamW) on one fixed random batch, each mode in its own
+process so that the peak resident memory (``ru_maxrss``) is that mode's alone; images/s and peak memory are printed
+with their ratio to ``full_finetune`` on the same backbone and batch, measured in the same run. Weights are random
+(no download): speed and memory do not depend on their values.
+
+Merge: a base and 3 ingredients, either all tensors changed (a full-fine-tune family) or only the LayerNorm and head
+tensors (a ``layernorm`` family), merged in process by mergekit's ``run_merge`` with the plugin; tensors equal in
+every input pass through unmerged (the plugin's identity shortcut), so the second family merges faster.
+
+    python -m benchmarks.train_modes                   # tiny and ViT-B/16 on CPU, a few steps each (~3 min)
+    python -m benchmarks.train_modes --quick           # tiny only, for a smoke run
+    python -m benchmarks.train_modes --backbones ViT-L-14 --device cuda --batch 32   # on a GPU
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from mergekit_clip.detector.io import create_detector, save_detector
+from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, PreprocessSpec, spec_from_open_clip
+from train.modes import MODES
+from train.modes.adaptation import is_layernorm_parameter
+
+TINY = DetectorSpec(
+    backbone=BackboneSpec(image_size=64, patch_size=8, width=128, layers=4, heads=4, embed_dim=64),
+    preprocess=PreprocessSpec(image_size=64),
+)
+
+
+def backbone_spec(name: str) -> DetectorSpec:
+    return TINY if name == "tiny" else spec_from_open_clip(name, quick_gelu=True)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure_mode(backbone: str, mode: str, batch: int, steps: int, device: str, bf16: bool) -> dict:
+    """One mode's throughput (images/s over ``steps`` after one warm-up step) and peak memory."""
+    torch.manual_seed(0)
+    spec = backbone_spec(backbone)
+    model = create_detector(spec, seed=0).to(device)
+    adaptation = MODES[mode].adapt(model, MODES[mode].options(), 0)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    size = spec.preprocess.image_size
+    images = torch.randn(batch, 3, size, size, device=device)
+    labels = torch.arange(batch, device=device) % 2
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up: allocator, optimizer state
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_mib()
+    return {
+        "backbone": backbone,
+        "mode": mode,
+        "images_per_s": batch * steps / elapsed,
+        "peak_mib": peak,
+        "trainable": adaptation.provenance["trainable_parameters"],
+    }
+
+
+def _family(root: Path, spec: DetectorSpec, shared: bool, n: int = 3) -> tuple[Path, list[Path]]:
+    """A base and ``n`` ingredients; ``shared``: only LayerNorm and head tensors differ from the base."""
+    base = create_detector(spec, seed=0)
+    save_detector(base, root / "base")
+    paths = []
+    for i in range(n):
+        model = create_detector(spec, seed=0)
+        gen = torch.Generator().manual_seed(100 + i)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if not shared or is_layernorm_parameter(name) or name.startswith("head."):
+                    p.add_(torch.randn(p.shape, generator=gen) * 0.01)
+        save_detector(model, root / f"ft{i}")
+        paths.append(root / f"ft{i}")
+    return root / "base", paths
+
+
+def measure_merge(backbone: str, method: str) -> dict:
+    """Seconds of an in-process merge of a full-fine-tune family and of a layernorm family (same geometry)."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    import mergekit_clip.plugin as plugin
+
+    plugin.register()
+    logging.disable(logging.WARNING)  # mergekit's and the plugin's per-merge notes would drown the table
+    spec = backbone_spec(backbone)
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, shared in (("full_finetune", False), ("layernorm", True)):
+            root = Path(tmp) / kind
+            base, models = _family(root, spec, shared)
+            params = {"weight": 1.0, "density": 0.5} if method == "ties" else {"weight": 1.0 / len(models)}
+            config = MergeConfiguration.model_validate({
+                "merge_method": method, "base_model": str(base), "dtype": "float32",
+                "models": [{"model": str(m), "parameters": params} for m in models],
+            })  # fmt: skip
+            t0 = time.perf_counter()
+            options = MergeOptions(random_seed=0, quiet=True, copy_tokenizer=False)
+            run_merge(config, str(root / "merged"), options=options)
+            seconds[kind] = time.perf_counter() - t0
+    return {"backbone": backbone, "method": method, **seconds}
+
+
+@click.command()
+@click.option("--backbones", default="tiny,ViT-B-16", show_default=True, help="comma list: tiny or open_clip names")
+@click.option("--modes", default="full_finetune,layernorm,lora,svd_residual,bitfit", show_default=True)
+@click.option("--batch", default=8, show_default=True, help="images per step")
+@click.option("--steps", default=3, show_default=True, help="timed steps after one warm-up step")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--bf16", is_flag=True, help="bf16 autocast")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+@click.option("--merge-methods", default="task_arithmetic,ties", show_default=True)
+@click.option("--quick", is_flag=True, help="tiny backbone only")
+@click.option("--worker", hidden=True, default=None, help="internal: measure one backbone:mode and print JSON")
+def main(backbones, modes, batch, steps, device, bf16, threads, merge_methods, quick, worker) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    if worker:
+        backbone, mode = worker.split(":")
+        print(json.dumps(measure_mode(backbone, mode, batch, steps, device, bf16)))
+        return
+    names = ["tiny"] if quick else backbones.split(",")
+    modes_list = modes.split(",")
+    if "full_finetune" not in modes_list:
+        modes_list.insert(0, "full_finetune")  # the baseline of every ratio
+    flags = ["--batch", str(batch), "--steps", str(steps), "--device", device] + (["--bf16"] if bf16 else [])
+    flags += ["--threads", str(threads)] if threads else []
+    click.echo(f"training steps: batch {batch}, {steps} timed steps, device {device}, bf16 {bf16}")
+    click.echo(
+        f"{'backbone':10} {'mode':14} {'trainable':>12} {'images/s':>9} {'x full':>7} {'peak MiB':>9} {'x full':>7}"
+    )
+    for backbone in names:
+        rows = {}
+        for mode in modes_list:
+            cmd = [sys.executable, "-m", "benchmarks.train_modes", "--worker", f"{backbone}:{mode}", *flags]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        ref = rows["full_finetune"]
+        for mode, r in rows.items():
+            click.echo(
+                f"{backbone:10} {mode:14} {r['trainable']:>12,} {r['images_per_s']:>9.2f} "
+                f"{r['images_per_s'] / ref['images_per_s']:>7.2f} {r['peak_mib']:>9.0f} "
+                f"{r['peak_mib'] / ref['peak_mib']:>7.2f}"
+            )
+    click.echo("merge (in process, base + 3 ingredients): full-fine-tune family vs layernorm family")
+    for backbone in names:
+        for method in merge_methods.split(","):
+            m = measure_merge(backbone, method)
+            click.echo(
+                f"{backbone:10} {method:16} full {m['full_finetune']:.2f} s  layernorm {m['layernorm']:.2f} s  "
+                f"speed-up {m['full_finetune'] / m['layernorm']:.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
