@@ -449,6 +449,13 @@ def soup_command(
     records, val_note = None, None
     if config.val_dataset:
         records = _load_records(config.val_dataset, config.val_split, json_root, data_root, frame_num, compression)
+        from eval.predict import DEFAULT_MAX_FAILED_SHARE, TooManyFailedFramesError, check_failures, missing_frames
+
+        try:  # a wrong --data-root must not rank ingredients on blank frames
+            paths = [str(r.path) for r in records]
+            check_failures(missing_frames(config.val_dataset, paths), DEFAULT_MAX_FAILED_SHARE)
+        except TooManyFailedFramesError as e:
+            raise click.ClickException(str(e)) from e
         val_note = _val_overlap_note(config.val_dataset, records, json_root, data_root, frame_num, compression)
         if val_note:
             click.echo(f"warning: {val_note}", err=True)

@@ -51,7 +51,8 @@ def escapes(tmp_path):
     secret = tmp_path / "outside" / "secret" / "0.png"
     _png(secret)
     cases = {}
-    for kind, raw in (("dotdot", "..\\..\\outside\\secret\\0.png"), ("absolute", str(secret)), ("symlink", "v/link/0.png")):
+    ways = (("dotdot", "..\\..\\outside\\secret\\0.png"), ("absolute", str(secret)), ("symlink", "v/link/0.png"))
+    for kind, raw in ways:
         root = tmp_path / kind
         json_root, data_root = _plain_dataset(root, {"r0": ["r0/0.png"], "bad": [raw]})
         _png(data_root / "r0" / "0.png")
@@ -113,7 +114,8 @@ def test_clip_train_refuses_a_frame_outside_the_root(tmp_path):
     cfg.write_text(yaml.safe_dump(tiny_config(tmp_path, tmp_path / "out")))
     result = CliRunner().invoke(main, [str(cfg)])
     assert result.exit_code == 1, result.output
-    assert "Error: " in result.output and "train_1_00" in result.output and "climbs above the data root" in result.output
+    assert "Error: " in result.output and "train_1_00" in result.output
+    assert "climbs above the data root" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -179,8 +181,12 @@ def test_merge_head_policy_reads_case_variants_like_canonical_labels():
     from mergekit_clip.plugin.heads import MergeContext, ModelHeadInfo, prepare_inputs
 
     w = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    heads = {"a": HeadSpec(labels=("REAL", "Fake")), "b": HeadSpec(labels=("Fake", " real")),
-             "c": HeadSpec(num_classes=1, labels=("Fake",)), "d": HeadSpec(num_classes=1, labels=("fake",))}  # fmt: skip
+    heads = {
+        "a": HeadSpec(labels=("REAL", "Fake")),
+        "b": HeadSpec(labels=("Fake", " real")),
+        "c": HeadSpec(num_classes=1, labels=("Fake",)),
+        "d": HeadSpec(num_classes=1, labels=("fake",)),
+    }
     ctx = MergeContext(models={k: ModelHeadInfo(k, h) for k, h in heads.items()})
     one = torch.tensor([[5.0, 6.0]])
     out = prepare_inputs("head.weight", {"a": w, "b": w, "c": one, "d": one}, ctx, list(heads))
@@ -304,3 +310,19 @@ def test_clip_train_checks_every_frame_before_any_output(tmp_path, damage, check
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and str(frame) in lines[0] and message in lines[0]
     assert "(in TinyA val" in lines[0] and not (tmp_path / "out").exists()
+
+
+def test_greedy_soup_refuses_a_wrong_data_root(scored, tiny_spec):
+    from test_eval_support import make_detectors
+
+    from eval.cli import main
+
+    tmp_path, _, _, common = scored
+    dirs = make_detectors(tmp_path / "family", tiny_spec, seeds=(0, 1))
+    wrong = tmp_path / "wrong_root"
+    wrong.mkdir()
+    args = ["soup", "--method", "greedy", *map(str, dirs), "--val", "Celeb-DF-v2", "--json-root", common[3],
+            "--data-root", str(wrong), "--num-workers", "0", "--out", str(tmp_path / "soup")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "none of its 18 frames can be scored: 18 missing" in result.output
+    assert not (tmp_path / "soup").exists()
