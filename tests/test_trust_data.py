@@ -326,3 +326,26 @@ def test_greedy_soup_refuses_a_wrong_data_root(scored, tiny_spec):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "none of its 18 frames can be scored: 18 missing" in result.output
     assert not (tmp_path / "soup").exists()
+
+
+@pytest.mark.slow
+def test_mergekit_merges_case_variant_heads_like_canonical_ones(tmp_path, tiny_spec):
+    """End to end through stock mergekit-yaml: relabelled copies ("Fake", ["FAKE", " Real"]) merge bit-identically."""
+    from merge_support import build_open_clip_family, recipe, run_many, tensors
+
+    heads = [HeadSpec(), HeadSpec(labels=("fake", "real")), HeadSpec(num_classes=1, labels=("fake",))]
+    family = build_open_clip_family(tmp_path / "family", tiny_spec, heads, base_head=False)
+    variants = {"ft0": ["REAL", "fake "], "ft1": ["FAKE", " Real"], "ft2": ["Fake"]}
+    relabelled = {name: _relabel(family[name], tmp_path / "variant" / name, v) for name, v in variants.items()}
+    models = ["ft0", "ft1", "ft2"]
+    jobs = {
+        "canonical": (recipe("task_arithmetic", family["base"], [family[m] for m in models]), tmp_path / "out"),
+        "variant": (recipe("task_arithmetic", family["base"], [relabelled[m] for m in models]), tmp_path / "out"),
+    }
+    results = run_many(jobs)
+    for name, proc in results.items():
+        assert proc.returncode == 0, (name, proc.stderr[-2000:])  # before: ValueError 'real' is not in list
+    a, b = tensors(tmp_path / "out" / "canonical"), tensors(tmp_path / "out" / "variant")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
