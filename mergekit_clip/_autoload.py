@@ -38,9 +38,14 @@ def find_spec(fullname: str):
 
     def exec_module(module):
         original_exec(module)
-        from mergekit_clip.plugin import register
+        try:  # whatever goes wrong in the plugin, `import mergekit` must still work
+            from mergekit_clip.plugin import register
 
-        register()
+            register()
+        except Exception as e:
+            import logging
+
+            logging.getLogger("mergekit_clip").warning("mergekit-clip: plugin not loaded (%s: %s)", type(e).__name__, e)
 
     spec.loader.exec_module = exec_module
     return spec

@@ -49,17 +49,17 @@ def test_environment_switch_turns_the_plugin_off(value):
 def test_register_is_idempotent_and_refuses_conflicts():
     from mergekit.architecture.json_definitions import NAME_TO_ARCH
 
-    from mergekit_clip.plugin import _register_architectures, register
+    from mergekit_clip.plugin import install_architectures, register
     from mergekit_clip.plugin.architectures import OPEN_CLIP_DETECTOR
 
     register()
     register()
-    _register_architectures()
+    install_architectures()
     assert NAME_TO_ARCH["CLIPDetector"].count(OPEN_CLIP_DETECTOR) == 1
     foreign = NAME_TO_ARCH["LlamaForCausalLM"][0]
     NAME_TO_ARCH["CLIPDetector"].append(foreign)
     try:
         with pytest.raises(RuntimeError, match="already defines architecture 'CLIPDetector'.*would conflict"):
-            _register_architectures()
+            install_architectures()
     finally:
         NAME_TO_ARCH["CLIPDetector"].remove(foreign)

@@ -48,7 +48,7 @@ def cases(tmp_path_factory, tiny_spec):
     config = json.loads((labels / "config.json").read_text())
     config["head"]["labels"] = ["pristine", "manipulated"]
     (labels / "config.json").write_text(json.dumps(config))
-    inputs["labels"] = (labels, "not a real/fake pair")
+    inputs["labels"] = (labels, "head.labels")
     empty = bad / "no_weights"
     empty.mkdir()
     (empty / "config.json").write_text((fam["ft0"] / "config.json").read_text())

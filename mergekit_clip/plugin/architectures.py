@@ -16,17 +16,16 @@ from __future__ import annotations
 from mergekit.architecture import ModelArchitecture, ModuleArchitecture, ModuleDefinition, WeightInfo
 from transformers import PretrainedConfig
 
-from mergekit_clip.detector.layouts import _LAYER_RENAMES, HF_PREFIX, open_clip_visual_tensor_names
-from mergekit_clip.detector.spec import ARCHITECTURE, MODEL_TYPE
-
-HF_ARCHITECTURES = (
-    "CLIPVisionModel",
-    "CLIPVisionModelWithProjection",
-    "CLIPForImageClassification",
-    "CLIPModel",
+from mergekit_clip.detector.layouts import (
+    _LAYER_RENAMES,
+    ADAPTER_TENSORS,
+    HEAD_TENSORS,
+    HF_CLIP_ARCHITECTURES,
+    HF_PREFIX,
+    OPTIONAL_TENSORS,
+    open_clip_visual_tensor_names,
 )
-HEAD_TENSORS = ("head.weight", "head.bias", "classifier.weight", "classifier.bias")
-ADAPTER_TENSORS = ("adapter.down.weight", "adapter.down.bias", "adapter.up.weight", "adapter.up.bias")
+from mergekit_clip.detector.spec import ARCHITECTURE, MODEL_TYPE
 
 
 def _optional(names) -> list[WeightInfo]:
@@ -62,7 +61,7 @@ class OpenCLIPDetectorArchitecture(ModuleArchitecture):
 
     def post_weights(self, config: PretrainedConfig) -> list[WeightInfo]:
         _, _, post = open_clip_visual_tensor_names(0)
-        return [WeightInfo(name=n) for n in post] + _optional(ADAPTER_TENSORS) + _optional(("head.weight", "head.bias"))
+        return [WeightInfo(name=n) for n in post] + _optional(ADAPTER_TENSORS + HEAD_TENSORS)
 
 
 class HFCLIPVisionArchitecture(ModuleArchitecture):
@@ -96,7 +95,7 @@ class HFCLIPVisionArchitecture(ModuleArchitecture):
 
     def post_weights(self, config: PretrainedConfig) -> list[WeightInfo]:
         out = [self._weight("post_layernorm.weight"), self._weight("post_layernorm.bias")]
-        return out + _optional(("visual_projection.weight",) + ADAPTER_TENSORS + HEAD_TENSORS)
+        return out + _optional(OPTIONAL_TENSORS)
 
 
 OPEN_CLIP_DETECTOR = ModelArchitecture(
@@ -106,7 +105,7 @@ OPEN_CLIP_DETECTOR = ModelArchitecture(
 )
 HF_CLIP_VISION = ModelArchitecture(
     modules={"default": ModuleDefinition(architecture=HFCLIPVisionArchitecture())},
-    architectures=list(HF_ARCHITECTURES),
+    architectures=list(HF_CLIP_ARCHITECTURES),
     model_type="clip_vision_model",
     tagalong_files=["preprocessor_config.json"],
 )

@@ -26,6 +26,7 @@ import click
 import torch
 
 from mergekit_clip.detector.labels import canonical_permutation
+from mergekit_clip.detector.layouts import HEAD_TENSORS, HF_CLASSIFIER_TENSORS
 from mergekit_clip.detector.spec import CANONICAL_LABELS, HeadSpec
 
 LOG = logging.getLogger("mergekit_clip.merge")
@@ -34,7 +35,7 @@ HEAD_POLICY = (
     "labels aligned to (real, fake); 1-logit heads -> equivalent centred 2-logit heads; "
     "a model without a head/adapter tensor gets the mean of the others' (reconciled) tensors"
 )
-HEAD_NAMES = ("head.weight", "head.bias", "classifier.weight", "classifier.bias")
+HEAD_NAMES = HEAD_TENSORS + HF_CLASSIFIER_TENSORS
 
 
 class MergeInputError(click.ClickException, ValueError):

@@ -13,7 +13,8 @@ import json
 import logging
 from pathlib import Path
 
-from mergekit_clip.detector.io import ARCHITECTURE, atomic_directory, hf_vision_config, read_config_json
+from mergekit_clip.detector.io import ARCHITECTURE, atomic_directory, read_config_json
+from mergekit_clip.detector.layouts import HF_HEAD_KEY, HF_PROJECTION, detector_hf_fields, hf_vision_config
 from mergekit_clip.detector.spec import CANONICAL_LABELS, DetectorConfig, DetectorSpec, HeadSpec
 from mergekit_clip.plugin.heads import HEAD_POLICY, MergeContext, MergeInputError, merge_context
 from mergekit_clip.plugin.preflight import InputModel, preflight
@@ -70,15 +71,20 @@ def kernel_report(before: dict) -> dict:
     }
 
 
-def _write_detector_config(out: Path, inputs, reference: InputModel, provenance: dict) -> None:
+def merged_spec(inputs: list[InputModel], reference: InputModel) -> DetectorSpec:
+    """What the merged detector is: the reference's backbone and preprocessing, the reconciled head."""
     adapter = next((m.spec.adapter for m in inputs if m.spec.adapter is not None), None)
     head = merged_head(inputs)
-    spec = DetectorSpec(
+    return DetectorSpec(
         backbone=reference.spec.backbone,
         head=head,
         adapter=adapter if head is not None else None,
         preprocess=reference.spec.preprocess,
     )
+
+
+def _write_detector_config(out: Path, inputs, reference: InputModel, provenance: dict) -> None:
+    spec = merged_spec(inputs, reference)
     DetectorConfig.from_spec(spec, provenance={"merge": provenance}).save_pretrained(str(out))
 
 
@@ -89,8 +95,9 @@ def _write_hf_config(out: Path, inputs, reference: InputModel, provenance: dict)
     vision = {k: v for k, v in hf_vision_config(base_cfg).items() if k not in ("architectures", "transformers_version")}
     vision.pop("model_type", None)
     vision.setdefault("projection_dim", base_cfg.get("projection_dim", 512))
-    head = merged_head(inputs)
-    has_projection = any(k == "visual_projection.weight" for k in _output_tensor_names(out))
+    spec = merged_spec(inputs, reference)
+    head = spec.head
+    has_projection = any(k == HF_PROJECTION for k in _output_tensor_names(out))
     if head is not None and head.feature == "patch_mean":
         text = base_cfg.get("text_config") or {}
         config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=vision["projection_dim"])
@@ -100,8 +107,9 @@ def _write_hf_config(out: Path, inputs, reference: InputModel, provenance: dict)
     else:
         config = CLIPVisionConfig(**vision)
         config.architectures = ["CLIPVisionModelWithProjection" if has_projection else "CLIPVisionModel"]
-        if head is not None:
-            config.detector_head = head.model_dump(mode="json")
+    for key, value in detector_hf_fields(spec).items():  # head (not for a classifier), adapter, preprocessing
+        if value is not None and not (key == HF_HEAD_KEY and head.feature == "patch_mean"):
+            setattr(config, key, value)
     config.mergekit_clip = {"merge": provenance}
     config.save_pretrained(str(out))
 
@@ -150,7 +158,11 @@ def install_run_merge_hook() -> None:
         if found is None:
             return original(merge_config, out_path, options=options, config_source=config_source)
         ctx, inputs, reference = found
+        from mergekit_clip.plugin.recipe import check_output_location, check_recipe, current_recipe_file
+
+        check_recipe(merge_config, config_source, current_recipe_file())
         out = Path(out_path).absolute()
+        check_output_location(out, [m.path for m in inputs])
         _check_replaceable(out)
         from mergekit_clip.plugin.kernels.fast_sparsify import tie_mode
 

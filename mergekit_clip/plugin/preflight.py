@@ -2,8 +2,12 @@
 
 Each problem raises :class:`MergeInputError` naming the model and the field or tensor: missing directory,
 config or weights; truncated safetensors; mixed layouts; different width/depth/heads/patch/image size;
-head features or label sets that cannot be reconciled; missing tensors; tensors whose shapes disagree.
-NaN/Inf values are caught while tensors stream (see :mod:`mergekit_clip.plugin.heads`).
+head features or label sets that cannot be reconciled; missing tensors; tensors whose shapes disagree;
+tensors the architecture does not know (mergekit would drop them silently); preprocessing that differs in
+image size or mean/std (a difference in interpolation or resize mode only is stated in the merge log).
+NaN/Inf values are caught while tensors stream (see :mod:`mergekit_clip.plugin.heads`), or, when the
+``gather_hook`` seam is inactive, by :func:`scan_finite` before the merge; that lesser mode also refuses
+merges that need the head policy (see :mod:`mergekit_clip.plugin.seams`).
 """
 
 from __future__ import annotations
@@ -22,8 +26,15 @@ from mergekit_clip.detector.io import (
     weight_files,
 )
 from mergekit_clip.detector.labels import normalize_labels
-from mergekit_clip.detector.layouts import HF_PREFIX, hf_vision_tensor_names, open_clip_visual_tensor_names
-from mergekit_clip.detector.spec import DetectorSpec
+from mergekit_clip.detector.layouts import (
+    ADAPTER_TENSORS,
+    HF_PREFIX,
+    HF_TEXT_TENSOR,
+    OPTIONAL_TENSORS,
+    hf_vision_tensor_names,
+    open_clip_visual_tensor_names,
+)
+from mergekit_clip.detector.spec import CANONICAL_LABELS, DetectorSpec
 from mergekit_clip.plugin.heads import MergeContext, MergeInputError, ModelHeadInfo
 
 GEOMETRY_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio", "act")
@@ -38,7 +49,10 @@ class InputModel:
     tensors: dict[str, tuple]  # name -> shape, from the file headers
 
 
-def _looks_like_ours(path: str) -> bool:
+def looks_like_ours(path: str) -> bool:
+    """A local directory holding a CLIP detector or Hugging Face CLIP model."""
+    if not os.path.isdir(path):
+        return False
     try:
         model_layout(read_config_json(path))
         return True
@@ -50,7 +64,7 @@ def collect_inputs(merge_config) -> list[InputModel] | None:
     """Inspect every referenced model; ``None`` when the merge does not involve CLIP detectors at all."""
     refs = list(merge_config.referenced_models())
     local = [r for r in refs if os.path.isdir(r.model.path)]
-    if not any(_looks_like_ours(r.model.path) for r in local):
+    if not any(looks_like_ours(r.model.path) for r in local):
         return None
     inputs = []
     for ref in refs:
@@ -112,7 +126,29 @@ def check_compatible(inputs: list[InputModel], base_ref) -> InputModel:
         if m.spec.adapter != adapters[0].spec.adapter:
             raise MergeInputError(f"{m.path}: adapter {m.spec.adapter} differs from {adapters[0].path}")
     _check_tensors(inputs)
+    _check_unknown_tensors(inputs)
     return reference
+
+
+def preprocessing_notes(inputs: list[InputModel], reference: InputModel) -> list[str]:
+    """Refuse inputs fed different pixels (size, mean/std); return notes for harmless differences."""
+    ref = reference.spec.preprocess
+    notes = []
+    for m in inputs:
+        pre = m.spec.preprocess
+        for name in ("image_size", "mean", "std"):
+            if getattr(pre, name) != getattr(ref, name):
+                raise MergeInputError(
+                    f"{m.path}: preprocess.{name} is {getattr(pre, name)} but {reference.path} has "
+                    f"{getattr(ref, name)}; detectors trained on differently normalised inputs cannot be merged"
+                )
+        for name in ("interpolation", "resize_mode"):
+            if getattr(pre, name) != getattr(ref, name):
+                notes.append(
+                    f"preprocessing: {m.path} uses preprocess.{name}={getattr(pre, name)}, the merged detector "
+                    f"uses {getattr(ref, name)} (from {reference.path}); mean/std and size agree"
+                )
+    return notes
 
 
 def _expected_tensors(m: InputModel) -> list[str]:
@@ -155,16 +191,104 @@ def _check_tensors(inputs: list[InputModel]) -> None:
             shapes.setdefault(key, (shape, m.path))
 
 
+def _known_tensors(m: InputModel) -> set[str]:
+    names = set(_expected_tensors(m)) | set(ADAPTER_TENSORS)
+    if m.layout != ARCHITECTURE:
+        names |= set(OPTIONAL_TENSORS)
+    return names
+
+
+def _check_unknown_tensors(inputs: list[InputModel]) -> None:
+    """A tensor the architecture has no place for would be dropped by mergekit without a word: refuse it."""
+    for m in inputs:
+        known = _known_tensors(m)
+        unknown = sorted(
+            k for k in m.tensors
+            if k not in known and not k.endswith("position_ids")  # HF buffers, not weights
+            and not (m.layout == "CLIPModel" and HF_TEXT_TENSOR.match(k))  # CLIPModel: the vision tower is merged
+        )  # fmt: skip
+        if unknown:
+            more = f" ... ({len(unknown)} in all)" if len(unknown) > 6 else ""
+            raise MergeInputError(
+                f"{m.path}: tensor(s) {unknown[:6]}{more} are not part of the {m.layout} layout; mergekit would "
+                "drop them from the merge. Remove them, or import the model with `mergekit-clip import`"
+            )
+
+
+def head_policy_need(inputs: list[InputModel]) -> str | None:
+    """Why these inputs need the head policy (the gather_hook seam), or ``None`` when mergekit can take them as is."""
+    for m in inputs:
+        head = m.spec.head
+        if head is not None and (head.num_classes != 2 or tuple(head.labels) != CANONICAL_LABELS):
+            return f"{m.path}: head {list(head.labels)} with {head.num_classes} logit(s) must be reconciled"
+    for name in OPTIONAL_TENSORS:
+        holders = [m for m in inputs if m.tensors and name in m.tensors]
+        lacking = [m for m in inputs if m.tensors and name not in m.tensors]
+        if holders and lacking:
+            return f"{lacking[0].path} has no {name} (which {holders[0].path} has)"
+    return None
+
+
+def check_seams(inputs: list[InputModel]) -> None:
+    """Refuse what the inactive seams cannot merge correctly (see :mod:`mergekit_clip.plugin.seams`)."""
+    from mergekit_clip.plugin.seams import states
+
+    found = states()
+
+    def why(name: str) -> str | None:
+        state = found.get(name)
+        return None if state is not None and state.active else (state.reason if state else "not installed")
+
+    hint = "(see `mergekit-clip plugin status`)"
+    if why("architectures"):
+        raise MergeInputError(
+            f"cannot merge CLIP detectors: the architectures seam is inactive: {why('architectures')} {hint}"
+        )
+    ours = [m for m in inputs if m.layout == ARCHITECTURE]
+    if ours and why("autoconfig"):
+        raise MergeInputError(
+            f"{ours[0].path}: a {ARCHITECTURE} directory needs the autoconfig seam, which is inactive: "
+            f"{why('autoconfig')} {hint}"
+        )
+    if why("gather_hook"):
+        need = head_policy_need(inputs)
+        if need:
+            raise MergeInputError(
+                f"{need}: the head policy needs the gather_hook seam, which is inactive: {why('gather_hook')} "
+                f"{hint}; refusing rather than merging the heads wrongly"
+            )
+        scan_finite(inputs)
+
+
+def scan_finite(inputs: list[InputModel]) -> None:
+    """Read every tensor once and refuse NaN/Inf (what the gather hook does while streaming)."""
+    import torch
+    from safetensors import safe_open
+
+    for m in inputs:
+        for file in weight_files(m.path):
+            if file.suffix != ".safetensors":
+                continue
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    t = f.get_tensor(key)
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                        raise MergeInputError(f"{m.path}: tensor {key} has NaN/Inf values")
+
+
 def preflight(merge_config) -> tuple[MergeContext, list[InputModel], InputModel] | None:
     inputs = collect_inputs(merge_config)
     if inputs is None:
         return None
     base_ref = merge_config.base_model
     reference = check_compatible(inputs, base_ref)
+    check_seams(inputs)
     ctx = MergeContext(
         models={
             m.ref: ModelHeadInfo(name=str(m.path), head=m.spec.head, is_base=base_ref is not None and m.ref == base_ref)
             for m in inputs
         }
     )
+    for note in preprocessing_notes(inputs, reference):
+        ctx.note(note)
     return ctx, inputs, reference
