@@ -14,7 +14,7 @@ from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
 from mergekit_clip.cli import main
 from mergekit_clip.convert import ConversionError, export_hf, import_detector
 from mergekit_clip.detector.io import create_detector, load_detector, read_state_dict, save_detector
-from mergekit_clip.detector.spec import AdapterSpec, BackboneSpec, DetectorSpec, HeadSpec, PreprocessSpec
+from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, HeadSpec, PreprocessSpec
 
 BACKBONE = dict(image_size=32, patch_size=8, width=64, layers=2, heads=4, embed_dim=32)
 
@@ -122,13 +122,7 @@ def test_cli_export_without_projection(tmp_path, images):
     assert again.exit_code == 1 and "already exists" in again.output
 
 
-def test_adapters_and_projected_heads_without_projection_are_refused(tmp_path):
-    spec = DetectorSpec(
-        backbone=BackboneSpec(**BACKBONE), adapter=AdapterSpec(hidden=8), preprocess=PreprocessSpec(image_size=32)
-    )
-    save_detector(create_detector(spec, seed=0), tmp_path / "adapter")
-    with pytest.raises(ConversionError, match="adapter.down.weight"):
-        export_hf(tmp_path / "adapter", tmp_path / "out")
+def test_projected_heads_without_projection_are_refused(tmp_path):
     save_detector(create_detector(SPECS["projected-one-logit"], seed=0), tmp_path / "proj")
     with pytest.raises(ConversionError, match="projected"):
         export_hf(tmp_path / "proj", tmp_path / "out", projection=False)

@@ -6,7 +6,7 @@ import torch
 
 from mergekit_clip.convert.base import ConversionError, Converted, ImportOptions, ImportReport
 from mergekit_clip.convert.geometry import SourceHints, resolve_backbone, resolve_head
-from mergekit_clip.detector.spec import DetectorSpec, PreprocessSpec
+from mergekit_clip.detector.spec import AdapterSpec, DetectorSpec, PreprocessSpec
 
 
 def assemble(
@@ -22,6 +22,8 @@ def assemble(
     head_normalize: bool | None = None,
     labels: tuple[str, ...] | None = None,
     preprocess: PreprocessSpec | None = None,
+    adapter: AdapterSpec | None = None,
+    adapter_tensors: dict[str, torch.Tensor] | None = None,
     provenance: dict | None = None,
 ) -> Converted:
     """``visual``: our ``visual.*`` names; ``proj``: (width, embed_dim) or None; ``head``: weight/bias or empty."""
@@ -50,5 +52,10 @@ def assemble(
     else:
         report.note("no head: written as a bare backbone (a base for merging, not a detector)")
     preprocess = preprocess or PreprocessSpec(image_size=backbone.image_size)
-    spec = DetectorSpec(backbone=backbone, head=head_spec, preprocess=preprocess)
+    if adapter is not None:
+        if head_spec is None:
+            raise ConversionError(f"{report.source}: an adapter needs a head")
+        state.update(adapter_tensors or {})
+        report.note(f"adapter: {adapter.type} (hidden {adapter.hidden}) tensors kept by name")
+    spec = DetectorSpec(backbone=backbone, head=head_spec, adapter=adapter, preprocess=preprocess)
     return Converted(spec=spec, state=state, report=report, provenance=dict(provenance or {}))

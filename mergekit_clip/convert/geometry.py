@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from mergekit_clip.convert.base import ConversionError, ImportOptions, ImportReport
+from mergekit_clip.detector.layouts import backbone_from_hf_config, hf_vision_config
 from mergekit_clip.detector.spec import BackboneSpec, HeadSpec, spec_from_open_clip
 
 _RESBLOCK = re.compile(r"^visual\.transformer\.resblocks\.(\d+)\.")
@@ -38,10 +39,11 @@ class SourceHints:
 
 def hints_from_hf_config(cfg: dict, origin: str) -> SourceHints:
     """Hints from a Hugging Face CLIP ``config.json`` (``CLIPConfig`` or ``CLIPVisionConfig``)."""
-    vision = cfg.get("vision_config", cfg) if cfg.get("model_type") == "clip" else cfg
-    act = vision.get("hidden_act", "quick_gelu")  # CLIPVisionConfig's default
-    if act not in ("quick_gelu", "gelu"):
-        raise ConversionError(f"{origin}: hidden_act {act!r} is not representable (quick_gelu or gelu)")
+    try:
+        act = backbone_from_hf_config(cfg, origin).act  # the one HF config reader (refuses other activations)
+    except ValueError as e:
+        raise ConversionError(str(e)) from e
+    vision = hf_vision_config(cfg)
     return SourceHints(
         origin=origin,
         heads=vision.get("num_attention_heads", 12),

@@ -19,33 +19,17 @@ from mergekit_clip.convert.base import ConversionError, Converted, ImportOptions
 from mergekit_clip.convert.geometry import hints_from_hf_config, read_hf_config
 from mergekit_clip.convert.hf_state import extract_hf_vision
 from mergekit_clip.detector.io import weight_files
-from mergekit_clip.detector.labels import normalize_labels
-from mergekit_clip.detector.spec import MODEL_TYPE, BackboneSpec, HeadSpec, PreprocessSpec
-
-_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL codes used by CLIPImageProcessor
-
-
-def read_preprocessor(file: Path, default_size: int) -> PreprocessSpec:
-    """Our preprocessing from a ``CLIPImageProcessor`` ``preprocessor_config.json``."""
-    try:
-        pp = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConversionError(f"{file}: unreadable ({e})") from e
-    crop = pp.get("crop_size", default_size)
-    crop = crop.get("height", default_size) if isinstance(crop, dict) else crop
-    resample = pp.get("resample", 3)
-    if resample not in _RESAMPLE:
-        raise ConversionError(f"{file}: resample={resample} is not representable (2 bilinear or 3 bicubic)")
-    size = pp.get("size") or {}
-    squash = not pp.get("do_center_crop", True) and isinstance(size, dict) and "height" in size
-    default = PreprocessSpec()
-    return PreprocessSpec(
-        image_size=crop,
-        mean=tuple(pp.get("image_mean", default.mean)),
-        std=tuple(pp.get("image_std", default.std)),
-        interpolation=_RESAMPLE[resample],
-        resize_mode="squash" if squash else "shortest",
-    )
+from mergekit_clip.detector.layouts import (
+    ADAPTER_TENSORS,
+    HF_PREPROCESS_KEY,
+    HF_PREPROCESSOR_FILE,
+    HF_PROVENANCE_KEY,
+    adapter_from_hf_config,
+    head_from_hf_config,
+    hf_vision_config,
+    preprocess_from_hf,
+)
+from mergekit_clip.detector.spec import MODEL_TYPE, BackboneSpec
 
 
 def _load_state(source: Path) -> dict[str, torch.Tensor]:
@@ -57,7 +41,7 @@ def _load_state(source: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_config_geometry(cfg: dict, backbone: BackboneSpec, origin: str) -> None:
-    vision = cfg.get("vision_config", cfg) if cfg.get("model_type") == "clip" else cfg
+    vision = hf_vision_config(cfg)
     fields = {
         "hidden_size": backbone.width,
         "num_hidden_layers": backbone.layers,
@@ -68,6 +52,16 @@ def _check_config_geometry(cfg: dict, backbone: BackboneSpec, origin: str) -> No
     wrong = [f"{k}={vision[k]} vs tensors {v}" for k, v in fields.items() if k in vision and vision[k] != v]
     if wrong:
         raise ConversionError(f"{origin} does not describe the weights: {wrong}")
+
+
+def _read_processor(source: Path) -> dict | None:
+    file = source / HF_PREPROCESSOR_FILE if source.is_dir() else None
+    if file is None or not file.exists():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{file}: unreadable ({e})") from e
 
 
 def import_hf(source: Path, options: ImportOptions) -> Converted:
@@ -85,27 +79,33 @@ def import_hf(source: Path, options: ImportOptions) -> Converted:
             "CLIP (vision) config.json the model was built from"
         )
     hints = hints_from_hf_config(cfg, origin)
-    arch = (cfg.get("architectures") or [None])[0]
+    try:
+        head = head_from_hf_config(cfg, origin)
+        adapter = adapter_from_hf_config(cfg)
+        processor = _read_processor(source)
+        size = int(hf_vision_config(cfg).get("image_size", 224))
+        preprocess = preprocess_from_hf(cfg, processor, size, str(source / HF_PREPROCESSOR_FILE))
+    except ValueError as e:
+        raise ConversionError(str(e)) from e
     feature = normalize = labels = None
     head_key = options.head_key
-    if cfg.get("detector_head"):
-        head = HeadSpec.model_validate(cfg["detector_head"])
+    if head is not None:
         feature, normalize, labels = head.feature, head.normalize, head.labels
+        if head.feature == "patch_mean" and not head_key and not cfg.get("detector_head"):
+            head_key = "classifier"
+            report.note("CLIPForImageClassification: classifier reads the mean of the final patch tokens")
         head_key = head_key or "head"
-    elif arch == "CLIPForImageClassification":
-        id2label = cfg.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
-        try:
-            labels = normalize_labels([id2label[k] for k in sorted(id2label, key=int)], source=f"{origin} id2label")
-        except ValueError as e:
-            raise ConversionError(str(e)) from e
-        feature, head_key = "patch_mean", head_key or "classifier"
-        report.note("CLIPForImageClassification: classifier reads the mean of the final patch tokens")
-    preprocess = None
-    if cfg.get("detector_preprocess"):
-        preprocess = PreprocessSpec.model_validate(cfg["detector_preprocess"])
-    elif source.is_dir() and (source / "preprocessor_config.json").exists():
-        preprocess = read_preprocessor(source / "preprocessor_config.json", hints_size(cfg))
+    if not cfg.get(HF_PREPROCESS_KEY) and processor is None:
+        preprocess = None  # nothing recorded: assemble uses the defaults at the tensors' image size
     state = _load_state(source)
+    adapter_tensors = {k: state.pop(k) for k in ADAPTER_TENSORS if k in state}
+    if adapter_tensors and adapter is None:
+        raise ConversionError(
+            f"{source}: adapter tensors {sorted(adapter_tensors)} but config.json has no detector_adapter"
+        )
+    if adapter is not None and len(adapter_tensors) != len(ADAPTER_TENSORS):
+        missing = sorted(set(ADAPTER_TENSORS) - set(adapter_tensors))
+        raise ConversionError(f"{source}: config.json declares an adapter but the weights lack {missing}")
     parts = extract_hf_vision(state, report, head_key=head_key)
     converted = assemble(
         parts.visual,
@@ -119,12 +119,9 @@ def import_hf(source: Path, options: ImportOptions) -> Converted:
         head_normalize=normalize,
         labels=labels,
         preprocess=preprocess,
-        provenance=cfg.get("detector_provenance"),
+        adapter=adapter,
+        adapter_tensors=adapter_tensors,
+        provenance=cfg.get(HF_PROVENANCE_KEY),
     )
     _check_config_geometry(cfg, converted.spec.backbone, origin)
     return converted
-
-
-def hints_size(cfg: dict) -> int:
-    vision = cfg.get("vision_config", cfg) if cfg.get("model_type") == "clip" else cfg
-    return int(vision.get("image_size", 224))

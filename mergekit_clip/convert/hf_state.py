@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import torch
 
 from mergekit_clip.convert.base import ConversionError, ImportReport, refuse_leftovers, take_head
-from mergekit_clip.detector.layouts import hf_vision_tensor_names, hf_vision_to_open_clip
+from mergekit_clip.detector.layouts import HF_TEXT_TENSOR, hf_vision_tensor_names, hf_vision_to_open_clip
 
 _ANCHOR = "embeddings.patch_embedding.weight"
 _TOWER_PARTS = ("embeddings.", "encoder.", "pre_layrnorm.", "post_layernorm.")
 _LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
-_TEXT = re.compile(r"^(.*\.)?(text_model\..*|text_projection\.weight|logit_scale|logit_bias)$")
 
 
 @dataclass
@@ -75,7 +74,7 @@ def extract_hf_vision(state: dict[str, torch.Tensor], report: ImportReport, *, h
     if proj_keys:
         proj = others.pop(proj_keys[0]).t().contiguous()
         report.note(f"{proj_keys[0]} transposed into visual.proj")
-    text = [k for k in others if _TEXT.match(k) or k.endswith("position_ids")]
+    text = [k for k in others if HF_TEXT_TENSOR.match(k) or k.endswith("position_ids")]
     for k in text:
         others.pop(k)
     if text:

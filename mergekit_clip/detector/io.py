@@ -17,29 +17,25 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mergekit_clip.detector.labels import normalize_labels
-from mergekit_clip.detector.layouts import hf_vision_to_open_clip, strip_vision_prefix
+from mergekit_clip.detector.layouts import (
+    ADAPTER_TENSORS,
+    HF_CLIP_ARCHITECTURES,
+    HF_PREPROCESSOR_FILE,
+    HF_PROJECTION,
+    hf_vision_to_open_clip,
+    strip_vision_prefix,
+)
+from mergekit_clip.detector.layouts import spec_from_hf_config as _spec_from_hf
 from mergekit_clip.detector.spec import (
     ARCHITECTURE,
     MODEL_TYPE,
-    OPENAI_MEAN,
-    OPENAI_STD,
-    BackboneSpec,
     DetectorConfig,
     DetectorSpec,
-    HeadSpec,
-    PreprocessSpec,
 )
 from mergekit_clip.outputs import atomic_directory  # noqa: F401  (the one output-folder writer)
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-HF_CLIP_ARCHITECTURES = (
-    "CLIPVisionModel",
-    "CLIPVisionModelWithProjection",
-    "CLIPForImageClassification",
-    "CLIPModel",
-)
 
 
 class DetectorFormatError(ValueError):
@@ -149,44 +145,20 @@ def model_layout(cfg: dict) -> str:
     )
 
 
-def hf_vision_config(cfg: dict) -> dict:
-    return cfg.get("vision_config", cfg) if cfg.get("model_type") == "clip" else cfg
-
-
 def spec_from_hf_config(cfg: dict, path: str | os.PathLike | None = None) -> DetectorSpec:
-    """Detector spec of an HF CLIP directory (vision geometry, head from classifier or ``detector_head``)."""
-    v = hf_vision_config(cfg)
-    hidden = v.get("hidden_size", 768)
-    backbone = BackboneSpec(
-        image_size=v.get("image_size", 224),
-        patch_size=v.get("patch_size", 32),
-        width=hidden,
-        layers=v.get("num_hidden_layers", 12),
-        heads=v.get("num_attention_heads", 12),
-        mlp_ratio=v.get("intermediate_size", 3072) / hidden,
-        embed_dim=v.get("projection_dim", cfg.get("projection_dim", 512)),
-        act="quick_gelu" if v.get("hidden_act", "quick_gelu") == "quick_gelu" else "gelu",
-        layer_norm_eps=v.get("layer_norm_eps", 1e-5),
-    )
-    head = None
-    if cfg.get("detector_head"):
-        head = HeadSpec.model_validate(cfg["detector_head"])
-    elif (cfg.get("architectures") or [None])[0] == "CLIPForImageClassification":
-        id2label = cfg.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
-        raw = [id2label[k] for k in sorted(id2label, key=int)]
-        labels = normalize_labels(raw, source=str(path or "config.json"))
-        head = HeadSpec(feature="patch_mean", num_classes=len(labels) if len(labels) == 2 else 1, labels=labels)
-    preprocess = PreprocessSpec(image_size=backbone.image_size)
-    if path is not None and (Path(path) / "preprocessor_config.json").exists():
-        pp = json.loads((Path(path) / "preprocessor_config.json").read_text())
-        crop = pp.get("crop_size", backbone.image_size)
-        crop = crop.get("height", backbone.image_size) if isinstance(crop, dict) else crop
-        preprocess = PreprocessSpec(
-            image_size=crop,
-            mean=tuple(pp.get("image_mean", OPENAI_MEAN)),
-            std=tuple(pp.get("image_std", OPENAI_STD)),
-        )
-    return DetectorSpec(backbone=backbone, head=head, preprocess=preprocess)
+    """Detector spec of an HF CLIP directory (see :func:`mergekit_clip.detector.layouts.spec_from_hf_config`)."""
+    source = str(Path(path) / "config.json") if path is not None else "config.json"
+    processor = None
+    if path is not None and (Path(path) / HF_PREPROCESSOR_FILE).exists():
+        file = Path(path) / HF_PREPROCESSOR_FILE
+        try:
+            processor = json.loads(file.read_text())
+        except json.JSONDecodeError as e:
+            raise DetectorFormatError(f"{file}: invalid JSON ({e})") from e
+    try:
+        return _spec_from_hf(cfg, processor, source)
+    except ValueError as e:
+        raise DetectorFormatError(str(e) if source in str(e) else f"{source}: {e}") from e
 
 
 def detector_spec(path: str | os.PathLike) -> DetectorSpec:
@@ -267,17 +239,17 @@ def open_clip_state_dict(path: str | os.PathLike, spec: DetectorSpec, cfg: dict)
     except KeyError as e:
         raise DetectorFormatError(f"{path}: {e.args[0]}") from e
     top = strip_vision_prefix(state)
-    if "visual_projection.weight" in top:
-        out["visual.proj"] = top["visual_projection.weight"].t().contiguous()
+    if HF_PROJECTION in top:
+        out["visual.proj"] = top[HF_PROJECTION].t().contiguous()
     if spec.head is not None:
         src = "classifier" if "classifier.weight" in top and not cfg.get("detector_head") else "head"
         for kind in ("weight", "bias"):
             if f"{src}.{kind}" not in top:
                 raise DetectorFormatError(f"{path}: missing tensor {src}.{kind}")
             out[f"head.{kind}"] = top[f"{src}.{kind}"]
-    for key, value in top.items():
-        if key.startswith("adapter."):
-            out[key] = value
+    for key in ADAPTER_TENSORS:
+        if key in top:
+            out[key] = top[key]
     return out
 
 

@@ -13,6 +13,21 @@ import re
 import torch
 
 HF_PREFIX = "vision_model."
+# The Hugging Face CLIP architectures the plugin and the loaders accept (``architectures[0]`` of config.json).
+HF_CLIP_ARCHITECTURES = (
+    "CLIPVisionModel",
+    "CLIPVisionModelWithProjection",
+    "CLIPForImageClassification",
+    "CLIPModel",
+)
+HEAD_TENSORS = ("head.weight", "head.bias")  # ours, and our HF export's
+HF_CLASSIFIER_TENSORS = ("classifier.weight", "classifier.bias")  # CLIPForImageClassification
+ADAPTER_TENSORS = ("adapter.down.weight", "adapter.down.bias", "adapter.up.weight", "adapter.up.bias")
+HF_PROJECTION = "visual_projection.weight"
+# Tensors only some inputs of a merge carry: fine-tunes have heads/adapters, a pretrained base has none.
+OPTIONAL_TENSORS = (HF_PROJECTION, *ADAPTER_TENSORS, *HEAD_TENSORS, *HF_CLASSIFIER_TENSORS)
+# A CLIPModel's text tower (and logit scale): not part of a vision detector.
+HF_TEXT_TENSOR = re.compile(r"^(.*\.)?(text_model\..*|text_projection\.weight|logit_scale|logit_bias)$")
 
 _TOP_RENAMES = {
     "embeddings.class_embedding": "class_embedding",
@@ -122,3 +137,160 @@ def open_clip_visual_tensor_names(num_layers: int) -> tuple[list[str], list[list
     layers = [[f"visual.transformer.resblocks.{i}.{k}" for k in layer_keys] for i in range(num_layers)]
     post = ["visual.ln_post.weight", "visual.ln_post.bias", "visual.proj"]
     return pre, layers, post
+
+
+# ---------------------------------------------------------------- Hugging Face config.json <-> our specs
+# The one place that reads and writes Hugging Face CLIP configs: load_detector, `import --from hf`, `export --to
+# hf` and the plugin's merged config all go through these, so an export -> load round trip keeps every field.
+
+# config.json keys our export adds beside CLIPVisionConfig's (transformers keeps unknown keys as attributes).
+HF_HEAD_KEY = "detector_head"
+HF_ADAPTER_KEY = "detector_adapter"
+HF_PREPROCESS_KEY = "detector_preprocess"
+HF_PROVENANCE_KEY = "detector_provenance"
+HF_PREPROCESSOR_FILE = "preprocessor_config.json"
+PIL_RESAMPLE = {"bilinear": 2, "bicubic": 3}  # CLIPImageProcessor's `resample` codes
+_HF_ACTS = ("quick_gelu", "gelu")  # hidden_act values that are ours too
+
+
+def hf_vision_config(cfg: dict) -> dict:
+    """The vision part of a Hugging Face config (``vision_config`` of a ``CLIPConfig``, else the config itself)."""
+    return cfg.get("vision_config", cfg) if cfg.get("model_type") == "clip" else cfg
+
+
+def backbone_from_hf_config(cfg: dict, source: str = "config.json"):
+    """Backbone geometry from a ``CLIPConfig``/``CLIPVisionConfig`` dict (transformers' defaults where silent)."""
+    from mergekit_clip.detector.spec import BackboneSpec
+
+    v = hf_vision_config(cfg)
+    hidden = v.get("hidden_size", 768)
+    act = v.get("hidden_act", "quick_gelu")  # CLIPVisionConfig's default
+    if act not in _HF_ACTS:
+        raise ValueError(f"{source}: hidden_act {act!r} is not representable (one of {list(_HF_ACTS)})")
+    return BackboneSpec(
+        image_size=v.get("image_size", 224),
+        patch_size=v.get("patch_size", 32),
+        width=hidden,
+        layers=v.get("num_hidden_layers", 12),
+        heads=v.get("num_attention_heads", 12),
+        mlp_ratio=v.get("intermediate_size", 3072) / hidden,
+        embed_dim=v.get("projection_dim", cfg.get("projection_dim", 512)),
+        act=act,
+        layer_norm_eps=v.get("layer_norm_eps", 1e-5),
+    )
+
+
+def hf_classifier_labels(cfg: dict, source: str = "config.json") -> tuple[str, ...]:
+    """Label names of a ``CLIPForImageClassification`` head, from ``id2label`` in row order."""
+    from mergekit_clip.detector.labels import normalize_labels
+
+    id2label = cfg.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
+    return normalize_labels([id2label[k] for k in sorted(id2label, key=int)], source=f"{source} id2label")
+
+
+def head_from_hf_config(cfg: dict, source: str = "config.json"):
+    """The head spec of a Hugging Face CLIP config: ours (``detector_head``), a classifier's, or ``None``."""
+    from mergekit_clip.detector.spec import HeadSpec
+
+    if cfg.get(HF_HEAD_KEY):
+        return HeadSpec.model_validate(cfg[HF_HEAD_KEY])
+    if (cfg.get("architectures") or [None])[0] == "CLIPForImageClassification":
+        labels = hf_classifier_labels(cfg, source)
+        return HeadSpec(feature="patch_mean", num_classes=2 if len(labels) == 2 else 1, labels=labels)
+    return None
+
+
+def adapter_from_hf_config(cfg: dict):
+    from mergekit_clip.detector.spec import AdapterSpec
+
+    return AdapterSpec.model_validate(cfg[HF_ADAPTER_KEY]) if cfg.get(HF_ADAPTER_KEY) else None
+
+
+def preprocess_from_processor(pp: dict, default_size: int, source: str = HF_PREPROCESSOR_FILE):
+    """Our preprocessing from a ``CLIPImageProcessor`` config (the inverse of :func:`processor_config`)."""
+    from mergekit_clip.detector.spec import PreprocessSpec
+
+    crop = pp.get("crop_size", default_size)
+    crop = crop.get("height", default_size) if isinstance(crop, dict) else crop
+    resample = pp.get("resample", PIL_RESAMPLE["bicubic"])
+    codes = {code: name for name, code in PIL_RESAMPLE.items()}
+    if resample not in codes:
+        raise ValueError(f"{source}: resample={resample} is not representable ({codes})")
+    size = pp.get("size") or {}
+    squash = not pp.get("do_center_crop", True) and isinstance(size, dict) and "height" in size
+    default = PreprocessSpec()
+    return PreprocessSpec(
+        image_size=crop,
+        mean=tuple(pp.get("image_mean", default.mean)),
+        std=tuple(pp.get("image_std", default.std)),
+        interpolation=codes[resample],
+        resize_mode="squash" if squash else "shortest",
+    )
+
+
+def preprocess_from_hf(cfg: dict, processor: dict | None, default_size: int, source: str = "config.json"):
+    """Our exact preprocessing (``detector_preprocess``) if recorded, else the image processor's, else defaults."""
+    from mergekit_clip.detector.spec import PreprocessSpec
+
+    if cfg.get(HF_PREPROCESS_KEY):
+        return PreprocessSpec.model_validate(cfg[HF_PREPROCESS_KEY])
+    if processor is not None:
+        return preprocess_from_processor(processor, default_size, source)
+    return PreprocessSpec(image_size=default_size)
+
+
+def spec_from_hf_config(cfg: dict, processor: dict | None = None, source: str = "config.json"):
+    """The detector spec a Hugging Face CLIP config (+ its ``preprocessor_config.json``) describes."""
+    from mergekit_clip.detector.spec import DetectorSpec
+
+    backbone = backbone_from_hf_config(cfg, source)
+    head = head_from_hf_config(cfg, source)
+    preprocess = preprocess_from_hf(cfg, processor, backbone.image_size, source)
+    return DetectorSpec(backbone=backbone, head=head, adapter=adapter_from_hf_config(cfg), preprocess=preprocess)
+
+
+def hf_vision_config_fields(backbone) -> dict:
+    """``CLIPVisionConfig`` keyword arguments for a backbone (the inverse of :func:`backbone_from_hf_config`)."""
+    return {
+        "hidden_size": backbone.width,
+        "intermediate_size": backbone.mlp_width,
+        "projection_dim": backbone.embed_dim,
+        "num_hidden_layers": backbone.layers,
+        "num_attention_heads": backbone.heads,
+        "image_size": backbone.image_size,
+        "patch_size": backbone.patch_size,
+        "hidden_act": backbone.act,
+        "layer_norm_eps": backbone.layer_norm_eps,
+    }
+
+
+def detector_hf_fields(spec) -> dict:
+    """Our keys in an exported config.json: head, adapter and exact preprocessing (read back by the loaders)."""
+    return {
+        HF_HEAD_KEY: spec.head.model_dump(mode="json") if spec.head is not None else None,
+        HF_ADAPTER_KEY: spec.adapter.model_dump(mode="json") if spec.adapter is not None else None,
+        HF_PREPROCESS_KEY: spec.preprocess.model_dump(mode="json"),
+    }
+
+
+def processor_config(pre) -> dict:
+    """A ``CLIPImageProcessor`` config doing our preprocessing (shortest-side resize + centre crop, or squash)."""
+    size = (
+        {"height": pre.image_size, "width": pre.image_size}
+        if pre.resize_mode == "squash"
+        else {"shortest_edge": pre.image_size}
+    )
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": size,
+        "resample": PIL_RESAMPLE[pre.interpolation],
+        "do_center_crop": pre.resize_mode == "shortest",
+        "crop_size": {"height": pre.image_size, "width": pre.image_size},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(pre.mean),
+        "image_std": list(pre.std),
+        "do_convert_rgb": True,
+    }
