@@ -88,6 +88,16 @@ def measure_mode(backbone: str, mode: str, batch: int, steps: int, device: str, 
     }
 
 
+def parameter_counts(arch: str) -> dict[str, dict]:
+    """Each mode's provenance counts (default options) for an open_clip geometry built on the meta device."""
+    out = {}
+    for name, mode in MODES.items():
+        with torch.device("meta"):  # shapes only: no weights, no download
+            model = create_detector(spec_from_open_clip(arch, quick_gelu=True), seed=None)
+            out[name] = mode.adapt(model, mode.options(), 0).provenance
+    return out
+
+
 def _family(root: Path, spec: DetectorSpec, shared: bool, n: int = 3) -> tuple[Path, list[Path]]:
     """A base and ``n`` ingredients; ``shared``: only LayerNorm and head tensors differ from the base."""
     base = create_detector(spec, seed=0)
@@ -150,6 +160,13 @@ def main(backbones, modes, batch, steps, device, bf16, threads, merge_methods, q
         backbone, mode = worker.split(":")
         print(json.dumps(measure_mode(backbone, mode, batch, steps, device, bf16)))
         return
+    click.echo("trainable parameters, default options, meta-device build (vision tower; the head adds 2 x width + 2)")
+    for arch in ("ViT-B-16", "ViT-L-14"):
+        for name, c in parameter_counts(arch).items():
+            click.echo(
+                f"{arch:10} {name:14} {c['trainable_visual_parameters']:>12,} "
+                f"{100 * c['trainable_visual_share']:>8.4f} % of the tower"
+            )
     names = ["tiny"] if quick else backbones.split(",")
     modes_list = modes.split(",")
     if "full_finetune" not in modes_list:

@@ -304,3 +304,29 @@ def test_trainable_parameter_counts_at_real_geometries(arch, width, layers):
         assert ln["trainable_visual_share"] == pytest.approx(0.0003, abs=0.00005)  # GenD: ~0.03 %
     full = _counts(arch, "full_finetune", MODES["full_finetune"].options())
     assert full["trainable_visual_share"] < 1.0  # visual.proj: a pooled head never reads it
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_every_mode_sweeps_with_its_prefix(name, tmp_path):
+    from train.config import TrainConfig
+
+    cfg = {"output": str(tmp_path), "backbone": {"width": 64, "layers": 2, "heads": 4, "patch_size": 8},
+           "data": {"json_root": str(tmp_path), "data_root": str(tmp_path), "train_dataset": "X"},
+           "sweep": {"modes": [name], "seeds": [0], "lrs": [1e-4, 3e-4]}}  # fmt: skip
+    plans = TrainConfig.model_validate(cfg).ingredients()
+    mode = MODES[name]
+    assert all(p.name.startswith(f"{mode.prefix}_") and p.mode == name for p in plans)
+    assert len(plans) == (2 if mode.fine_tunes else 1)  # a mode that does not fine-tune ignores the lr axis
+
+
+def test_the_example_peft_family_config_validates():
+    from pathlib import Path
+
+    import yaml
+
+    from train.config import TrainConfig
+
+    file = Path(__file__).parents[1] / "train" / "configs" / "tiny_peft_family.yaml"
+    config = TrainConfig.model_validate(yaml.safe_load(file.read_text()))
+    assert [p.name for p in config.ingredients()][:2] == ["ln_s0", "ln_s1"]
+    assert config.options_of("lora").rank == 4
