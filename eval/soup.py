@@ -19,7 +19,13 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mergekit_clip.detector.io import DetectorFormatError, detector_spec, load_detector, save_detector
+from mergekit_clip.detector.io import (
+    DetectorFormatError,
+    check_finite_weights,
+    detector_spec,
+    load_detector,
+    save_detector,
+)
 from mergekit_clip.metrics import selection_metric_names
 
 
@@ -53,7 +59,9 @@ class SoupConfig(BaseModel):
 
 
 def check_ingredients(dirs: Sequence[str | os.PathLike]) -> None:
-    """All ingredients must share one detector spec (geometry, head, labels, preprocessing)."""
+    """The merge path's input checks, before any work: every ingredient shares one detector spec (geometry,
+    head form and label order, adapter, preprocessing) and holds only finite weights (NaN/Inf is refused,
+    naming the ingredient and tensor); shapes and missing tensors are checked as each is loaded."""
     if not dirs:
         raise ValueError("a soup needs at least one ingredient")
     first = detector_spec(dirs[0])
@@ -64,6 +72,8 @@ def check_ingredients(dirs: Sequence[str | os.PathLike]) -> None:
         if spec != first:
             diff = [k for k in ("backbone", "head", "adapter", "preprocess") if getattr(spec, k) != getattr(first, k)]
             raise DetectorFormatError(f"{d} does not match {dirs[0]} ({', '.join(diff)} differ); cannot average them")
+    for d in dirs:  # the merge path's check: one NaN/Inf ingredient would poison the whole soup
+        check_finite_weights(d)
 
 
 def linear_fold(soup: dict[str, torch.Tensor] | None, count: int, new: dict[str, torch.Tensor]) -> dict:

@@ -133,3 +133,34 @@ def test_selection_text_from_provenance():
     assert model_selection({"provenance": {"merge": {"method": "ties"}}}) == "merge: ties"
     assert model_selection({"mergekit_clip": {"merge": {"method": "slerp"}}}) == "merge: slerp"  # HF layout
     assert model_selection({"provenance": {"soup": {"method": "uniform"}}}) == "uniform soup"
+
+
+def test_soup_refuses_a_nan_ingredient_like_a_merge(setup, tmp_path):
+    """Soups = merges: a NaN ingredient is refused naming it and the tensor (it used to be averaged in)."""
+    from safetensors.torch import load_file, save_file
+
+    root, json_root, data_root, dirs = setup
+    bad = tmp_path / "nan_ingredient"
+    bad.mkdir()
+    for f in dirs[0].iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    state = load_file(str(bad / "model.safetensors"))
+    state["visual.ln_post.weight"][1] = float("nan")
+    save_file(state, str(bad / "model.safetensors"))
+    out = tmp_path / "soup"
+    r = CliRunner().invoke(main, ["soup", "--method", "uniform", str(dirs[1]), str(bad), "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    lines = [x for x in r.output.splitlines() if x.startswith("Error:")]
+    assert len(lines) == 1 and str(bad) in lines[0] and "visual.ln_post.weight has NaN/Inf" in lines[0], r.output
+    assert not out.exists()
+
+
+def test_soup_refuses_heads_in_another_label_order(setup, tmp_path, tiny_spec):
+    from mergekit_clip.detector.spec import HeadSpec
+
+    root, json_root, data_root, dirs = setup
+    flipped = tmp_path / "flipped"
+    save_detector(create_detector(tiny_spec.model_copy(update={"head": HeadSpec(labels=("fake", "real"))})), flipped)
+    args = ["soup", "--method", "uniform", str(dirs[0]), str(flipped), "--out", str(tmp_path / "s")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "head" in r.output and str(flipped) in r.output, r.output

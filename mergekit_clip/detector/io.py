@@ -109,6 +109,29 @@ def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, t
     return state
 
 
+def check_finite_weights(path: str | os.PathLike) -> None:
+    """Refuse a model directory with a NaN/Inf in any floating tensor (the merge path's input check).
+
+    Reads one tensor at a time; a finite sum (one reduction) proves a tensor finite, so the element-wise
+    test runs only on the rare tensor whose sum overflowed or is NaN.
+    """
+    for file in weight_files(path):
+        if file.suffix == ".safetensors":
+            check_safetensors_file(file)
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                items = ((key, f.get_tensor(key)) for key in f.keys())
+                _raise_on_nonfinite(path, items)
+        else:
+            _raise_on_nonfinite(path, read_state_dict(file).items())
+
+
+def _raise_on_nonfinite(path, items) -> None:
+    for key, tensor in items:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum())):
+            if not bool(torch.isfinite(tensor).all()):
+                raise DetectorFormatError(f"{path}: tensor {key} has NaN/Inf values")
+
+
 def weights_hash(path: str | os.PathLike) -> str:
     """SHA-256 over the weight files of a model directory (provenance in reports)."""
     digest = hashlib.sha256()

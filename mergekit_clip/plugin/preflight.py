@@ -19,6 +19,7 @@ from pathlib import Path
 from mergekit_clip.detector.io import (
     ARCHITECTURE,
     DetectorFormatError,
+    check_finite_weights,
     check_safetensors_file,
     detector_spec,
     model_layout,
@@ -262,18 +263,11 @@ def check_seams(inputs: list[InputModel]) -> None:
 
 def scan_finite(inputs: list[InputModel]) -> None:
     """Read every tensor once and refuse NaN/Inf (what the gather hook does while streaming)."""
-    import torch
-    from safetensors import safe_open
-
     for m in inputs:
-        for file in weight_files(m.path):
-            if file.suffix != ".safetensors":
-                continue
-            with safe_open(str(file), framework="pt") as f:
-                for key in f.keys():
-                    t = f.get_tensor(key)
-                    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                        raise MergeInputError(f"{m.path}: tensor {key} has NaN/Inf values")
+        try:
+            check_finite_weights(m.path)
+        except DetectorFormatError as e:
+            raise MergeInputError(str(e)) from e
 
 
 def preflight(merge_config) -> tuple[MergeContext, list[InputModel], InputModel] | None:
