@@ -93,7 +93,7 @@ def block_occlusion(rgb: np.ndarray, level: float, rng: np.random.Generator) -> 
 def color_noise(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Add Gaussian noise of variance ``level`` to every YCbCr channel (values scaled to [0, 1])."""
     ycc = cv2.cvtColor(_check_frame(rgb), cv2.COLOR_RGB2YCrCb).astype(np.float32) / 255.0
-    ycc += rng.standard_normal(ycc.shape).astype(np.float32) * math.sqrt(level)
+    ycc += rng.standard_normal(ycc.shape, dtype=np.float32) * np.float32(math.sqrt(level))
     return cv2.cvtColor(_to_uint8(ycc * 255.0), cv2.COLOR_YCrCb2RGB)
 
 
@@ -191,7 +191,7 @@ def resize_short_side(rgb: np.ndarray, level: float, rng: np.random.Generator) -
 
 def rgb_noise(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Add Gaussian noise of standard deviation ``level`` (fraction of 255) to each RGB value."""
-    noise = rng.standard_normal(_check_frame(rgb).shape).astype(np.float32) * (level * 255.0)
+    noise = rng.standard_normal(_check_frame(rgb).shape, dtype=np.float32) * np.float32(level * 255.0)
     return _to_uint8(rgb.astype(np.float32) + noise)
 
 
