@@ -47,7 +47,7 @@ class Internal:
         obj = importlib.import_module(self.module)
         for part in filter(None, self.attribute.split(".")):
             if not hasattr(obj, part):
-                raise AttributeError(f"{self} is missing (no attribute {part!r})")
+                raise AttributeError(f"no attribute {part!r}")
             obj = getattr(obj, part)
         declared = getattr(obj, "model_fields", {})
         absent = [f for f in self.fields if f not in declared]
@@ -78,8 +78,8 @@ SEAMS: tuple[Seam, ...] = (
         (Internal("mergekit.merge", "run_merge"),
          Internal("mergekit.options", "MergeOptions", ("write_model_card", "copy_tokenizer"))),
         "mergekit_clip.plugin.merge_output:install_run_merge_hook",
-        "CLIP merges are not possible (the architectures seam stays off, so mergekit refuses CLIP directories "
-        "as unknown architectures); other merges are stock",
+        "CLIP merges are refused (mergekit-yaml says so in one Error: line; the architectures seam stays off, so "
+        "mergekit does not know CLIP directories either); other merges are stock",
     ),
     Seam(
         "autoconfig",
@@ -202,7 +202,7 @@ def _why_not(seam: Seam) -> str | None:
         try:
             internal.resolve()
         except Exception as e:  # ImportError, AttributeError, or anything a changed mergekit raises on import
-            return f"mergekit internal {internal} unavailable ({type(e).__name__}: {e})"
+            return f"internal {internal} unavailable ({type(e).__name__}: {e})"
     if seam.mirrors_mergekit is not None:
         found = _mergekit_version()
         if found != seam.mirrors_mergekit:
