@@ -142,3 +142,16 @@ def test_valid_recipe_still_merges(family):
     code, output, out = run_yaml(family["root"], "valid", _ties(family))
     assert code == 0, output[-2000:]
     assert (out / "config.json").exists()
+
+
+def test_headless_base_preprocessing_is_noted_and_the_detectors_decide(family, tiny_spec):
+    other = PreprocessSpec(image_size=32, mean=(0.5, 0.5, 0.5))
+    bare = tiny_spec.model_copy(update={"head": None, "preprocess": other})
+    save_detector(create_detector(bare, seed=0), family["root"] / "bare_base")
+    cfg = recipe("ties", family["root"] / "bare_base", [family["ft0"], family["ft1"]])
+    code, output, out = run_yaml(family["root"], "bare_base_merge", cfg)
+    assert code == 0, output[-2000:]
+    merged = json.loads((out / "config.json").read_text())
+    assert tuple(merged["preprocess"]["mean"]) == tiny_spec.preprocess.mean  # the fine-tunes', not the base's
+    events = json.loads((out / "merge_log.json").read_text())["events"]
+    assert any("bare_base uses preprocess.mean=(0.5, 0.5, 0.5)" in e and "no head" in e for e in events), events

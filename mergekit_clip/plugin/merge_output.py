@@ -17,7 +17,7 @@ from mergekit_clip.detector.io import ARCHITECTURE, atomic_directory, read_confi
 from mergekit_clip.detector.layouts import HF_HEAD_KEY, HF_PROJECTION, detector_hf_fields, hf_vision_config
 from mergekit_clip.detector.spec import CANONICAL_LABELS, DetectorConfig, DetectorSpec, HeadSpec
 from mergekit_clip.plugin.heads import HEAD_POLICY, MergeContext, MergeInputError, merge_context
-from mergekit_clip.plugin.preflight import InputModel, preflight
+from mergekit_clip.plugin.preflight import InputModel, preflight, preprocessing_source
 
 LOG = logging.getLogger("mergekit_clip.merge")
 
@@ -72,14 +72,14 @@ def kernel_report(before: dict) -> dict:
 
 
 def merged_spec(inputs: list[InputModel], reference: InputModel) -> DetectorSpec:
-    """What the merged detector is: the reference's backbone and preprocessing, the reconciled head."""
+    """What the merged detector is: the reference's backbone, the detectors' preprocessing, the reconciled head."""
     adapter = next((m.spec.adapter for m in inputs if m.spec.adapter is not None), None)
     head = merged_head(inputs)
     return DetectorSpec(
         backbone=reference.spec.backbone,
         head=head,
         adapter=adapter if head is not None else None,
-        preprocess=reference.spec.preprocess,
+        preprocess=preprocessing_source(inputs, reference).spec.preprocess,
     )
 
 

@@ -131,24 +131,38 @@ def check_compatible(inputs: list[InputModel], base_ref) -> InputModel:
     return reference
 
 
+def preprocessing_source(inputs: list[InputModel], reference: InputModel) -> InputModel:
+    """Whose preprocessing the merged detector keeps: the reference if it is a detector, else the first detector.
+
+    A bare pretrained base carries whatever preprocessing its folder states (often none, i.e. the defaults); the
+    heads were trained on the fine-tunes' inputs, so those decide.
+    """
+    if reference.spec.head is not None:
+        return reference
+    return next((m for m in inputs if m.spec.head is not None), reference)
+
+
 def preprocessing_notes(inputs: list[InputModel], reference: InputModel) -> list[str]:
-    """Refuse inputs fed different pixels (size, mean/std); return notes for harmless differences."""
-    ref = reference.spec.preprocess
+    """Refuse detectors fed different pixels (size, mean/std); return notes for harmless differences."""
+    source = preprocessing_source(inputs, reference)
+    ref = source.spec.preprocess
     notes = []
     for m in inputs:
         pre = m.spec.preprocess
-        for name in ("image_size", "mean", "std"):
-            if getattr(pre, name) != getattr(ref, name):
+        for name in ("image_size", "mean", "std", "interpolation", "resize_mode"):
+            mine, theirs = getattr(pre, name), getattr(ref, name)
+            if mine == theirs:
+                continue
+            if name in ("image_size", "mean", "std") and m.spec.head is not None:
                 raise MergeInputError(
-                    f"{m.path}: preprocess.{name} is {getattr(pre, name)} but {reference.path} has "
-                    f"{getattr(ref, name)}; detectors trained on differently normalised inputs cannot be merged"
+                    f"{m.path}: preprocess.{name} is {mine} but {source.path} has {theirs}; detectors trained on "
+                    "differently normalised inputs cannot be merged"
                 )
-        for name in ("interpolation", "resize_mode"):
-            if getattr(pre, name) != getattr(ref, name):
-                notes.append(
-                    f"preprocessing: {m.path} uses preprocess.{name}={getattr(pre, name)}, the merged detector "
-                    f"uses {getattr(ref, name)} (from {reference.path}); mean/std and size agree"
-                )
+            what = "mean/std and size agree" if name in ("interpolation", "resize_mode") else "it has no head"
+            notes.append(
+                f"preprocessing: {m.path} uses preprocess.{name}={mine}, the merged detector uses {theirs} "
+                f"(from {source.path}); {what}"
+            )
     return notes
 
 
