@@ -98,15 +98,15 @@ def run_merges(candidates: list[MergeCandidate], out: Path, study, *, progress: 
     """Merge every candidate whose model dir is missing; a finished one is never merged again."""
     todo = [c for c in candidates if not (c.model_dir(out) / "config.json").exists()]
     counts = {"reused": len(candidates) - len(todo), "merged": 0}
-    plugin_log = logging.getLogger("mergekit_clip.merge")
-    level = plugin_log.level
-    plugin_log.setLevel(logging.ERROR)  # two lines per merge would bury the bar; merge_log.json keeps them
+    # mergekit and the plugin log a few warnings per merge (and a traceback when mergekit's architecture
+    # inference probes transformers): they would bury the progress bar; merge_log.json keeps what the plugin did.
+    logging.disable(logging.WARNING)
     try:
         for candidate in tqdm(todo, desc="merge candidates", unit="merge", disable=not progress or not todo):
             _merge_and_record(candidate, out, study)
             counts["merged"] += 1
     finally:
-        plugin_log.setLevel(level)
+        logging.disable(logging.NOTSET)
     for candidate in candidates:  # killed between the model and its record: write the record now
         if not (candidate.directory(out) / "candidate.json").exists():
             _record(candidate, out)

@@ -100,6 +100,7 @@ def build_study_json(study, run, result, test: dict[str, dict[str, SplitScores]]
         "models": models,
         "merges": result.merges,
         "families": {n: str(p.output) for n, p in run.family_plans.items()},
+        "provenance": {"study": study.model_dump(mode="json"), "versions": _versions()},
         "notes": {
             "selected_on_val": "picked by the selection metric on the source val split; no test split was read",
             "oracle": "best held-out mean frame AUC on the test sets: what test-set selection reports",
@@ -107,6 +108,18 @@ def build_study_json(study, run, result, test: dict[str, dict[str, SplitScores]]
             "held_out_mean": "mean over the held-out test datasets of each dataset's AUC",
         },
     })  # fmt: skip
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for package in ("mergekit-clip", "mergekit", "torch", "open_clip_torch", "numpy", "scikit-learn"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
 
 
 # ---------------------------------------------------------------- markdown
