@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class FinetuneSettings:
     grad_checkpointing: bool = False
     eval_each_epoch: bool = False
     eval_batch_size: int = 64
+    extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # a mode's (labels, ok) term
 
 
 def freeze_unused(model) -> None:
@@ -184,6 +186,8 @@ def finetune(
                     logits = ddp(images)
                 per_sample = detector_loss(logits, labels) * ok.float()
                 loss = per_sample.sum() / max(1, labels.numel()) / group_size
+                if settings.extra_loss is not None:  # e.g. alignment/uniformity, Effort's orthogonality
+                    loss = loss + settings.extra_loss(labels, ok) / group_size
                 loss.backward()
             running += float(per_sample.detach().sum())
             counted += int(ok.sum())

@@ -24,6 +24,7 @@ discards it, and a plain run refuses, naming it. ``--resume`` of a run in ``OUT`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,8 +50,11 @@ from train.frames import TrainFrames, check_frames, load_records, require_frames
 from train.heldout import heldout_metrics
 from train.lpft import probe_head
 from train.metrics_log import MetricsLog
+from train.modes import get_mode
+from train.modes.adaptation import save_ingredient
 from train.probe import logits_from_features
 
+FACTORS_KEY = "_adapter_factors"  # train_ingredient -> run_sweep: the trained factors, saved beside the detector
 RUN_FILES = ("config.resolved.yaml", "base", "ingredients", "runs", "metrics.jsonl", "summary.json", "run_inputs.json")
 INPUTS_FILE = "run_inputs.json"
 
@@ -278,17 +282,19 @@ def _finetune_settings(ctx: RunContext, plan: IngredientPlan) -> FinetuneSetting
 def train_ingredient(ctx: RunContext, plan: IngredientPlan) -> tuple[torch.nn.Module, dict, dict]:
     """Train one sweep point; returns (model, held-out metrics, extra provenance)."""
     c = ctx.config
+    mode = get_mode(plan.mode)
     model = copy.deepcopy(ctx.base).to(ctx.device)
+    adaptation = mode.adapt(model, c.options_of(plan.mode), plan.seed)  # what trains (train/modes/)
     val_eval = _frames(ctx, plan, c.data.val_split, 0.0)
-    extra: dict = {}
+    extra: dict = dict(adaptation.provenance)
     run_dir = ctx.out / "runs" / plan.name
     resuming = ctx.resume and (run_dir / CHECKPOINT).exists()  # the checkpoint already holds the probed head
-    if plan.mode in ("linear_probe", "lp_ft") and not resuming:
+    if mode.probe_first and not resuming:
         train_eval = _frames(ctx, plan, c.data.train_split, 0.0)
         features, labels, ok, hit = _features(ctx, train_eval)
         extra["feature_cache_hit"] = hit
         probe_head(model, features, labels, ok, c, plan, ctx.log)
-    if plan.mode == "linear_probe":
+    if not mode.fine_tunes:
         val_feats, val_labels, val_ok, _ = _features(ctx, val_eval)
         logits = logits_from_features(model, val_feats[val_ok])
         metrics = heldout_metrics(model.fake_probability_from_logits(logits), logits, val_labels[val_ok])
@@ -298,10 +304,12 @@ def train_ingredient(ctx: RunContext, plan: IngredientPlan) -> tuple[torch.nn.Mo
         run_dir.mkdir(parents=True, exist_ok=True)
     ctx.info.barrier()
     stats = finetune(
-        model, _frames(ctx, plan, c.data.train_split, plan.augment_strength), _finetune_settings(ctx, plan),
+        model, _frames(ctx, plan, c.data.train_split, plan.augment_strength),
+        dataclasses.replace(_finetune_settings(ctx, plan), extra_loss=adaptation.extra_loss),
         run_dir=run_dir, device=ctx.device, info=ctx.info, log=ctx.log, name=plan.name, resume=ctx.resume,
         val_set=val_eval,
     )  # fmt: skip
+    extra[FACTORS_KEY] = adaptation.fold(model)  # dense weights from here on: evaluated and saved as such
     metrics = evaluate(
         model, val_eval, batch_size=c.data.eval_batch_size, device=ctx.device, info=ctx.info,
         workers=c.data.workers, bf16=ctx.bf16,
@@ -407,6 +415,7 @@ def _run_in(config, plans, records, inputs, info, device, base, out: Path, final
             ctx.log.rewind(plan.name, checkpoint_epoch(out / "runs" / plan.name))
         t0 = time.perf_counter()
         model, metrics, extra = train_ingredient(ctx, plan)
+        factors = extra.pop(FACTORS_KEY, None)
         heldout = {"dataset": _dataset_label(plan.train_dataset), "split": config.data.val_split, **metrics}
         provenance = {
             "recipe": "clip-train",
@@ -425,7 +434,7 @@ def _run_in(config, plans, records, inputs, info, device, base, out: Path, final
         }
         ctx.log.write({"ingredient": plan.name, "stage": "heldout", **heldout})  # before the save: see rewind
         if info.is_main:
-            save_detector(model.cpu(), target, provenance=provenance)
+            save_ingredient(model.cpu(), target, provenance=provenance, factors=factors)
             shutil.rmtree(out / "runs" / plan.name, ignore_errors=True)
         info.barrier()
         rows.append(_summary_row(plan, final / "ingredients" / plan.name, provenance))
