@@ -14,7 +14,15 @@ from click.testing import CliRunner
 from mergekit_clip.data.cli import data
 from mergekit_clip.data.deepfakebench import load_frames
 from mergekit_clip.data.pretext import OPERATIONS, PRETEXT_DATASET, _process, render_scene
-from mergekit_clip.data.synthetic import PRESETS, PresetSize, load_synth_info, synthesize
+from mergekit_clip.data.synthetic import (
+    IMAGE_SIZE,
+    PRESETS,
+    SHARED_GRID,
+    STYLES,
+    PresetSize,
+    load_synth_info,
+    synthesize,
+)
 from mergekit_clip.data.transforms import read_image
 from mergekit_clip.data.validate import validate_dataset
 
@@ -49,7 +57,7 @@ def pretext(tmp_path_factory):
 
 def test_info_and_manifest(synth):
     assert synth.train_dataset in synth.datasets and len(synth.datasets) >= 4
-    assert synth.image_size == 64 and synth.json_root.is_dir() and synth.data_root.is_dir()
+    assert synth.image_size == IMAGE_SIZE == 32 and synth.json_root.is_dir() and synth.data_root.is_dir()
     assert load_synth_info(synth.json_root.parent) == synth
 
 
@@ -82,7 +90,7 @@ def test_every_dataset_valid_balanced_and_disjoint(synth):
         targets = {s: {re.search(r"\d{3}", v.rsplit("/", 1)[-1]).group() for v in ids[s]} for s in ids}
         assert not targets["train"] & targets["test"], name
         frame = read_image(splits["test"][0].path)
-        assert frame.shape == (64, 64, 3)
+        assert frame.shape == (32, 32, 3)
 
 
 def test_frames_listed_lexicographically_read_numerically(synth):
@@ -110,17 +118,59 @@ def test_deterministic_per_seed(synth, tmp_path):
     assert not np.array_equal(a, b)
 
 
-def test_fakes_differ_from_reals_in_the_swapped_region(synth):
-    # the shared cue: a swapped face keeps little camera noise; measure high-pass energy in the face centre
-    recs = load_frames(synth.train_dataset, "train", json_root=synth.json_root, data_root=synth.data_root)
+def _trace(path: Path, freq: tuple[float, float]) -> float:
+    """Amplitude of the grey image's component at spatial frequency ``freq`` (cycles/px) in the face centre."""
+    img = read_image(path).astype(float).mean(2)[10:22, 10:22]  # 12 px: whole periods of 2, 3 and 4 px
+    yy, xx = np.mgrid[10:22, 10:22]
+    phase = 2 * np.pi * (freq[0] * xx + freq[1] * yy)
+    return float(np.hypot((img * np.cos(phase)).mean(), (img * np.sin(phase)).mean()))
 
-    def energy(path: Path) -> float:
-        img = read_image(path).astype(float)[24:44, 22:42].mean(2)
-        return float(np.abs(img[:, 1:] - img[:, :-1]).mean())
 
-    real = np.mean([energy(r.path) for r in recs if r.label == 0])
-    fake = np.mean([energy(r.path) for r in recs if r.label == 1])
-    assert fake < real
+def test_each_method_leaves_its_fingerprint_and_every_fake_the_shared_grid(synth):
+    # independent measure (a Fourier coefficient of the decoded frame), not the generator's own code
+    roots = {"json_root": synth.json_root, "data_root": synth.data_root}
+    for style in STYLES:
+        recs = load_frames(style.name, "test", **roots) + load_frames(style.name, "train", **roots)
+        reals = [r for r in recs if r.label == 0]
+        for forgery in style.forgeries:
+            fakes = [r for r in recs if r.label == 1 and f"/{forgery.method}" in str(r.path)]
+            assert fakes, (style.name, forgery.method)
+            # a face double-compressed before blending (inner_jpeg) loses its grid there
+            checks = [(SHARED_GRID.freq, 0.0 if forgery.inner_jpeg else forgery.grid)]
+            if forgery.fingerprint is not None:
+                checks.append((forgery.fingerprint.freq, forgery.fingerprint.colour[0]))
+            for freq, amplitude in checks:
+                if amplitude == 0 or style.name == "Synth-DFDC":
+                    continue  # DFDC's heavy JPEG (45-70) erases most of its traces: that makes it the hard set
+                real = np.median([_trace(r.path, freq) for r in reals])
+                fake = np.median([_trace(r.path, freq) for r in fakes])
+                assert fake > 1.25 * real, (style.name, forgery.method, freq, real, fake)
+
+
+def test_ff_layout_shared_names_and_one_dataset_per_method(synth):
+    assert synth.method_datasets == ["Synth-FF-DF", "Synth-FF-F2F", "Synth-FF-FS", "Synth-FF-NT"]
+    assert not set(synth.method_datasets) & set(synth.datasets)  # training subsets, never test sets
+    roots = {"json_root": synth.json_root, "data_root": synth.data_root}
+    full = load_frames("Synth-FF", "train", **roots)
+    names = {}
+    for r in full:
+        if r.label == 1:
+            names.setdefault(r.video_id.split("/")[-1], set()).add(r.video_id.split("/")[2])
+    assert names and all(len(methods) == 4 for methods in names.values())  # `000_003` under every method
+    reals = {r.video_id for r in full if r.label == 0}
+    assert len(names) == len(reals)  # every method fakes every real (target) video
+    for name in synth.method_datasets:
+        report = validate_dataset(name, json_root=synth.json_root, data_root=synth.data_root, progress=False)
+        assert report.findings == {}, (name, report.findings)
+        for split in ("train", "val", "test"):
+            recs = load_frames(name, split, **roots)
+            whole = load_frames("Synth-FF", split, **roots)
+            assert {r.video_id for r in recs if r.label == 0} == {r.video_id for r in whole if r.label == 0}
+            fakes = {r.video_id.split("/")[2] for r in recs if r.label == 1}
+            assert len(fakes) == 1  # one method per dataset
+    # the DeepfakeBench reader's parent-folder ids pool the four methods' fakes of one target
+    parent = load_frames("Synth-FF", "train", **roots, video_id_mode="parent")
+    assert len({r.video_id for r in parent if r.label == 1}) == len(names)
 
 
 def _highpass(img: np.ndarray) -> float:
