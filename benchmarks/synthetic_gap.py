@@ -1,16 +1,17 @@
 """Cross-dataset gap of the synthetic benchmark: train detectors on the train dataset, score every dataset.
 
     python -m benchmarks.synthetic_gap [--preset small] [--seed 0] [--size 32] [--epochs 30]   # tiny CNN + logreg
-    python -m benchmarks.synthetic_gap --vit [--out runs/gap]          # the demo's tiny-ViT family (clip-train)
+    python -m benchmarks.synthetic_gap --vit [--out runs/gap] [--family-set key=value]   # demo family (clip-train)
 
 Default: one JSON line per test dataset with frame AUC of (a) a tiny CNN and (b) logistic regression on
 downsampled pixels, both trained on ``SynthInfo.train_dataset``'s train split, epoch chosen on its val split.
 In-domain = the train dataset's test split; the others are cross-dataset.
 
-``--vit`` runs the demo's two ``clip-train`` steps as they ship (``train/configs/tiny_pretrain.yaml`` on the
-generic pre-training corpus, then ``tiny_family.yaml``; only the paths are redirected), prints the wall time
-of every step, then one JSON line per ingredient: held-out val AUC (what greedy soups rank on), in-domain test
-AUC and each cross-dataset test AUC, and a summary line (mean/min/max over the fine-tuned ingredients).
+``--vit`` runs the demo family as it ships (``train/configs/demo_family.yaml``; only the paths are redirected),
+prints the wall time of every step, then one JSON line per ingredient: Synth-FF val AUC (what selection ranks
+on), in-domain test AUC, each cross-dataset test AUC, and the held-out mean frame and video AUC with the
+half-width of their 95 % video-bootstrap interval (``eval.bootstrap``); then a summary line (mean/min/max over
+the trained ingredients, the full fine-tunes' smallest in-domain AUC and smallest in-domain minus cross gap).
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def _timed(label: str, fn, times: dict):
 
 
 @torch.no_grad()
-def _ingredient_aucs(model_dir: Path, sets: dict, cache: dict) -> dict[str, float]:
-    """Frame AUC of one detector dir on every (dataset, split) of ``sets`` (eval transform, P(fake))."""
+def _ingredient_scores(model_dir: Path, sets: dict, cache: dict) -> dict:
+    """P(fake) of one detector dir on every (dataset, split) of ``sets``: {key: ScoredFrames} (eval transform)."""
+    from eval.bootstrap import ScoredFrames
     from mergekit_clip.detector.io import load_detector
 
     model = load_detector(model_dir, "cpu").eval()
@@ -119,51 +121,63 @@ def _ingredient_aucs(model_dir: Path, sets: dict, cache: dict) -> dict[str, floa
             cache[(key, pre.model_dump_json())] = _tensors(records, build_eval_transform(pre))
         x, y = cache[(key, pre.model_dump_json())]
         prob = torch.cat([model.fake_probability(x[i : i + 256]) for i in range(0, len(x), 256)])
-        out[f"{key[0]}/{key[1]}"] = round(float(roc_auc_score(y.numpy(), prob.float().numpy())), 4)
+        out[key] = ScoredFrames(y.numpy(), prob.float().numpy(), np.array([r.video_id for r in records]))
     return out
 
 
-def run_vit(out: Path, preset: str, seed: int) -> None:
+def run_vit(out: Path, preset: str, seed: int, family_set: list[str]) -> None:
+    from eval.bootstrap import bootstrap_auc
     from train.config import load_config
     from train.sweep import run_sweep
 
     times: dict[str, float] = {}
     bench = _timed("synth", lambda: synthesize(out / "synth", preset, seed, overwrite=True), times)
-    pretext = _timed("synth_pretrain", lambda: synthesize(out / "pretext", "pretrain", seed, overwrite=True), times)
-    pre_cfg = load_config(CONFIGS / "tiny_pretrain.yaml", [
-        f"output={out / 'tiny_pretrain'}", f"data.json_root={pretext.json_root}",
-        f"data.data_root={pretext.data_root}",
-    ])  # fmt: skip
-    _timed("clip_train_pretrain", lambda: run_sweep(pre_cfg, overwrite=True), times)
-    fam_cfg = load_config(CONFIGS / "tiny_family.yaml", [
-        f"output={out / 'tiny_family'}", f"backbone.pretrained={out / 'tiny_pretrain' / 'ingredients' / 'ft_s0'}",
-        f"data.json_root={bench.json_root}", f"data.data_root={bench.data_root}",
+    fam_cfg = load_config(CONFIGS / "demo_family.yaml", [
+        f"output={out / 'family'}", f"data.json_root={bench.json_root}", f"data.data_root={bench.data_root}",
+        *family_set,
     ])  # fmt: skip
     rows = _timed("clip_train_family", lambda: run_sweep(fam_cfg, overwrite=True), times)
 
     roots = {"json_root": bench.json_root, "data_root": bench.data_root}
     sets = {(d, "test"): load_frames(d, "test", **roots) for d in bench.datasets}
+    sets[(bench.train_dataset, "val")] = load_frames(bench.train_dataset, "val", **roots)
+    heldout = [d for d in bench.datasets if d != bench.train_dataset]
+    print(json.dumps({"frames": {f"{k[0]}/{k[1]}": len(v) for k, v in sets.items()},
+                      "videos": {f"{k[0]}/{k[1]}": len({r.video_id for r in v}) for k, v in sets.items()}}))
     cache: dict = {}
     tuned = []
-    for row in [{"name": "base", "path": str(out / "tiny_family" / "base"), "mode": "base"}, *rows]:
-        aucs = _ingredient_aucs(Path(row["path"]), sets, cache)
-        in_domain = aucs.pop(f"{bench.train_dataset}/test")
+    t0 = time.perf_counter()
+    for row in [{"name": "base", "path": str(out / "family" / "base"), "mode": "base"}, *rows]:
+        scored = _ingredient_scores(Path(row["path"]), sets, cache)
+        auc = {k: round(bootstrap_auc({k[0]: v}, n_boot=1).estimate, 4) for k, v in scored.items()}
+        cross = {d: scored[(d, "test")] for d in heldout}
+        frame_ci = bootstrap_auc(cross, level="frame", seed=seed)
+        video_ci = bootstrap_auc(cross, level="video", seed=seed)
         result = {
             "ingredient": row["name"],
             "mode": row["mode"],
-            "val_auc": round(row["heldout"]["auc"], 4) if row.get("heldout") else None,
-            "in_domain_auc": in_domain,
-            "cross_mean_auc": round(float(np.mean(list(aucs.values()))), 4),
-            **{k.split("/")[0]: v for k, v in aucs.items()},
+            "val_auc": auc[(bench.train_dataset, "val")],
+            "in_domain_auc": auc[(bench.train_dataset, "test")],
+            "cross_mean_auc": round(frame_ci.estimate, 4),
+            "cross_mean_half_width": round(frame_ci.half_width, 4),
+            "cross_mean_video_auc": round(video_ci.estimate, 4),
+            "cross_mean_video_half_width": round(video_ci.half_width, 4),
+            **{d: auc[(d, "test")] for d in heldout},
         }
         print(json.dumps(result), flush=True)
         if row["mode"] != "base":
             tuned.append(result)
+    times["score_and_bootstrap"] = round(time.perf_counter() - t0, 1)
     summary = {"summary": "ingredients (base excluded)", "n": len(tuned), **times}
-    for key in ("val_auc", "in_domain_auc", "cross_mean_auc"):
+    for key in ("val_auc", "in_domain_auc", "cross_mean_auc", "cross_mean_half_width", "cross_mean_video_half_width"):
         values = [r[key] for r in tuned]
         summary[key] = {"mean": round(float(np.mean(values)), 4), "min": min(values), "max": max(values)}
-    summary["clip_train_total_s"] = round(times["clip_train_pretrain"] + times["clip_train_family"], 1)
+    ft = [r for r in tuned if r["mode"] == "full_finetune"]
+    if ft:
+        summary["full_finetune_gap"] = {
+            "in_domain_min": min(r["in_domain_auc"] for r in ft),
+            "gap_min": round(min(r["in_domain_auc"] - r["cross_mean_auc"] for r in ft), 4),
+        }
     print(json.dumps(summary))
 
 
@@ -174,11 +188,12 @@ def run_vit(out: Path, preset: str, seed: int) -> None:
 @click.option("--epochs", default=30, type=int, help="CNN epochs")
 @click.option("--vit", is_flag=True, help="run the demo's tiny-ViT pre-training + family instead of the CNN")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="--vit: keep the runs here")
-def main(preset: str, seed: int, size: int, epochs: int, vit: bool, out: Path | None) -> None:
+@click.option("--family-set", multiple=True, help="--vit: a clip-train --set override of demo_family.yaml")
+def main(preset: str, seed: int, size: int, epochs: int, vit: bool, out: Path | None, family_set) -> None:
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         if vit:
-            run_vit((out or Path(tmp)).absolute(), preset, seed)
+            run_vit((out or Path(tmp)).absolute(), preset, seed, list(family_set))
         else:
             run_cnn(synthesize(f"{tmp}/synth", preset, seed), size, epochs, seed)
 
