@@ -21,8 +21,10 @@ from typing import Any
 
 import click
 import numpy as np
+from pydantic import Field
 
 from mergekit_clip.metrics import VIDEO_AGGREGATES, selection_metric_names
+from mergekit_clip.options import DataOptions, RunOptions, click_options, options_from, resolve_device, uses_bf16
 
 _GREEDY_OPTIONS = ("--datasets",)  # options that take several values: `--datasets A B` = `--datasets A --datasets B`
 
@@ -58,34 +60,25 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _data_options(f):
-    f = click.option(
+class SoupDataOptions(DataOptions):
+    """``clip-eval soup``'s frames: only needed for ``--val`` (a uniform soup reads no data)."""
+
+    json_root: Path | None = Field(None, description="folder of DeepfakeBench <Dataset>.json files (for --val)")
+    data_root: Path | None = Field(None, description="root the relative frame paths resolve against (for --val)")
+
+
+def _max_failed_share(f):
+    return click.option(
         "--max-failed-share",
         type=click.FloatRange(0, 1),
         default=0.05,
         show_default=True,
         help="largest share of a dataset's frames that may be missing or undecodable (more = error, no report)",
     )(f)
-    f = click.option(
-        "--allow-outside-root",
-        is_flag=True,
-        help="accept frame paths that are absolute, climb out with '..' or are symlinks leaving --data-root",
-    )(f)
-    f = click.option("--compression", default="c23", show_default=True, help="FF++ family compression level")(f)
-    f = click.option("--frame-num", type=click.IntRange(min=1), default=None, help="frames per video (all if unset)")(f)
-    f = click.option(
-        "--data-root", type=click.Path(exists=True, file_okay=False), required=True, help="root of the frame files"
-    )(f)
-    f = click.option(
-        "--json-root",
-        type=click.Path(exists=True, file_okay=False),
-        required=True,
-        help="folder of DeepfakeBench <dataset>.json files",
-    )(f)
-    return f
 
 
 def _run_options(f):
+    """RunOptions (device, precision, batch size, workers: the names clip-train's config uses) + eval's own."""
     f = click.option(
         "--resize",
         type=click.Choice(["exact", "fast"]),
@@ -93,15 +86,21 @@ def _run_options(f):
         show_default=True,
         help="exact = the training eval transform's resize; fast = OpenCV on uint8 (P(fake) differ by ~1e-3)",
     )(f)
-    f = click.option("--num-workers", type=click.IntRange(min=0), default=None, help="decode workers (auto)")(f)
-    f = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(f)
-    f = click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA, or CPUs with AVX512-BF16/AMX)")(f)
-    f = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")(f)
-    f = click.option("--strict", is_flag=True, help="an undecodable frame is an error, not a counted failure")(f)
+    f = click_options(RunOptions)(f)
+    f = click.option(
+        "--fail-on-undecodable", is_flag=True, help="an undecodable frame is an error, not a counted failure"
+    )(f)
     f = click.option(
         "--cache-mb", type=click.FloatRange(min=0), default=2048, show_default=True, help="decoded-frame cache"
     )(f)
     return f
+
+
+def _predictor(run: RunOptions, device: str, cache_mb: float, fail_on_undecodable: bool, **kwargs):
+    from eval.predict import FrameCache, Predictor
+
+    bf16 = uses_bf16(run.precision, device)
+    return Predictor(device, bf16, run.batch_size, run.workers, FrameCache(cache_mb), fail_on_undecodable, **kwargs)
 
 
 def _robustness_options(f):
@@ -139,9 +138,7 @@ def _parse_perturbations(specs: tuple[str, ...]) -> list:
         raise click.BadParameter(str(e), param_hint="--perturb") from e
 
 
-def _load_records(
-    dataset: str, split: str, json_root: str, data_root: str, frame_num, compression: str, allow_outside_root=False
-):
+def _load_records(dataset: str, split: str, data: DataOptions):
     try:
         from mergekit_clip.data.deepfakebench import DatasetError, load_frames
     except ImportError as e:  # the data package is a sibling component; say what is missing
@@ -150,16 +147,16 @@ def _load_records(
         records = load_frames(
             dataset,
             split,
-            json_root=Path(json_root),
-            data_root=Path(data_root),
-            frame_num=frame_num,
-            compression=compression,
-            allow_outside_root=allow_outside_root,
+            json_root=Path(data.json_root),
+            data_root=Path(data.data_root),
+            frame_num=data.frame_num,
+            compression=data.compression,
+            allow_outside_root=data.allow_outside_root,
         )
     except (DatasetError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     if not records:
-        raise click.ClickException(f"dataset {dataset!r} has no frames in split {split!r} ({json_root})")
+        raise click.ClickException(f"dataset {dataset!r} has no frames in split {split!r} ({data.json_root})")
     return records
 
 
@@ -193,8 +190,9 @@ def main() -> None:
 @main.command("score")
 @click.argument("model_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--datasets", "datasets", multiple=True, required=True, help="test datasets (space or comma separated)")
-@_data_options
-@click.option("--split", default="test", show_default=True)
+@click_options(DataOptions)
+@_max_failed_share
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option(
     "--video-id",
     type=click.Choice(["full", "parent"]),
@@ -208,21 +206,12 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 def score_command(
     model_dirs,
-    resize,
     datasets,
-    json_root,
-    data_root,
-    frame_num,
-    compression,
-    allow_outside_root,
     max_failed_share,
     split,
     video_id,
-    device,
-    bf16,
-    batch_size,
-    num_workers,
-    strict,
+    resize,
+    fail_on_undecodable,
     cache_mb,
     perturb,
     perturb_seed,
@@ -230,12 +219,11 @@ def score_command(
     threshold_val,
     out,
     overwrite,
+    **options,
 ) -> None:
     """Score MODEL_DIRS (detector dirs, mergekit outputs, HF CLIP classifier dirs) on --datasets; write --out."""
     from eval.predict import (
-        FrameCache,
         FrameDecodeError,
-        Predictor,
         TooManyFailedFramesError,
         check_failures,
         frame_failures,
@@ -246,13 +234,13 @@ def score_command(
     from mergekit_clip.detector.io import DetectorFormatError, load_detector
     from mergekit_clip.distributed import init_distributed, shutdown
 
+    data, run = options_from(DataOptions, options), options_from(RunOptions, options)
+    json_root, frame_num, compression = data.json_root, data.frame_num, data.compression
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"report folder {out} already exists (pass --overwrite to replace it)")
     _check_models(model_dirs)
     names = _split_names(datasets)
-    records = {
-        d: _load_records(d, split, json_root, data_root, frame_num, compression, allow_outside_root) for d in names
-    }
+    records = {d: _load_records(d, split, data) for d in names}
     try:  # a wrong --data-root is found here, before any model is loaded or frame decoded
         for d in names:
             check_failures(missing_frames(d, [str(r.path) for r in records[d]]), max_failed_share)
@@ -265,20 +253,13 @@ def score_command(
     records = {d: with_label_groups(records[d], d, split, json_root, compression) for d in names}
     val_records = None
     if threshold_val:
-        val_records = _load_records(threshold_val, "val", json_root, data_root, frame_num, compression)
+        val_records = _load_records(threshold_val, "val", data)
+    device = resolve_device(run.device)
     ctx = init_distributed(device)
     try:
         device = ctx.device(device)
-        predictor = Predictor(
-            device,
-            bf16,
-            batch_size,
-            num_workers,
-            FrameCache(cache_mb),
-            strict,
-            dist=ctx,
-            resize=resize,
-            perturb_seed=perturb_seed,
+        predictor = _predictor(
+            run, device, cache_mb, fail_on_undecodable, dist=ctx, resize=resize, perturb_seed=perturb_seed
         )
         preds = []
         for name, model_dir in zip(unique_names(list(model_dirs)), model_dirs):
@@ -399,39 +380,30 @@ def report_command(predictions, video_id, out, video_aggregate, overwrite) -> No
     show_default=True,
     help="greedy: does a candidate whose soup ties the best held-out score join?",
 )
-@click.option("--json-root", type=click.Path(exists=True, file_okay=False), default=None)
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None)
-@click.option("--frame-num", type=click.IntRange(min=1), default=None)
-@click.option("--compression", default="c23", show_default=True)
+@click_options(SoupDataOptions)
 @_run_options
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="soup detector dir (new)")
 @click.option("--overwrite", is_flag=True)
 def soup_command(
     ingredients,
-    resize,
     method,
     val_dataset,
     val_split,
     metric,
     tie_rule,
-    json_root,
-    data_root,
-    frame_num,
-    compression,
-    device,
-    bf16,
-    batch_size,
-    num_workers,
-    strict,
+    resize,
+    fail_on_undecodable,
     cache_mb,
     out,
     overwrite,
+    **options,
 ) -> None:
     """Average INGREDIENTS into a soup detector (mergekit linear, in process), with its selection log."""
     from pydantic import ValidationError
 
     from eval.soup import SoupConfig, check_ingredients
 
+    data, run = options_from(SoupDataOptions, options), options_from(RunOptions, options)
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out} already exists (pass --overwrite to replace it)")
     try:
@@ -441,14 +413,12 @@ def soup_command(
         check_ingredients(list(ingredients))
     except (ValidationError, ValueError) as e:
         raise click.ClickException(str(e)) from e
-    if config.val_dataset and not (json_root and data_root):
+    if config.val_dataset and not (data.json_root and data.data_root):
         raise click.UsageError("--val needs --json-root and --data-root")
-    from eval.predict import FrameCache, Predictor
-
-    predictor = Predictor(device, bf16, batch_size, num_workers, FrameCache(cache_mb), strict, resize=resize)
+    predictor = _predictor(run, resolve_device(run.device), cache_mb, fail_on_undecodable, resize=resize)
     records, val_note = None, None
     if config.val_dataset:
-        records = _load_records(config.val_dataset, config.val_split, json_root, data_root, frame_num, compression)
+        records = _load_records(config.val_dataset, config.val_split, data)
         from eval.predict import DEFAULT_MAX_FAILED_SHARE, TooManyFailedFramesError, check_failures, missing_frames
 
         try:  # a wrong --data-root must not rank ingredients on blank frames
@@ -456,7 +426,7 @@ def soup_command(
             check_failures(missing_frames(config.val_dataset, paths), DEFAULT_MAX_FAILED_SHARE)
         except TooManyFailedFramesError as e:
             raise click.ClickException(str(e)) from e
-        val_note = _val_overlap_note(config.val_dataset, records, json_root, data_root, frame_num, compression)
+        val_note = _val_overlap_note(config.val_dataset, records, data)
         if val_note:
             click.echo(f"warning: {val_note}", err=True)
     from eval.soup_run import run_soup
@@ -469,15 +439,15 @@ def soup_command(
         out,
         overwrite,
         val_note,
-        dataset_json_sha256=_json_sha(json_root, config.val_dataset) if config.val_dataset else None,
+        dataset_json_sha256=_json_sha(data.json_root, config.val_dataset) if config.val_dataset else None,
     )
     click.echo(f"soup written to {path}", err=True)
 
 
-def _val_overlap_note(dataset, val_records, json_root, data_root, frame_num, compression) -> str | None:
+def _val_overlap_note(dataset: str, val_records, data: DataOptions) -> str | None:
     """DeepfakeBench files often make val == test (Celeb-DF, DFDCP): selecting on it is an oracle, say so."""
     try:
-        test = _load_records(dataset, "test", json_root, data_root, frame_num, compression)
+        test = _load_records(dataset, "test", data)
     except click.ClickException:
         return None
     val_paths, test_paths = {str(r.path) for r in val_records}, {str(r.path) for r in test}

@@ -15,6 +15,7 @@ model, so the CLI and the YAML configs refuse the same values with the same mess
 
 from __future__ import annotations
 
+import functools
 import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -123,6 +124,28 @@ def options_from(model: type[M], values: dict, *, drop_none: bool = True) -> M:
     except ValidationError as e:
         problems = "; ".join(f"{flag_name(str(err['loc'][0]))}: {err['msg']}" for err in e.errors() if err["loc"])
         raise click.UsageError(problems or str(e)) from e
+
+
+def output_folder(help_text: str) -> Callable[[Callable], Callable]:
+    """The output-folder convention of every command that writes one: ``--out DIR``; where the folder is the
+    command's natural last argument it may also be given positionally (``import SRC OUT`` = ``import SRC --out OUT``).
+    The command receives ``out`` (a Path); giving neither, or two different folders, is a usage error."""
+
+    def decorate(func: Callable) -> Callable:
+        def wrapper(*args, out_arg: Path | None = None, out: Path | None = None, **kwargs):
+            if out_arg is not None and out is not None and Path(out_arg) != Path(out):
+                raise click.UsageError(f"two output folders given: OUT {out_arg} and --out {out}; give one")
+            folder = out if out is not None else out_arg
+            if folder is None:
+                raise click.UsageError("missing the output folder: give OUT or --out DIR")
+            return func(*args, out=Path(folder), **kwargs)
+
+        wrapper = functools.update_wrapper(wrapper, func)
+        wrapper = click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                               help=f"{help_text} (or give it as OUT)")(wrapper)  # fmt: skip
+        return click.argument("out_arg", metavar="[OUT]", required=False, type=click.Path(path_type=Path))(wrapper)
+
+    return decorate
 
 
 def resolve_device(device: str) -> str:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mergekit_clip.options import Compression
+
 SOUP_METHODS = ("uniform", "greedy")
 
 
@@ -45,7 +47,7 @@ class DataConfig(_Section):
     test: list[str] = Field(description="held-out (cross-dataset) test sets; their test split is read")
     test_split: str = "test"
     frame_num: int | None = Field(None, gt=0, description="frames per video, evenly spaced; None = all")
-    compression: str = "c23"
+    compression: Compression = "c23"
 
     @field_validator("val_split")
     @classmethod

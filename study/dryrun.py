@@ -66,9 +66,8 @@ def plan_commands(study: StudyConfig, study_file: str = "STUDY.yml") -> list[str
         lines.append(shlex.join(cmd))
         models.append(out)
     e = study.eval
-    run_args = ["--device", e.device, "--batch-size", str(e.batch_size), "--resize", e.resize]
-    if e.precision == "bf16":
-        run_args.append("--bf16")
+    run_args = ["--device", e.device, "--precision", e.precision, "--batch-size", str(e.batch_size),
+                "--resize", e.resize]  # fmt: skip
     plan_dir = study.output / "plan"
     lines.append(shlex.join(["clip-eval", *models, "--datasets", *d.sources, "--split", d.val_split, *data_args,
                              *run_args, "--out", str(plan_dir / "eval_val"), "--overwrite"]))  # fmt: skip

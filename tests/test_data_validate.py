@@ -108,7 +108,7 @@ def test_train_test_overlap_warns_unless_strict(tmp_path):
     assert _run(json_root, data_root, strict=True).findings["train_test_overlap"].severity == "error"
     args = ["validate", "--json-root", str(json_root), "--data-root", str(data_root)]
     assert CliRunner().invoke(data, args).exit_code == 0
-    assert CliRunner().invoke(data, [*args, "--strict"]).exit_code == 1
+    assert CliRunner().invoke(data, [*args, "--overlap-is-error"]).exit_code == 1
 
 
 def test_val_equals_test_note_and_broken_json(tmp_path):

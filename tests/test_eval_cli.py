@@ -32,7 +32,7 @@ def _run(args):
 
 
 def _common(json_root, data_root):
-    return ["--json-root", json_root, "--data-root", data_root, "--num-workers", "0", "--batch-size", "5"]
+    return ["--json-root", json_root, "--data-root", data_root, "--workers", "0", "--batch-size", "5"]
 
 
 def test_scores_match_direct_forward_and_report_is_complete(setup):
@@ -163,7 +163,7 @@ def test_undecodable_frame_is_counted_or_strict_error(setup, tmp_path):
     assert r.exit_code == 0 and "1 undecodable" in r.output
     cell = json.loads((tmp_path / "ok" / "report.json").read_text())["results"][0]
     assert cell["frames_failed"] == 1 and cell["frames"] == 17 and not math.isnan(cell["frame_auc"])
-    r = _run([dirs[0], "--datasets", "DFDC", "--out", tmp_path / "strict", "--strict", *common])
+    r = _run([dirs[0], "--datasets", "DFDC", "--out", tmp_path / "strict", "--fail-on-undecodable", *common])
     assert r.exit_code == 1 and str(broken) in r.output and not (tmp_path / "strict").exists()
 
 

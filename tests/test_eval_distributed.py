@@ -25,7 +25,7 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_spec):
     json_root, data_root = make_dataset(tmp_path / "ds", name="DFDC", videos=3, frames=3)  # 18 frames: odd shards
     (model,) = make_detectors(tmp_path / "m", tiny_spec, seeds=(0,))
     common = ["--datasets", "DFDC", "--json-root", str(json_root), "--data-root", str(data_root),
-              "--num-workers", "0", "--batch-size", "4"]  # fmt: skip
+              "--workers", "0", "--batch-size", "4"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
     single = tmp_path / "single"
     result = CliRunner().invoke(main, [str(model), *common, "--out", str(single)])

@@ -72,7 +72,7 @@ def test_video_perturbation_in_workers_matches_in_process(setup):
 
 def test_cli_suite_report_and_reproducibility(setup):
     root, json_root, data_root, dirs = setup
-    common = ["--json-root", json_root, "--data-root", data_root, "--num-workers", "0", "--batch-size", "6"]
+    common = ["--json-root", json_root, "--data-root", data_root, "--workers", "0", "--batch-size", "6"]
     outs = []
     for run in ("a", "b"):
         out = root / f"report_{run}"

@@ -45,7 +45,7 @@ def setup(tmp_path_factory, tiny_spec):
 
 
 def _common(json_root, data_root):
-    return ["--json-root", json_root, "--data-root", data_root, "--num-workers", "0"]
+    return ["--json-root", json_root, "--data-root", data_root, "--workers", "0"]
 
 
 def test_uniform_soup_is_the_mean_of_ingredients(setup):

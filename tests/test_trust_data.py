@@ -221,7 +221,7 @@ def test_dataset_label_strings_are_matched_case_insensitively_everywhere(tmp_pat
 def scored(tmp_path, tiny_spec):
     json_root, data_root = make_eval_dataset(tmp_path / "ds")
     model = save_detector(create_detector(tiny_spec, 0), tmp_path / "det")
-    common = ["--datasets", "Celeb-DF-v2", "--json-root", str(json_root), "--num-workers", "0"]
+    common = ["--datasets", "Celeb-DF-v2", "--json-root", str(json_root), "--workers", "0"]
     return tmp_path, model, data_root, common
 
 
@@ -322,7 +322,7 @@ def test_greedy_soup_refuses_a_wrong_data_root(scored, tiny_spec):
     wrong = tmp_path / "wrong_root"
     wrong.mkdir()
     args = ["soup", "--method", "greedy", *map(str, dirs), "--val", "Celeb-DF-v2", "--json-root", common[3],
-            "--data-root", str(wrong), "--num-workers", "0", "--out", str(tmp_path / "soup")]  # fmt: skip
+            "--data-root", str(wrong), "--workers", "0", "--out", str(tmp_path / "soup")]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "none of its 18 frames can be scored: 18 missing" in result.output
     assert not (tmp_path / "soup").exists()

@@ -181,7 +181,7 @@ def eval_setup(tmp_path_factory, tiny_spec):
 
 
 def _data_args(json_root, data_root) -> list[str]:
-    return ["--json-root", str(json_root), "--data-root", str(data_root), "--num-workers", "0"]
+    return ["--json-root", str(json_root), "--data-root", str(data_root), "--workers", "0"]
 
 
 def test_import_overwrite(eval_setup, monkeypatch):

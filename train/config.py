@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from mergekit_clip.options import Compression
 from train.modes import MODES
 from train.modes.registry import NoOptions
 
@@ -59,7 +60,7 @@ class DataConfig(_Section):
     train_split: str = "train"
     val_split: str = Field("val", description="held-out split of the training data (never a test set)")
     frame_num: int | None = Field(None, gt=0, description="frames per video, evenly spaced; None = all")
-    compression: str = "c23"
+    compression: Compression = "c23"
     batch_size: int = Field(32, gt=0, description="global batch (split over ranks and accumulation steps)")
     eval_batch_size: int = Field(64, gt=0)
     workers: int = Field(0, ge=0, le=16, description="DataLoader workers (0-2 on a laptop CPU)")

@@ -1,10 +1,12 @@
 """``mergekit-clip import`` and ``mergekit-clip export``.
 
-mergekit-clip import open_clip_pytorch_model.bin base/ --from openclip --arch ViT-B-16 --quick-gelu
+mergekit-clip import open_clip_pytorch_model.bin --out base/ --from openclip --arch ViT-B-16 --quick-gelu
 mergekit-clip import ckpt_best.pth dfb_clip/ --from deepfakebench --hf-config clip-vit-base-patch16/
 mergekit-clip import effort.pth effort/ --from effort --arch ViT-L-14 --quick-gelu
 mergekit-clip import gend_dir/ gend/ --from hf --head-normalize
 mergekit-clip export merged/ merged_hf/ --to hf
+
+The output folder is ``--out DIR`` or the last positional argument (``import SRC OUT``), as in every command.
 """
 
 from __future__ import annotations
@@ -16,33 +18,12 @@ import click
 from pydantic import ValidationError
 
 from mergekit_clip.convert.base import ImportOptions
-
-
-def _option_for(name: str, field) -> typing.Callable:
-    """One click option from an :class:`ImportOptions` field (flag names are field names in kebab-case)."""
-    flag = "--" + name.replace("_", "-")
-    help_text = field.description
-    annotation = field.annotation
-    args = typing.get_args(annotation)
-    inner = next((a for a in args if a is not type(None)), annotation)
-    if annotation is bool or inner is bool:
-        if field.default is False:
-            return click.option(flag, name, is_flag=True, default=False, help=help_text)
-        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
-    if typing.get_origin(inner) is typing.Literal:
-        return click.option(flag, name, type=click.Choice(typing.get_args(inner)), default=None, help=help_text)
-    if inner is Path:
-        return click.option(flag, name, type=click.Path(exists=True, path_type=Path), default=None, help=help_text)
-    if typing.get_origin(inner) is tuple:
-        return click.option(flag, name, type=str, default=None, help=help_text + " (comma-separated)")
-    click_type = {int: int, float: float, str: str}.get(inner, str)
-    return click.option(flag, name, type=click_type, default=None, help=help_text)
+from mergekit_clip.options import click_options, output_folder
 
 
 def import_options(func: typing.Callable) -> typing.Callable:
-    for name, field in reversed(list(ImportOptions.model_fields.items())):
-        func = _option_for(name, field)(func)
-    return func
+    """One option per :class:`ImportOptions` field; unset flags stay ``None`` so the importer sees what was given."""
+    return click_options(ImportOptions, default_from_model=False)(func)
 
 
 def _options(values: dict) -> ImportOptions:
@@ -54,7 +35,7 @@ def _options(values: dict) -> ImportOptions:
 
 @click.command("import")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
+@output_folder("detector directory to write")
 @click.option(
     "--from",
     "kind",
@@ -80,7 +61,7 @@ def import_command(source: Path, out: Path, kind: str, overwrite: bool, **values
 
 @click.command("export")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
+@output_folder("folder to write the exported model to")
 @click.option("--to", "target", required=True, type=click.Choice(["hf"]), help="output format")
 @click.option(
     "--projection/--no-projection",

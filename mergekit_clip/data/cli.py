@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from mergekit_clip.data.deepfakebench import COMPRESSION_LEVELS, DatasetError, list_datasets
+from mergekit_clip.data.deepfakebench import DatasetError, list_datasets
+from mergekit_clip.options import DataOptions, option_for, output_folder
 
 
 def _label_dict(path: Path | None) -> dict[str, int] | None:
@@ -48,10 +49,9 @@ _label = click.option(
     "--label-dict", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
     help="JSON file {label string: 0|1} replacing DeepfakeBench's default label dict",
 )  # fmt: skip
-_compression = click.option(
-    "--compression", type=click.Choice(COMPRESSION_LEVELS), default="c23", show_default=True,
-    help="level read where a split nests compression levels (FF++ family); <Name>_c40 overrides",
-)  # fmt: skip
+# the same flag, type, default and help as every command that reads frames (mergekit_clip.options.DataOptions)
+_compression = option_for("compression", DataOptions.model_fields["compression"])
+_allow_outside_root = option_for("allow_outside_root", DataOptions.model_fields["allow_outside_root"])
 
 
 @click.group()
@@ -68,10 +68,9 @@ def data() -> None:
 @_compression
 @click.option("--check-images", type=click.Choice(["none", "exists", "header", "decode"]), default="decode",
               show_default=True, help="header = file exists and its image header reads (first/last bytes only)")
-@click.option("--strict", is_flag=True, help="treat videos shared between train and test as an error")
-@click.option("--allow-outside-root", is_flag=True,
-              help="accept frame paths that are absolute, climb out with '..' or are symlinks leaving --data-root")
-def validate(datasets, json_root, data_root, label_dict, compression, check_images, strict,
+@click.option("--overlap-is-error", is_flag=True, help="treat videos shared between train and test as an error")
+@_allow_outside_root
+def validate(datasets, json_root, data_root, label_dict, compression, check_images, overlap_is_error,
              allow_outside_root) -> None:
     """Report every problem of DATASETS (default: all in --json-root); exit 1 if any error is found."""
     from mergekit_clip.data.validate import format_report, validate_dataset
@@ -81,7 +80,7 @@ def validate(datasets, json_root, data_root, label_dict, compression, check_imag
     for name in _datasets(datasets, json_root):
         report = validate_dataset(
             name, json_root=json_root, data_root=data_root, label_dict=labels, compression=compression,
-            check_images=check_images if data_root is not None else "none", strict=strict,
+            check_images=check_images if data_root is not None else "none", strict=overlap_is_error,
             allow_outside_root=allow_outside_root,
         )  # fmt: skip
         click.echo(format_report(report))
@@ -113,7 +112,7 @@ def summary(datasets, json_root, label_dict, compression) -> None:
 
 
 @data.command()
-@click.argument("out", type=click.Path(path_type=Path))
+@output_folder("benchmark folder to write")
 @click.option("--preset", type=click.Choice(["small", "full", "pretrain"]), default="small", show_default=True,
               help="pretrain = the generic pre-training corpus, not a detection benchmark")
 @click.option("--seed", type=int, default=0, show_default=True)

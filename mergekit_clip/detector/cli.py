@@ -12,10 +12,11 @@ import click
 
 from mergekit_clip.detector.io import DetectorFormatError, create_detector, load_pretrained_backbone, save_detector
 from mergekit_clip.detector.spec import HeadSpec, spec_from_open_clip
+from mergekit_clip.options import output_folder
 
 
 @click.command("create")
-@click.argument("out", type=click.Path(path_type=Path))
+@output_folder("detector directory to write")
 @click.option("--arch", required=True, help="open_clip architecture name, e.g. ViT-B-16 or ViT-L-14")
 @click.option("--pretrained", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="local weights file")
 @click.option("--quick-gelu/--no-quick-gelu", default=None, help="QuickGELU activation (OpenAI weights need it)")

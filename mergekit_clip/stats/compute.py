@@ -25,8 +25,11 @@ def compute_stats(
     json_root: str | os.PathLike,
     data_root: str | os.PathLike,
     frame_num: int | None = None,
+    compression: str = "c23",
+    allow_outside_root: bool = False,
     max_frames: int | None = None,
     batch_size: int = 32,
+    workers: int = 0,
     fisher_label: str = "predicted",
     device: str = "cpu",
 ) -> tuple[Path, int]:
@@ -39,12 +42,14 @@ def compute_stats(
             )
         digest = weights_hash(detector_dir)
         model = load_detector(detector_dir, device=device)
-        records = load_frames(dataset, split, json_root=json_root, data_root=data_root, frame_num=frame_num)
+        records = load_frames(dataset, split, json_root=json_root, data_root=data_root, frame_num=frame_num,
+                              compression=compression, allow_outside_root=allow_outside_root)  # fmt: skip
     except (DetectorFormatError, DatasetError) as e:
         raise click.ClickException(str(e)) from e
     if max_frames is not None:
         records = records[:max_frames]
-    loader = make_loader(FrameDataset(records, build_eval_transform(model.spec.preprocess)), batch_size=batch_size)
+    loader = make_loader(FrameDataset(records, build_eval_transform(model.spec.preprocess)), batch_size=batch_size,
+                         num_workers=workers)  # fmt: skip
     if kind == "gram":
         tensors, extra, frames = collect_grams(model, (images for images, *_ in loader), device)
     else:
