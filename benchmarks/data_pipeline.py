@@ -15,7 +15,7 @@ import time
 
 import click
 
-from mergekit_clip.data.deepfakebench import load_frames
+from mergekit_clip.data.formats import load_frames
 from mergekit_clip.data.synthetic import synthesize
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, build_train_transform, make_loader
 from mergekit_clip.detector.spec import PreprocessSpec

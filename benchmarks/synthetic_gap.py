@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from mergekit_clip.data.deepfakebench import load_frames
+from mergekit_clip.data.formats import load_frames
 from mergekit_clip.data.synthetic import SynthInfo, synthesize
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, build_train_transform
 from mergekit_clip.detector.spec import PreprocessSpec

@@ -140,7 +140,8 @@ def _parse_perturbations(specs: tuple[str, ...]) -> list:
 
 def _load_records(dataset: str, split: str, data: DataOptions):
     try:
-        from mergekit_clip.data.deepfakebench import DatasetError, load_frames
+        from mergekit_clip.data.deepfakebench import DatasetError
+        from mergekit_clip.data.formats import load_frames
     except ImportError as e:  # the data package is a sibling component; say what is missing
         raise click.ClickException(f"the DeepfakeBench reader is unavailable ({e})") from e
     try:
@@ -172,11 +173,25 @@ def _check_models(dirs: tuple[str, ...]) -> None:
             raise click.ClickException(f"{d} has no forensic head: a bare backbone is not a detector")
 
 
+def _with_label_groups(records: list, dataset: str, split: str, data: DataOptions) -> list:
+    """Per-group AUC needs the label groups the DeepfakeBench JSON files videos under; other formats have none."""
+    from eval.groups import with_label_groups
+    from mergekit_clip.data.formats import dataset_format
+
+    if dataset_format(dataset, data.json_root).name != "deepfakebench":
+        return records
+    return with_label_groups(records, dataset, split, data.json_root, data.compression)
+
+
 def _json_sha(json_root: str, dataset: str) -> str | None:
     from eval.provenance import file_sha256
+    from mergekit_clip.data.deepfakebench import DatasetError
+    from mergekit_clip.data.formats import dataset_format
 
-    file = Path(json_root) / f"{dataset}.json"
-    return file_sha256(file) if file.exists() else None
+    try:  # the file the dataset was read from, whichever format holds it
+        return file_sha256(dataset_format(dataset, json_root).source(dataset, json_root))
+    except DatasetError:
+        return None
 
 
 @click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -246,11 +261,10 @@ def score_command(
             check_failures(missing_frames(d, [str(r.path) for r in records[d]]), max_failed_share)
     except TooManyFailedFramesError as e:
         raise click.ClickException(str(e)) from e
-    from eval.groups import with_label_groups
     from mergekit_clip.metrics import choose_threshold
 
     perturbations = _parse_perturbations(perturb)
-    records = {d: with_label_groups(records[d], d, split, json_root, compression) for d in names}
+    records = {d: _with_label_groups(records[d], d, split, data) for d in names}
     val_records = None
     if threshold_val:
         val_records = _load_records(threshold_val, "val", data)

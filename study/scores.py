@@ -51,7 +51,7 @@ def metric_value(scores: Mapping[str, SplitScores], metric: str) -> float:
 
 def records_loader(data) -> RecordsLoader:
     """The DeepfakeBench reader over the study's data section, memoised per (dataset, split)."""
-    from mergekit_clip.data.deepfakebench import load_frames
+    from mergekit_clip.data.formats import load_frames
 
     memo: dict[tuple[str, str], list] = {}
 

@@ -194,3 +194,23 @@ def test_mergekit_output_is_scored_as_a_merge(setup):
     assert report["models"]["lin"]["kind"] == "merge" and report["models"]["lin"]["selection"] == "merge: linear"
     assert list(report["models"]) == ["det0", "lin"]
     assert "| merge | `lin` |" in (out / "report.md").read_text()
+
+
+def test_a_frame_list_dataset_scores_like_its_json(setup):
+    """The reader registry reaches clip-eval: the same frames as a CSV frame list give the same scores."""
+    import csv
+
+    from mergekit_clip.data.deepfakebench import load_frames as load_json_frames
+
+    root, json_root, data_root, dirs = setup
+    with open(json_root / "DFDC-list.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "video", "split"])
+        for r in load_json_frames("DFDC", "test", json_root=json_root, data_root=data_root):
+            writer.writerow([r.path.relative_to(data_root).as_posix(), r.label, r.video_id, "test"])
+    out = root / "report_list"
+    result = _run([dirs[0], "--datasets", "DFDC", "DFDC-list", "--out", out, *_common(json_root, data_root)])
+    assert result.exit_code == 0, result.output
+    cells = {c["dataset"]: c for c in json.loads((out / "report.json").read_text())["results"]}
+    for key in ("frames", "frame_auc", "video_auc", "eer"):
+        assert cells["DFDC-list"][key] == pytest.approx(cells["DFDC"][key]), key

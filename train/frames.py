@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from mergekit_clip.data.deepfakebench import DatasetError, FrameRecord, load_frames
+from mergekit_clip.data.deepfakebench import DatasetError, FrameRecord
+from mergekit_clip.data.formats import load_frames
 from mergekit_clip.data.transforms import FrameDecodeError, FrameMissingError, check_image, read_image
 from train.config import DataConfig
 

@@ -1,2 +1,3 @@
-"""DeepfakeBench-format data: reader (`deepfakebench`), validator (`validate`), image pipeline (`transforms`),
-synthetic benchmark (`synthetic`) and the `mergekit-clip data` CLI (`cli`). See docs/data.md."""
+"""Data: the dataset-format registry and its one dispatch (`formats`: DeepfakeBench JSON, CSV frame lists), the
+JSON reader (`deepfakebench`), validator (`validate`), image pipeline (`transforms`), synthetic benchmark
+(`synthetic`) and the `mergekit-clip data` CLI (`cli`). See docs/data.md."""

@@ -1,4 +1,5 @@
-"""Reader for DeepfakeBench-format dataset JSONs (DESIGN §5).
+"""Reader for DeepfakeBench-format dataset JSONs (docs/data.md); registered as the ``deepfakebench`` format of
+:mod:`mergekit_clip.data.formats`, whose ``load_frames`` every caller uses.
 
 One JSON per dataset, ``<json_root>/<Name>.json``::
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 import torch
 
-from mergekit_clip.data.deepfakebench import DatasetError, load_frames
+from mergekit_clip.data.deepfakebench import DatasetError
+from mergekit_clip.data.formats import load_frames
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, make_loader
 from mergekit_clip.detector.io import DetectorFormatError, load_detector, model_layout, read_config_json, weights_hash
 from mergekit_clip.detector.spec import ARCHITECTURE
