@@ -28,7 +28,7 @@ def model_selection(cfg: dict[str, Any]) -> str:
     heldout = prov.get("heldout")
     if isinstance(heldout, dict) and heldout.get("dataset"):
         split = heldout.get("split", "val")
-        if split == "test":  # DESIGN §6: checkpoint picked on a test set is an oracle, never mixed with honest ones
+        if split == "test":  # a checkpoint picked on a test set is an oracle, never mixed with honest ones
             return f"ingredient (oracle: selected on {heldout['dataset']}/test)"
         return f"ingredient (held-out {heldout['dataset']}/{split})"
     return "ingredient"

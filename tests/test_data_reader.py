@@ -1,4 +1,4 @@
-"""DeepfakeBench JSON reader on hand-written fixtures of both JSON styles (DESIGN §5)."""
+"""DeepfakeBench JSON reader on hand-written fixtures of both JSON styles (format: docs/data.md)."""
 
 from __future__ import annotations
 

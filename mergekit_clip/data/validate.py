@@ -5,7 +5,7 @@ and example paths, instead of stopping at the first: frame paths outside the dat
 or unreadable frames, unknown label strings, non-integer frame names, and videos shared between train and test.
 An empty split is a note (a test-only dataset has no train split; the command that reads a split refuses it if it
 is empty), a dataset with no video at all an error. The official files reuse videos across
-splits by design (Celeb-DF, DFD, UADFV, DeeperForensics; DESIGN §5), so the overlap is a warning unless
+splits by design (Celeb-DF, DFD, UADFV, DeeperForensics; docs/data.md), so the overlap is a warning unless
 ``strict``; val equal to test is a note so nobody mistakes selection on val for an honest protocol.
 """
 
