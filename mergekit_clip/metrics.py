@@ -27,6 +27,8 @@ from typing import Literal
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, balanced_accuracy_score, roc_curve
 
+from mergekit_clip.registry import add_entry
+
 THRESHOLD = 0.5  # a frame is called fake when P(fake) > THRESHOLD (DeepfakeBench uses a strict ">")
 ECE_BINS = 15  # equal-width bins of P(fake) for the calibration error and the reliability diagram
 VideoIdMode = Literal["full", "parent"]
@@ -77,7 +79,11 @@ def binary_auc_score(labels, scores) -> float:
     return float(auc(fpr, tpr))
 
 
-def _nearest_point_eer(y: np.ndarray, s: np.ndarray, drop_intermediate: bool) -> float:
+def _nearest_point_eer(labels, scores, drop_intermediate: bool) -> float:
+    """The FPR of the first ROC point minimising |FNR - FPR| (nan for single-class input)."""
+    y, s = _as_arrays(labels, scores)
+    if not _both_classes(y, "EER"):
+        return math.nan
     fpr, tpr, _ = roc_curve(y, s, pos_label=1, drop_intermediate=drop_intermediate)
     fnr = 1.0 - tpr
     return float(fpr[int(np.nanargmin(np.abs(fnr - fpr)))])
@@ -97,10 +103,7 @@ def binary_eer_error(labels, scores) -> float:
     >>> binary_eer_error([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.5
     """
-    y, s = _as_arrays(labels, scores)
-    if not _both_classes(y, "EER"):
-        return math.nan
-    return _nearest_point_eer(y, s, drop_intermediate=True)
+    return _nearest_point_eer(labels, scores, drop_intermediate=True)
 
 
 def binary_eer_all_thresholds_error(labels, scores) -> float:
@@ -111,10 +114,7 @@ def binary_eer_all_thresholds_error(labels, scores) -> float:
     >>> round(binary_eer_all_thresholds_error([0, 0, 0, 1, 1, 1], [0.2, 0.3, 0.4, 0.1, 0.5, 0.5]), 4)
     0.3333
     """
-    y, s = _as_arrays(labels, scores)
-    if not _both_classes(y, "EER"):
-        return math.nan
-    return _nearest_point_eer(y, s, drop_intermediate=False)
+    return _nearest_point_eer(labels, scores, drop_intermediate=False)
 
 
 def binary_eer_interpolated_error(labels, scores) -> float:
@@ -383,11 +383,7 @@ METRICS: dict[str, Metric] = {}
 
 def register(metric: Metric) -> Metric:
     """Add ``metric``; re-registering the same object is a no-op, a different one under a taken name an error."""
-    known = METRICS.get(metric.name)
-    if known is not None and known != metric:
-        raise ValueError(f"metric {metric.name!r} is already registered ({known.description!r})")
-    METRICS[metric.name] = metric
-    return metric
+    return add_entry(METRICS, metric.name, metric, "metric")
 
 
 def get_metric(name: str) -> Metric:

@@ -18,14 +18,7 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils import parametrize
 
-from train.modes.adaptation import (
-    dense_counts,
-    is_layernorm_parameter,
-    named_trainable,
-    parameter_counts,
-    remove_all_parametrizations,
-    train_only,
-)
+from train.modes.adaptation import is_layernorm_parameter, named_trainable, remove_all_parametrizations, train_only
 from train.modes.registry import Adaptation, ModeOptions, TrainingMode
 
 
@@ -72,12 +65,10 @@ def uniformity_loss(features: torch.Tensor, t: float) -> torch.Tensor:
     return torch.logsumexp(-t * d2, dim=0) - math.log(d2.numel())
 
 
-def adapt_layernorm(model, options: LayerNormOptions, seed: int) -> Adaptation:
-    total, visual = dense_counts(model)
+def install_layernorm(model, options: LayerNormOptions, seed: int) -> Adaptation:
     train_only(model, is_layernorm_parameter)
     if options.cosine_head:
         parametrize.register_parametrization(model.head, "weight", CosineWeight(options.temperature))
-    provenance = {"mode_options": options.model_dump(mode="json"), **parameter_counts(model, total, visual)}
 
     extra_loss, hook = None, None
     if options.alignment_weight > 0 or options.uniformity_weight > 0:
@@ -106,15 +97,12 @@ def adapt_layernorm(model, options: LayerNormOptions, seed: int) -> Adaptation:
         remove_all_parametrizations(model)
         return factors
 
-    return Adaptation(provenance=provenance, extra_loss=extra_loss, fold=fold)
+    return Adaptation(extra_loss=extra_loss, fold=fold)
 
 
 MODE = TrainingMode(
-    name="layernorm",
-    prefix="ln",
+    name="layernorm", prefix="ln", options=LayerNormOptions, install=install_layernorm,
     trains="LayerNorm affines (ln_pre, ln_1/ln_2 of every block, ln_post) + head; optional cosine head, "
     "alignment/uniformity losses",
     paper="GenD / LNCLIP-DF (WACV 2026); losses: Wang & Isola (ICML 2020)",
-    options=LayerNormOptions,
-    adapt=adapt_layernorm,
 )

@@ -7,44 +7,25 @@ Only ``A``, ``B`` and the head train. On save the update is folded into dense we
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from train.modes.adaptation import (
-    dense_counts,
-    head_parameter_names,
-    named_trainable,
-    parameter_counts,
-    remove_all_parametrizations,
-    train_only,
-)
-from train.modes.lowrank import LoRAFactor, install
+from train.modes.adaptation import train_only
+from train.modes.lowrank import LoRAFactor, Targets, fold_installed, install
 from train.modes.registry import Adaptation, ModeOptions, TrainingMode
-
-Target = Literal["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"]
 
 
 class LoRAOptions(ModeOptions):
     rank: int = Field(8, gt=0, description="rank r of each update B A")
     alpha: float = Field(16.0, gt=0, description="the update is scaled by alpha / rank")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the input features of the low-rank branch")
-    targets: tuple[Target, ...] = Field(
+    targets: Targets = Field(
         ("q_proj", "k_proj", "v_proj", "out_proj"),
         description="matrices of every block: attention q/k/v (rows of in_proj_weight), out_proj, mlp c_fc/c_proj",
     )
 
-    @field_validator("targets")
-    @classmethod
-    def _distinct(cls, value: tuple) -> tuple:
-        if not value or len(set(value)) != len(value):
-            raise ValueError(f"list each target once, at least one: {list(value)}")
-        return value
 
-
-def adapt_lora(model, options: LoRAOptions, seed: int) -> Adaptation:
-    total, visual = dense_counts(model)
+def install_lora(model, options: LoRAOptions, seed: int) -> Adaptation:
     train_only(model, lambda name: False)
     generator = torch.Generator().manual_seed(seed)
     counter = iter(range(1 << 20))
@@ -63,24 +44,16 @@ def adapt_lora(model, options: LoRAOptions, seed: int) -> Adaptation:
                 factor.step += 1
 
     hook = model.register_forward_pre_hook(advance)
-    provenance = {"mode_options": options.model_dump(mode="json"), **parameter_counts(model, total, visual)}
 
     def fold(model) -> dict[str, torch.Tensor]:
         hook.remove()
-        model.eval()  # no dropout mask in the folded weight
-        factors = {f"{t.name}.{k}": v.detach().cpu().clone() for t, f in installed for k, v in f.factors().items()}
-        factors.update(named_trainable(model, head_parameter_names(model)))
-        remove_all_parametrizations(model)
-        return factors
+        return fold_installed(model, installed)
 
-    return Adaptation(provenance=provenance, fold=fold)
+    return Adaptation(fold=fold)
 
 
 MODE = TrainingMode(
-    name="lora",
-    prefix="lora",
+    name="lora", prefix="lora", options=LoRAOptions, install=install_lora,
     trains="rank-r updates (alpha/r) B A of the chosen q/k/v/out_proj/c_fc/c_proj matrices + head",
     paper="LoRA (Hu et al., ICLR 2022)",
-    options=LoRAOptions,
-    adapt=adapt_lora,
 )

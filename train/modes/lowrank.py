@@ -14,12 +14,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
 
 import torch
+from pydantic import AfterValidator
 from torch import nn
 from torch.nn.utils import parametrize
 
-TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj")
+from train.modes.adaptation import head_parameter_names, named_trainable, remove_all_parametrizations
+
+Target = Literal["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"]
+TARGETS: tuple[str, ...] = get_args(Target)
+
+
+def _each_once(value: tuple) -> tuple:
+    if not value or len(set(value)) != len(value):
+        raise ValueError(f"list each target once, at least one: {list(value)}")
+    return value
+
+
+Targets = Annotated[tuple[Target, ...], AfterValidator(_each_once)]  # the ``targets`` option of lora/svd_residual
 _QKV = {"q_proj": 0, "k_proj": 1, "v_proj": 2}
 
 
@@ -176,3 +190,13 @@ def install(model: nn.Module, targets: tuple[str, ...], make: Callable[[TargetWe
         parametrize.register_parametrization(module, tensor, update)
         getattr(module.parametrizations, tensor).original.requires_grad_(False)
     return installed
+
+
+def fold_installed(model: nn.Module, installed: list) -> dict[str, torch.Tensor]:
+    """Fold every parametrisation into dense weights (in eval mode: no dropout mask in them); returns the factors
+    (``<matrix>.<factor>``, e.g. ``visual.transformer.resblocks.0.attn.q_proj.lora_A``) and the head tensors."""
+    model.eval()
+    factors = {f"{t.name}.{k}": v.detach().cpu().clone() for t, f in installed for k, v in f.factors().items()}
+    factors.update(named_trainable(model, head_parameter_names(model)))
+    remove_all_parametrizations(model)
+    return factors

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from train.modes.full_finetune import adapt_everything
 from train.modes.registry import TrainingMode
 
 MODE = TrainingMode(
-    name="lp_ft",
-    prefix="lpft",
+    name="lp_ft", prefix="lpft", probe_first=True,
     trains="head on cached features, then everything the head reads",
     paper="LP-FT (Kumar et al., ICLR 2022)",
-    probe_first=True,
-    adapt=adapt_everything,
 )

@@ -11,47 +11,27 @@ leaves the initial bottom-``k`` subspace). ``U``/``S``/``V`` go to ``adapter_fac
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from train.modes.adaptation import (
-    dense_counts,
-    head_parameter_names,
-    named_trainable,
-    parameter_counts,
-    remove_all_parametrizations,
-    train_only,
-)
-from train.modes.lowrank import SVDResidualFactor, install
+from train.modes.adaptation import train_only
+from train.modes.lowrank import SVDResidualFactor, Targets, fold_installed, install
 from train.modes.registry import Adaptation, ModeOptions, TrainingMode
-
-Target = Literal["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"]
 
 
 class SVDResidualOptions(ModeOptions):
     rank: int = Field(1, gt=0, description="k: rank of the trainable residual (Effort: 1)")
-    targets: tuple[Target, ...] = Field(
+    targets: Targets = Field(
         ("q_proj", "k_proj", "v_proj", "out_proj"), description="matrices of every block (Effort: q, k, v, out)"
     )
     orthogonality_weight: float = Field(0.0, ge=0, description="weight of ||UᵀU - I||² + ||VᵀV - I||²")
     singular_value_weight: float = Field(0.0, ge=0, description="weight of | ||Ŵ||_F² - ||W||_F² |")
 
-    @field_validator("targets")
-    @classmethod
-    def _distinct(cls, value: tuple) -> tuple:
-        if not value or len(set(value)) != len(value):
-            raise ValueError(f"list each target once, at least one: {list(value)}")
-        return value
 
-
-def adapt_svd_residual(model, options: SVDResidualOptions, seed: int) -> Adaptation:
-    total, visual = dense_counts(model)
+def install_svd_residual(model, options: SVDResidualOptions, seed: int) -> Adaptation:
     train_only(model, lambda name: False)
     installed = install(model, options.targets, lambda target, weight: SVDResidualFactor(weight, options.rank))
     factors_only = [f for _, f in installed]
-    provenance = {"mode_options": options.model_dump(mode="json"), **parameter_counts(model, total, visual)}
 
     extra_loss = None
     if options.orthogonality_weight > 0 or options.singular_value_weight > 0:
@@ -65,21 +45,11 @@ def adapt_svd_residual(model, options: SVDResidualOptions, seed: int) -> Adaptat
                     loss = loss + options.singular_value_weight * f.singular_value_loss()
             return loss
 
-    def fold(model) -> dict[str, torch.Tensor]:
-        model.eval()
-        factors = {f"{t.name}.{k}": v.detach().cpu().clone() for t, f in installed for k, v in f.factors().items()}
-        factors.update(named_trainable(model, head_parameter_names(model)))
-        remove_all_parametrizations(model)
-        return factors
-
-    return Adaptation(provenance=provenance, extra_loss=extra_loss, fold=fold)
+    return Adaptation(extra_loss=extra_loss, fold=lambda model: fold_installed(model, installed))
 
 
 MODE = TrainingMode(
-    name="svd_residual",
-    prefix="svdres",
+    name="svd_residual", prefix="svdres", options=SVDResidualOptions, install=install_svd_residual,
     trains="rank-k residual of the SVD of chosen matrices (top r-k frozen) + head",
     paper="Effort (Yan et al., ICML 2025)",
-    options=SVDResidualOptions,
-    adapt=adapt_svd_residual,
 )
