@@ -6,7 +6,7 @@
 Baseline (what a script would do): PIL decode, shortest-side bicubic resize + centre crop, ToTensor/normalise
 per image, batch 32, fp32 forward under ``torch.no_grad``. clip-eval: ``eval.predict.Predictor`` as the CLI runs
 it (OpenCV decode in workers, device-side normalisation, inference_mode), with the default exact resize and
-``--resize fast`` (OpenCV INTER_AREA, uint8 batches), in fp32 and with ``--bf16`` (bf16 weights on CPU);
+``--resize fast`` (OpenCV INTER_AREA, uint8 batches), in fp32 and with ``--precision bf16`` (bf16 weights on CPU);
 each line prints the largest |P(fake) difference| against a reference.
 Frames are written as 256 x 256 PNG face-crop-sized images (DeepfakeBench's usual frame size).
 """
@@ -107,7 +107,7 @@ def main() -> None:
         bf16 = Predictor(batch_size=32, num_workers=args.workers, bf16=True, progress=False)
         model16 = copy.deepcopy(model)
         ips16, p16 = timed(lambda: bf16.score_paths(model16, paths)[0], len(paths))
-        print(f"clip-eval --bf16 ({bf16.dtype_name}, batch 32): {ips16:8.1f} img/s  x{ips16 / base_ips:.2f}  "
+        print(f"clip-eval --precision bf16 ({bf16.dtype_name}, batch 32): {ips16:8.1f} img/s  x{ips16 / base_ips:.2f}  "
               f"max|dp| vs fp32 {np.abs(p16 - fp32).max():.2e}")  # fmt: skip
 
 

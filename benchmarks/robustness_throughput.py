@@ -2,7 +2,7 @@
 
     python benchmarks/robustness_throughput.py                       # ViT-B/16 geometry, deeperforensics suite
     python benchmarks/robustness_throughput.py --arch tiny --suite gend   # decode-bound: the worst case
-    python benchmarks/robustness_throughput.py --device cuda --bf16 --videos 16 --frames 16
+    python benchmarks/robustness_throughput.py --device cuda --precision bf16 --videos 16 --frames 16
 
 Both sides are ``eval.predict.Predictor`` as ``clip-eval score`` runs it (OpenCV decode in DataLoader workers,
 exact resize, device-side normalisation), with the frame cache off so every pass decodes its frames; the
@@ -70,9 +70,9 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--frames", type=int, default=8, help="frames per video")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="as clip-eval's --precision")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-workers", type=int, default=None, help="decode workers (clip-eval's default)")
+    parser.add_argument("--workers", type=int, default=None, help="decode workers (clip-eval's default)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -80,7 +80,8 @@ def main() -> None:
     spec = DetectorSpec(backbone=backbone, preprocess=PreprocessSpec(image_size=backbone.image_size))
     model = create_detector(spec, seed=0)
     predictor = Predictor(
-        args.device, args.bf16, args.batch_size, args.num_workers, FrameCache(0), progress=False, perturb_seed=0
+        args.device, args.precision == "bf16", args.batch_size, args.workers, FrameCache(0), progress=False,
+        perturb_seed=0,
     )
     with tempfile.TemporaryDirectory() as tmp:
         records = make_videos(Path(tmp), args.videos, args.frames)

@@ -319,11 +319,12 @@ def format_row(row: dict) -> str:
 @click.option("--workers", type=int, default=None, help="eval DataLoader workers (default: clip-eval's)")
 @click.option("--ingredients", type=int, default=4, show_default=True, help="detectors per merge")
 @click.option("--repeats", type=int, default=2, show_default=True, help="best of N timed runs")
-@click.option("--bf16/--fp32-train", default=None, help="train with bf16 autocast (default: on CUDA)")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="training precision: auto = bf16 autocast on CUDA, fp32 on CPU (as clip-train's key)")  # fmt: skip
 @click.option("--root", type=click.Path(path_type=Path), default=Path("runs/bench/scale"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench/scale.json"), show_default=True)
 def main(device, archs, sections, tiny, frames, eval_batch, train_batch, train_steps, workers, ingredients, repeats,
-         bf16, root, out) -> None:  # fmt: skip
+         precision, root, out) -> None:  # fmt: skip
     """Print evaluation, training and merging figures at real scale, each as a ratio against its limit."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -335,7 +336,7 @@ def main(device, archs, sections, tiny, frames, eval_batch, train_batch, train_s
     arch_list = ["tiny"] if tiny else [a.strip() for a in archs.split(",") if a.strip()]
     if tiny:
         frames, eval_batch, train_batch, train_steps, ingredients, repeats = 64, 16, 8, 2, 2, 1
-    bf16 = device.type == "cuda" if bf16 is None else bf16
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     env = environment(device)
     click.echo(f"device: {env['device']} ({env['device_type']}), torch {env['torch']}, CUDA {env['cuda']}")
     rows: list[dict] = []

@@ -148,12 +148,14 @@ def measure_merge(backbone: str, method: str) -> dict:
 @click.option("--batch", default=8, show_default=True, help="images per step")
 @click.option("--steps", default=3, show_default=True, help="timed steps after one warm-up step")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--bf16", is_flag=True, help="bf16 autocast")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16 = autocast, as clip-train's precision key")  # fmt: skip
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 @click.option("--merge-methods", default="task_arithmetic,ties", show_default=True)
 @click.option("--quick", is_flag=True, help="tiny backbone only")
 @click.option("--worker", hidden=True, default=None, help="internal: measure one backbone:mode and print JSON")
-def main(backbones, modes, batch, steps, device, bf16, threads, merge_methods, quick, worker) -> None:
+def main(backbones, modes, batch, steps, device, precision, threads, merge_methods, quick, worker) -> None:
+    bf16 = precision == "bf16"
     if threads:
         torch.set_num_threads(threads)
     if worker:
@@ -171,7 +173,7 @@ def main(backbones, modes, batch, steps, device, bf16, threads, merge_methods, q
     modes_list = modes.split(",")
     if "full_finetune" not in modes_list:
         modes_list.insert(0, "full_finetune")  # the baseline of every ratio
-    flags = ["--batch", str(batch), "--steps", str(steps), "--device", device] + (["--bf16"] if bf16 else [])
+    flags = ["--batch", str(batch), "--steps", str(steps), "--device", device, "--precision", precision]
     flags += ["--threads", str(threads)] if threads else []
     click.echo(f"training steps: batch {batch}, {steps} timed steps, device {device}, bf16 {bf16}")
     click.echo(
