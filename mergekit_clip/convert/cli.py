@@ -33,7 +33,7 @@ def _options(values: dict) -> ImportOptions:
         raise click.BadParameter(str(e)) from e
 
 
-@click.command("import")
+@click.command("import", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @output_folder("detector directory to write")
 @click.option(
@@ -59,7 +59,7 @@ def import_command(source: Path, out: Path, kind: str, overwrite: bool, **values
     click.echo(f"wrote {out}")
 
 
-@click.command("export")
+@click.command("export", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @output_folder("folder to write the exported model to")
 @click.option("--to", "target", required=True, type=click.Choice(["hf"]), help="output format")

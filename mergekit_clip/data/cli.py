@@ -54,7 +54,8 @@ _compression = option_for("compression", DataOptions.model_fields["compression"]
 _allow_outside_root = option_for("allow_outside_root", DataOptions.model_fields["allow_outside_root"])
 
 
-@click.group()
+# -h also when the group is invoked on its own first (click caches its help option per command object)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def data() -> None:
     """DeepfakeBench-format datasets: validate, summarise, synthesise."""
 

@@ -15,7 +15,7 @@ from mergekit_clip.detector.spec import HeadSpec, spec_from_open_clip
 from mergekit_clip.options import output_folder
 
 
-@click.command("create")
+@click.command("create", context_settings={"help_option_names": ["-h", "--help"]})
 @output_folder("detector directory to write")
 @click.option("--arch", required=True, help="open_clip architecture name, e.g. ViT-B-16 or ViT-L-14")
 @click.option("--pretrained", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="local weights file")

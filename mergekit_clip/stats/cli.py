@@ -15,7 +15,7 @@ from mergekit_clip.stats.store import KINDS
 _RUN = RunOptions.model_fields
 
 
-@click.command("stats")
+@click.command("stats", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("detector_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--kind", type=click.Choice(KINDS), required=True, help="gram (RegMean) or fisher (Fisher merging)")
 @click.option("--dataset", required=True, help="dataset name: <json-root>/<NAME>.json")
