@@ -25,13 +25,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
-from benchmarks.merge_speed import BIN, make_detector_family, measure
+from benchmarks.merge_speed import make_detector_family, run_variant
 
 METHODS = ("tsv_m", "iso_c", "iso_cts", "cart", "real_aware", "regmean", "fisher")
 BASELESS = ("cart", "regmean", "fisher")
@@ -182,28 +181,6 @@ def plain_merge(cfg: dict, out: Path, device: str) -> None:
 # ---------------------------------------------------------------- measurement and report
 
 
-def run_variant(variant: str, cfg: dict, work: Path, cuda: bool) -> tuple[float, float, float, Path]:
-    import yaml
-
-    work.mkdir(parents=True, exist_ok=True)
-    out = work / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    recipe_file = work / "recipe.yml"
-    recipe_file.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
-    if variant == "plain":
-        cmd = [sys.executable, "-m", "benchmarks.merge_methods", "--plain-recipe", str(recipe_file)]
-        cmd += ["--plain-out", str(out)] + (["--cuda"] if cuda else [])
-        env["MERGEKIT_CLIP_DISABLE"] = "1"  # the plain merge never imports mergekit's planner
-    else:
-        cmd = [str(BIN / "mergekit-yaml"), str(recipe_file), str(out), "--no-write-model-card", "--no-copy-tokenizer"]
-        cmd += ["--quiet"] + (["--cuda"] if cuda else [])
-    wall, rss, anon, failed = measure(cmd, env)
-    if failed:
-        raise click.ClickException(f"{variant} {cfg['merge_method']} failed:\n{failed}")
-    return wall, rss, anon, out
-
-
 def max_difference(a: Path, b: Path) -> float:
     from safetensors.torch import load_file
 
@@ -264,7 +241,8 @@ def main(quick, root, methods, ingredients, cuda, plain_recipe, plain_out) -> No
         cfg = recipe(method, paths)
         outs = {}
         for variant in ("plain", "plugin"):
-            wall, rss, anon, outs[variant] = run_variant(variant, cfg, root / "work-methods" / variant, cuda)
+            work = root / "work-methods" / variant
+            wall, rss, anon, outs[variant] = run_variant(variant, cfg, work, cuda, "benchmarks.merge_methods")
             results.append(Result(size, method, variant, ingredients, wall, rss, anon))
             click.echo(f"  {size} {method} {variant}: {wall:.1f} s", err=True)
         results[-1].max_abs_diff = max_difference(outs["plugin"], outs["plain"])

@@ -278,7 +278,12 @@ def measure(cmd: list[str], env: dict) -> tuple[float, float, float, str]:
     return wall, usage.ru_maxrss / 1024, peak[0] / 1024, failed
 
 
-def run_variant(variant: str, cfg: dict, work: Path, cuda: bool) -> tuple[float, float, float, Path]:
+def run_variant(
+    variant: str, cfg: dict, work: Path, cuda: bool, plain_module: str = "benchmarks.merge_speed"
+) -> tuple[float, float, float, Path]:
+    """Run one merge of ``cfg`` in a child process; ``plain`` runs ``python -m <plain_module> --plain-recipe``
+    (the benchmark's own in-memory merge), the others ``mergekit-yaml``. Returns (wall s, max RSS MB, peak anon
+    MB, output dir)."""
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
@@ -288,7 +293,7 @@ def run_variant(variant: str, cfg: dict, work: Path, cuda: bool) -> tuple[float,
     recipe_file.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
     if variant == "plain":
-        cmd = [sys.executable, "-m", "benchmarks.merge_speed", "--plain-recipe", str(recipe_file)]
+        cmd = [sys.executable, "-m", plain_module, "--plain-recipe", str(recipe_file)]
         cmd += ["--plain-out", str(out)] + (["--cuda"] if cuda else [])
         env["MERGEKIT_CLIP_DISABLE"] = "1"  # the plain merge never imports mergekit anyway
     else:

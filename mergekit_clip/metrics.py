@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, balanced_accuracy_score, roc_curve
 
-from mergekit_clip.registry import add_entry
+from mergekit_clip.registry import add_entry, get_entry
 
 THRESHOLD = 0.5  # a frame is called fake when P(fake) > THRESHOLD (DeepfakeBench uses a strict ">")
 ECE_BINS = 15  # equal-width bins of P(fake) for the calibration error and the reliability diagram
@@ -387,10 +387,7 @@ def register(metric: Metric) -> Metric:
 
 
 def get_metric(name: str) -> Metric:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r} (choose from {sorted(METRICS)})") from None
+    return get_entry(METRICS, name, "metric")
 
 
 def metric_names(level: Level | None = None) -> tuple[str, ...]:

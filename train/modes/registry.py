@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from mergekit_clip.registry import add_entry
+from mergekit_clip.registry import add_entry, get_entry
 
 
 class ModeOptions(BaseModel):
@@ -102,10 +102,7 @@ def register(mode: TrainingMode) -> TrainingMode:
 
 
 def get_mode(name: str) -> TrainingMode:
-    try:
-        return MODES[name]
-    except KeyError:
-        raise ValueError(f"unknown training mode {name!r}; choices: {', '.join(MODES)}") from None
+    return get_entry(MODES, name, "training mode")
 
 
 def mode_names() -> tuple[str, ...]:
