@@ -8,25 +8,13 @@ import hashlib
 import pytest
 import torch
 from click.testing import CliRunner
+from convert_support import tiny_vision_config
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from mergekit_clip.cli import main
 from mergekit_clip.convert import ConversionError, ImportOptions, import_detector
 from mergekit_clip.detector.io import load_detector, load_provenance
-
-
-def vision_config(act: str = "quick_gelu", eps: float = 1e-5) -> CLIPVisionConfig:
-    return CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        hidden_act=act,
-        layer_norm_eps=eps,
-    )
 
 
 class DFBClipDetector(nn.Module):
@@ -69,7 +57,7 @@ def images():
     ],
 )
 def test_import_matches_reference(tmp_path, images, act, eps, prefix, wrap):
-    config = vision_config(act, eps)
+    config = tiny_vision_config(act, eps)
     source = random_source(config)
     state = {prefix + k: v for k, v in source.state_dict().items()}
     ckpt = tmp_path / "ckpt_best.pth"
@@ -93,7 +81,7 @@ def test_import_matches_reference(tmp_path, images, act, eps, prefix, wrap):
 
 def test_vision_model_prefix_and_wrong_activation_differs(tmp_path, images):
     """transformers-4 keys (``backbone.vision_model.*``); and the activation hint is not a no-op."""
-    config = vision_config("quick_gelu")
+    config = tiny_vision_config("quick_gelu")
     source = random_source(config, seed=3)
     state = {k.replace("backbone.", "backbone.vision_model."): v for k, v in source.state_dict().items()}
     torch.save(state, tmp_path / "c.pth")
@@ -105,7 +93,7 @@ def test_vision_model_prefix_and_wrong_activation_differs(tmp_path, images):
 
 
 def test_unknown_tensor_is_refused_by_name_and_nothing_is_written(tmp_path):
-    state = random_source(vision_config()).state_dict()
+    state = random_source(tiny_vision_config()).state_dict()
     state["backbone.encoder.layers.0.self_attn.lora_A.weight"] = torch.zeros(4, 64)
     torch.save(state, tmp_path / "c.pth")
     with pytest.raises(ConversionError, match="lora_A"):
@@ -121,7 +109,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
 
 def test_cli(tmp_path, images):
-    source = random_source(vision_config(), seed=5)
+    source = random_source(tiny_vision_config(), seed=5)
     torch.save(source.state_dict(), tmp_path / "c.pth")
     runner = CliRunner()
     args = ["import", str(tmp_path / "c.pth"), str(tmp_path / "out"), "--from", "deepfakebench", "--heads", "4"]
@@ -138,7 +126,7 @@ def test_cli(tmp_path, images):
 
 
 def test_provenance_hash_and_misplaced_options(tmp_path):
-    torch.save(random_source(vision_config(), seed=6).state_dict(), tmp_path / "c.pth")
+    torch.save(random_source(tiny_vision_config(), seed=6).state_dict(), tmp_path / "c.pth")
     import_detector("deepfakebench", tmp_path / "c.pth", tmp_path / "out", ImportOptions(heads=4))
     expected = hashlib.sha256((tmp_path / "c.pth").read_bytes()).hexdigest()
     assert load_provenance(tmp_path / "out")["import"]["sha256"] == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from convert_support import tiny_vision_config
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
@@ -48,16 +49,7 @@ class EffortDetector(nn.Module):
 @pytest.fixture(scope="module")
 def source():
     torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        hidden_act="quick_gelu",
-    )
-    return EffortDetector(config).eval()
+    return EffortDetector(tiny_vision_config()).eval()
 
 
 @pytest.fixture(scope="module")

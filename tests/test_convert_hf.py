@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from convert_support import TINY_VISION
 from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPConfig, CLIPForImageClassification, CLIPModel, CLIPVisionConfig, CLIPVisionModel
@@ -14,17 +15,9 @@ from transformers import CLIPConfig, CLIPForImageClassification, CLIPModel, CLIP
 from mergekit_clip.convert import ConversionError, ImportOptions, import_detector
 from mergekit_clip.detector.io import load_detector
 
-VISION = dict(
-    hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
-)
-TEXT = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    vocab_size=50,
-    max_position_embeddings=8,
-)
+VISION = TINY_VISION
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=50,
+            max_position_embeddings=8)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
