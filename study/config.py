@@ -9,7 +9,6 @@ defaults < YAML < ``--set key=value`` (dotted keys); the resolved file is saved 
 from __future__ import annotations
 
 import copy
-import difflib
 import itertools
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mergekit_clip.options import Compression
+from train.config import format_validation_errors
 
 SOUP_METHODS = ("uniform", "greedy")
 
@@ -215,26 +215,6 @@ def _model_at(model: Any, loc: tuple) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _suggest(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}valid keys: {', '.join(sorted(choices))}"
-
-
-def _format_errors(error: ValidationError, source: str) -> str:
-    lines = []
-    for err in error.errors():
-        loc = tuple(err["loc"])
-        key = ".".join(map(str, loc))
-        if err["type"] == "extra_forbidden":
-            owner = _model_at(StudyConfig, loc[:-1])
-            choices = list(owner.model_fields) if owner else []
-            lines.append(f"unknown key {key!r}: {_suggest(str(loc[-1]), choices)}")
-        else:
-            lines.append(f"{key or '<root>'}: {err['msg']}")
-    return f"{source}: invalid study file\n  " + "\n  ".join(lines)
-
-
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """``a.b=value`` (YAML-parsed value) into a nested dict; ``merges.ties.grid.density=[0.1,0.2]`` works."""
     out = copy.deepcopy(raw)  # order kept: families are listed in the order they are built
@@ -267,7 +247,9 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as e:
-        raise StudyConfigError(_format_errors(e, str(path))) from e
+        raise StudyConfigError(
+            format_validation_errors(e, str(path), "study file", lambda loc: _model_at(StudyConfig, loc))
+        ) from e
 
 
 def dump_study(config: StudyConfig) -> str:

@@ -232,18 +232,23 @@ def _suggest(key: str, choices: list[str]) -> str:
     return f"{hint}valid keys: {', '.join(sorted(choices))}"
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
+def format_validation_errors(error: ValidationError, source: str, what: str, owner_at) -> str:
+    """One line per problem, led by its key; an unknown key names the closest valid one.
+
+    ``owner_at(loc)`` is the pydantic model that holds the key at ``loc`` (None when unknown). The study file
+    (:mod:`study.config`) formats its errors with this too.
+    """
     lines = []
     for err in error.errors():
         loc = tuple(err["loc"])
         key = ".".join(map(str, loc))
         if err["type"] == "extra_forbidden":
-            owner = _model_at(TrainConfig, loc[:-1])
+            owner = owner_at(loc[:-1])
             choices = list(owner.model_fields) if owner else []
             lines.append(f"unknown key {key!r}: {_suggest(str(loc[-1]), choices)}")
         else:
             lines.append(f"{key or '<root>'}: {err['msg']}")
-    return f"{source}: invalid configuration\n  " + "\n  ".join(lines)
+    return f"{source}: invalid {what}\n  " + "\n  ".join(lines)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -299,7 +304,9 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from e
+        raise ConfigError(
+            format_validation_errors(e, source, "configuration", lambda loc: _model_at(TrainConfig, loc))
+        ) from e
     return config
 
 
