@@ -122,6 +122,20 @@ class SoupCandidate(_Section):
 
 class SelectionConfig(_Section):
     metric: Literal["frame_auc", "video_auc"] = Field("video_auc", description="score on the source val split")
+    tie_break: str | None = Field(
+        "log_loss", description="registered frame metric ordering models tied on `metric` (same val frames); "
+        "None = study order"
+    )  # fmt: skip
+
+    @field_validator("tie_break")
+    @classmethod
+    def _registered(cls, value: str | None) -> str | None:
+        from mergekit_clip.metrics import get_metric, metric_names
+
+        if value is not None and (value not in metric_names("frame") or get_metric(value).uses_val_threshold):
+            raise ValueError(f"tie_break {value!r}: choose a frame metric from "
+                             f"{[n for n in metric_names('frame') if not get_metric(n).uses_val_threshold]}")
+        return value
 
 
 class EvalConfig(_Section):

@@ -59,6 +59,8 @@ def build_study_json(study, run, result, test: dict[str, dict[str, SplitScores]]
             "kind": entry.kind, "group": entry.group, "method": entry.method, "params": dict(entry.params),
             "path": str(entry.path), "weights_sha256": entry.weights,
             "val": {"metric": selection.metric, "score": selection.val_scores[entry.name],
+                    **({"tie_break": {"metric": selection.tie_break, "value": _unsigned(selection, entry.name)}}
+                       if selection.tie_break else {}),
                     **{d: {"frame_auc": s.auc("frame"), "video_auc": s.auc("video"), "frames": int(s.labels.size)}
                        for d, s in result.val[entry.name].items()}},
             "test": {d: {"frame_auc": s.auc("frame"), "video_auc": s.auc("video"), "frames": int(s.labels.size),
@@ -94,7 +96,8 @@ def build_study_json(study, run, result, test: dict[str, dict[str, SplitScores]]
         "name": study.name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source": sources, "val_split": study.data.val_split, "test_datasets": held_out,
-        "selection_metric": selection.metric, "bootstrap": {**boot, "resampling": "videos, stratified by label"},
+        "selection_metric": selection.metric, "tie_break": selection.tie_break,
+        "bootstrap": {**boot, "resampling": "videos, stratified by label"},
         "reference": reference,
         "groups": groups,
         "models": models,
@@ -108,6 +111,14 @@ def build_study_json(study, run, result, test: dict[str, dict[str, SplitScores]]
             "held_out_mean": "mean over the held-out test datasets of each dataset's AUC",
         },
     })  # fmt: skip
+
+
+def _unsigned(selection, name: str) -> float:
+    """The tie-break metric's own value (selection stores it signed so that higher is better)."""
+    from mergekit_clip.metrics import get_metric
+
+    value = selection.tie_scores[name]
+    return value if get_metric(selection.tie_break).higher_is_better else -value
 
 
 def _versions() -> dict[str, str | None]:
@@ -194,6 +205,8 @@ def write_markdown(doc: dict[str, Any], file: Path, figures: list[str]) -> None:
         "",
         f"Source {', '.join(doc['source'])} (selection on its `{doc['val_split']}` split by {doc['selection_metric']};"
         f" in-domain AUC = its test split); held-out test sets: {', '.join(doc['test_datasets'])}.",
+        *([f"Models tied on val {doc['selection_metric']} are ordered by val {doc['tie_break']} (same frames)."]
+          if doc.get("tie_break") else []),
         f"Intervals: {round(100 * b['confidence'])}% percentile bootstrap, {b['n_boot']} resamples of videos "
         f"(stratified by label, seed {b['seed']}); Δ = paired difference against the val-picked ingredient "
         f"**{doc['reference']}** on the same resamples.",

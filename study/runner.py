@@ -116,7 +116,7 @@ class StudyRun:
                 val[entry.name] = {d: s for (d, _), s in self.score(entry, pairs).items()}
         self.hashes.save()
         self.timings["val_s"] = time.perf_counter() - t0
-        selection = select_on_val(val, entries, self.study.selection.metric)
+        selection = select_on_val(val, entries, self.study.selection.metric, self.study.selection.tie_break)
         return ValidationResult(entries=entries, val=val, selection=selection, merges=counts)
 
     def _soups(self, val: dict[str, dict[str, SplitScores]], pairs) -> list[Entry]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from study.scores import SplitScores, metric_value
 
 INGREDIENTS = "ingredients"
@@ -40,6 +42,8 @@ class Selection:
     val_scores: dict[str, float]  # model -> selection metric on source val
     selected: dict[str, str]  # group -> model picked on val (groups include ALL_SOUPS / ALL_MERGES)
     members: dict[str, list[str]]  # group -> its models, in study order
+    tie_break: str | None = None  # registered frame metric that orders models tied on ``metric``
+    tie_scores: dict[str, float] = field(default_factory=dict)  # model -> tie_break on source val
 
     @property
     def reference(self) -> str:
@@ -58,23 +62,43 @@ def groups_of(entries: Sequence[Entry]) -> dict[str, list[str]]:
     return groups
 
 
-def best(names: Sequence[str], score: Mapping[str, float]) -> str:
-    """Highest score; NaN ranks last; ties go to the first listed (study order), so selection is stable."""
-    def rank(i: int) -> tuple[float, int]:
-        value = score[names[i]]
-        return (-(value if not math.isnan(value) else -math.inf), i)
+def _higher_first(value: float) -> float:
+    return -(value if not math.isnan(value) else -math.inf)  # NaN ranks last
+
+
+def best(names: Sequence[str], score: Mapping[str, float], tie: Mapping[str, float] | None = None) -> str:
+    """Highest score; NaN ranks last; equal scores go to the higher ``tie`` value (when given), then to the first
+    listed (study order), so selection is stable."""
+    def rank(i: int) -> tuple[float, float, int]:
+        name = names[i]
+        return (_higher_first(score[name]), _higher_first(tie[name]) if tie is not None else 0.0, i)
 
     return names[min(range(len(names)), key=rank)]
 
 
-def select_on_val(val: Mapping[str, Mapping[str, SplitScores]], entries: Sequence[Entry], metric: str) -> Selection:
-    """Per group, the model with the best ``metric`` (mean over source datasets) on the val split."""
+def tie_break_value(scores: Mapping[str, SplitScores], metric: str) -> float:
+    """The mean over source datasets of a registered frame metric, signed so that higher is better."""
+    from mergekit_clip.metrics import get_metric
+
+    spec = get_metric(metric)
+    values = [spec.function(s.labels, s.scores) for s in scores.values()]
+    value = float(np.mean(values)) if values else math.nan
+    return value if spec.higher_is_better else -value
+
+
+def select_on_val(
+    val: Mapping[str, Mapping[str, SplitScores]], entries: Sequence[Entry], metric: str, tie_break: str | None = None
+) -> Selection:
+    """Per group, the model with the best ``metric`` (mean over source datasets) on the val split; models tied on
+    it (a saturated val AUC of 1.0 is common in-domain) are ordered by ``tie_break`` on the same val frames."""
     missing = [e.name for e in entries if e.name not in val]
     if missing:
         raise ValueError(f"no val scores for {missing[:3]}: selection needs every model scored on val")
     scores = {e.name: metric_value(val[e.name], metric) for e in entries}
+    ties = {e.name: tie_break_value(val[e.name], tie_break) for e in entries} if tie_break else None
     groups = groups_of(entries)
     if INGREDIENTS not in groups:
         raise ValueError("the study has no ingredients to compare merges against")
-    selected = {group: best(names, scores) for group, names in groups.items()}
-    return Selection(metric=metric, val_scores=scores, selected=selected, members=groups)
+    selected = {group: best(names, scores, ties) for group, names in groups.items()}
+    return Selection(metric=metric, val_scores=scores, selected=selected, members=groups, tie_break=tie_break,
+                     tie_scores=dict(ties or {}))  # fmt: skip

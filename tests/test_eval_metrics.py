@@ -16,6 +16,7 @@ from mergekit_clip.metrics import (
     binary_auc_score,
     binary_balanced_accuracy_score,
     binary_brier_error,
+    binary_log_loss_error,
     binary_ece_error,
     binary_eer_all_thresholds_error,
     binary_eer_error,
@@ -137,6 +138,17 @@ def test_ece_and_brier_match_loops(sample):
             total += len(members) / len(y) * gap
     assert binary_ece_error(y, s) == pytest.approx(total, abs=1e-12)
     assert binary_brier_error(y, s) == pytest.approx(sum((v - t) ** 2 for t, v in zip(y, s)) / len(y))
+
+
+def test_log_loss_matches_sklearn_and_clips_certain_mistakes(sample):
+    from sklearn.metrics import log_loss
+
+    y, s = sample
+    assert binary_log_loss_error(y, s) == pytest.approx(log_loss(y, np.clip(s, 1e-7, 1 - 1e-7), labels=[0, 1]))
+    # a certain mistake costs -log(1e-7) (finite), a certain hit ~0
+    assert binary_log_loss_error([1, 0], [0.0, 0.0]) == pytest.approx(-np.log(1e-7) / 2, rel=1e-6)
+    assert binary_log_loss_error([1], [1.0]) < 1e-6
+    assert math.isnan(binary_log_loss_error([], []))
 
 
 def test_perfectly_calibrated_scores_have_zero_ece():

@@ -45,6 +45,9 @@ def _base(root) -> dict:
         (lambda r: r["soups"].update(best={}), "soups.best: method must be one of ['uniform', 'greedy']"),
         (lambda r: r["families"].update(pe={"config": "a.yaml", "backbone_from": "nope"}),
          "families.pe.backbone_from 'nope': name a family listed before it (tiny)"),
+        (lambda r: r.update(selection={"tie_break": "acc_val_threshold"}),
+         "selection.tie_break: Value error, tie_break 'acc_val_threshold': choose a frame metric from"),
+        (lambda r: r.update(selection={"tie_break": "video_auc"}), "tie_break 'video_auc': choose a frame metric"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, edit, message):
