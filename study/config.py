@@ -148,6 +148,20 @@ class EvalConfig(_Section):
     threads: int | None = Field(None, gt=0, description="torch CPU threads; None = torch's default")
 
 
+class StatsConfig(_Section):
+    """``mergekit-clip stats`` for the data-aware candidates (regmean: Gram matrices, fisher: diagonal Fisher),
+    run on each of their ingredients before merging; fresh statistics (same weights, same frames) are reused."""
+
+    dataset: Literal["own", "source"] = Field(
+        "own", description="own = each ingredient's training dataset (a specialist's own forgery family); "
+        "source = the study's first source dataset"
+    )  # fmt: skip
+    split: Literal["train", "val"] = Field("train", description="never a test split")
+    max_frames: int | None = Field(512, gt=0, description="frames per ingredient (the first of the split); None = all")
+    fisher_label: Literal["predicted", "true"] = "predicted"
+    batch_size: int = Field(64, gt=0)
+
+
 class MergekitOptions(_Section):
     random_seed: int = Field(0, description="DARE/DELLA drop at random: a fixed seed makes candidates reproducible")
     device: str = Field("cpu", description="mergekit's math device")
@@ -170,6 +184,7 @@ class StudyConfig(_Section):
     selection: SelectionConfig = SelectionConfig()
     eval: EvalConfig = EvalConfig()
     mergekit: MergekitOptions = MergekitOptions()
+    stats: StatsConfig = StatsConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from study.candidates import merge_options, plan_merges, write_recipe
 from study.config import StudyConfig
 from study.families import plan_families, planned_family, train_command
 from study.hashing import FileHashes, recipe_key
+from study.stats import plan_stats, stats_commands
 
 
 def _inputs_exist(candidate) -> bool:
@@ -39,7 +40,9 @@ def plan_commands(study: StudyConfig, study_file: str = "STUDY.yml") -> list[str
     hashes = FileHashes(study.output / "cache" / "file_hashes.json")
     recipes = study.output / "plan" / "recipes"
     models = [str(i.path) for name in study.ingredient_families() for i in families[name].ingredients]
-    for candidate in plan_merges(study, families, None):
+    planned = plan_merges(study, families, None)
+    lines += stats_commands(plan_stats(study, planned, families), study)
+    for candidate in planned:
         if _inputs_exist(candidate):  # then its key (and so its folder) is known already
             key = recipe_key(candidate.recipe, hashes, merge_options(study))
             candidate = dataclasses.replace(candidate, key=key)

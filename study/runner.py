@@ -23,6 +23,7 @@ from study.hashing import FileHashes, canonical_hash
 from study.scores import RecordsLoader, ScoreStore, SplitScores, make_predictor, metric_value, records_loader
 from study.selection import INGREDIENTS, Entry, Selection, select_on_val
 from study.soups import SoupPlan, make_soup, plan_soups
+from study.stats import plan_stats, run_stats
 
 
 def run_synth_steps(study: StudyConfig) -> None:
@@ -57,6 +58,7 @@ class StudyRun:
         self.candidates: list[MergeCandidate] = []
         self.soups: list[SoupPlan] = []
         self.timings: dict[str, float] = {}
+        self.stats_counts: dict[str, int] = {}
 
     # ------------------------------------------------------------ phase 0: data and families
 
@@ -94,6 +96,11 @@ class StudyRun:
 
     def validation(self) -> ValidationResult:
         """Merge every candidate, score every model on source val, build soups on val, select on val."""
+        t0 = time.perf_counter()
+        # statistics first: a data-aware candidate's key hashes the statistics files it reads
+        jobs = plan_stats(self.study, plan_merges(self.study, self.families, None), self.families)
+        self.stats_counts = run_stats(jobs, self.study, progress=self.progress)
+        self.timings["stats_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.candidates = plan_merges(self.study, self.families, self.hashes)
         counts = run_merges(self.candidates, self.out, self.study, progress=self.progress)

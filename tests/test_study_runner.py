@@ -86,7 +86,9 @@ def test_selection_never_reads_a_test_split(world, tmp_path):
     assert {g["group"]: g["selected_on_val"] for g in doc["groups"]} == result.selection.selected
     ingredients = [n for n, m in doc["models"].items() if m["kind"] == "ingredient"]
     val = {n: doc["models"][n]["val"]["score"] for n in ingredients}
-    assert doc["reference"] == max(ingredients, key=lambda n: (val[n], -ingredients.index(n)))
+    loss = {n: doc["models"][n]["val"]["tie_break"]["value"] for n in ingredients}  # log_loss: lower is better
+    assert doc["tie_break"] == "log_loss"
+    assert doc["reference"] == max(ingredients, key=lambda n: (val[n], -loss[n], -ingredients.index(n)))
 
 
 def test_report_columns_intervals_and_verdicts(world, tmp_path):

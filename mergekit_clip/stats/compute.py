@@ -62,6 +62,7 @@ def compute_stats(
         "split": split,
         "frames": str(frames),
         "frame_num": str(frame_num) if frame_num else "all",
+        "max_frames": str(max_frames) if max_frames else "all",
         "weights_sha256": digest,
         **extra,
     }

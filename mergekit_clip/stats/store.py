@@ -8,7 +8,8 @@ Tensors are keyed by the ingredient's weight name they belong to:
 * ``fisher``: the diagonal Fisher, same shape as the weight, float32.
 
 String metadata: ``format`` (= ``mergekit-clip-merge-stats``), ``format_version``, ``kind``, ``dataset``,
-``split``, ``frames`` (count used), ``frame_num`` (per video, ``all`` when unset), ``weights_sha256`` (of the
+``split``, ``frames`` (count used), ``frame_num`` (per video, ``all`` when unset), ``max_frames`` (the cap asked
+for, ``all`` when unset), ``weights_sha256`` (of the
 ingredient's weight files when the statistics were computed: a different value means they are stale),
 ``fisher_label`` (``predicted`` or ``true``) and ``tokens`` (Gram rows per layer).
 """
@@ -32,6 +33,7 @@ STATS_DIR = "merge_stats"
 FORMAT = "mergekit-clip-merge-stats"
 FORMAT_VERSION = "1"
 KINDS = ("gram", "fisher")
+METHOD_STATS = {"regmean": "gram", "fisher": "fisher"}  # data-aware merge method -> the statistics it reads
 
 
 class StatsError(click.ClickException, ValueError):

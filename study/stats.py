@@ -1,0 +1,106 @@
+"""Merge statistics of the data-aware candidates, computed before they merge.
+
+A candidate whose method reads statistics (``regmean``: Gram matrices, ``fisher``: diagonal Fisher; the table is
+``mergekit_clip.stats.store.METHOD_STATS``) needs them beside every ingredient it merges. The study computes
+what is missing with the same code as ``mergekit-clip stats`` (:func:`mergekit_clip.stats.compute.compute_stats`),
+on each ingredient's own training data by default (a specialist's own forgery family, as RegMean and Fisher
+merging use each model's own task data), and reuses a file whose weights hash, dataset, split and frame count
+match. Selection never depends on them: they are inputs of a merge, read from train (or val) splits only.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from mergekit_clip.recipe import Family
+from mergekit_clip.stats.store import METHOD_STATS, stats_path
+
+
+@dataclass(frozen=True)
+class StatsJob:
+    ingredient: Path
+    kind: str
+    dataset: str
+    split: str
+    max_frames: int | None
+
+
+def _dataset_of(ingredient, study) -> str:
+    own = ingredient.train_dataset
+    if study.stats.dataset == "own" and own and "+" not in own:
+        return own
+    return study.data.sources[0]  # multi-dataset ingredients (and dataset: source) use the study's source
+
+
+def plan_stats(study, candidates, families: dict[str, Family]) -> list[StatsJob]:
+    """One job per (ingredient, kind) that some candidate's method needs, in candidate order, without repeats."""
+    jobs: dict[tuple[str, str], StatsJob] = {}
+    for candidate in candidates:
+        kind = METHOD_STATS.get(candidate.method)
+        if kind is None:
+            continue
+        by_name = {i.name: i for i in families[candidate.family].ingredients}
+        for name in candidate.ingredients:
+            ingredient = by_name[name]
+            jobs.setdefault((str(ingredient.path), kind), StatsJob(
+                ingredient.path, kind, _dataset_of(ingredient, study), study.stats.split, study.stats.max_frames))
+    return list(jobs.values())  # fmt: skip
+
+
+def is_fresh(job: StatsJob) -> bool:
+    """The stats file exists and was computed for these weights on this dataset and split."""
+    from safetensors import safe_open
+
+    from mergekit_clip.detector.io import weights_hash
+
+    path = stats_path(job.ingredient, job.kind)
+    if not path.exists():
+        return False
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        meta = dict(handle.metadata() or {})
+    wanted = {"weights_sha256": weights_hash(job.ingredient), "dataset": job.dataset, "split": job.split}
+    wanted["max_frames"] = str(job.max_frames) if job.max_frames else "all"
+    return all(meta.get(k) == v for k, v in wanted.items())
+
+
+def run_stats(jobs: list[StatsJob], study, *, progress: bool = True) -> dict[str, int]:
+    """Compute every job whose statistics are missing or stale; returns counts (``computed``, ``reused``)."""
+    from mergekit_clip.options import resolve_device
+    from mergekit_clip.stats.compute import compute_stats
+    from mergekit_clip.stats.store import clear_cache
+
+    todo = [j for j in jobs if not is_fresh(j)]
+    d, s = study.data, study.stats
+    for job in tqdm(todo, desc="merge statistics", unit="ingredient", disable=not progress or not todo):
+        compute_stats(
+            job.ingredient, job.kind, dataset=job.dataset, split=job.split, json_root=d.json_root,
+            data_root=d.data_root, frame_num=d.frame_num, compression=d.compression, max_frames=job.max_frames,
+            batch_size=s.batch_size, fisher_label=s.fisher_label, device=resolve_device(study.eval.device),
+        )  # fmt: skip
+    if todo:
+        clear_cache()  # the merges of this process must read the new files
+        click.echo(f"merge statistics: {len(todo)} computed, {len(jobs) - len(todo)} reused")
+    return {"computed": len(todo), "reused": len(jobs) - len(todo)}
+
+
+def stats_commands(jobs: list[StatsJob], study) -> list[str]:
+    """The jobs as public ``mergekit-clip stats`` lines (for ``--dry-run``)."""
+    d, s = study.data, study.stats
+    lines = []
+    for job in jobs:
+        cmd = ["mergekit-clip", "stats", str(job.ingredient), "--kind", job.kind, "--dataset", job.dataset,
+               "--split", job.split, "--json-root", str(d.json_root), "--data-root", str(d.data_root),
+               "--compression", d.compression, "--batch-size", str(s.batch_size)]  # fmt: skip
+        if d.frame_num is not None:
+            cmd += ["--frame-num", str(d.frame_num)]
+        if job.max_frames is not None:
+            cmd += ["--max-frames", str(job.max_frames)]
+        if job.kind == "fisher":
+            cmd += ["--fisher-label", s.fisher_label]
+        lines.append(shlex.join(cmd))
+    return lines
