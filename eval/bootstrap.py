@@ -175,9 +175,14 @@ def _seed_of(seed: int, name: str) -> np.random.Generator:
 
 
 def _aucs(
-    datasets: Mapping[str, ScoredFrames], level: Level, n_boot: int, seed: int
+    datasets: Mapping[str, ScoredFrames], level: Level, n_boot: int, seed: int,
+    resample_as: Mapping[str, str] | None = None,
 ) -> tuple[float, np.ndarray]:
-    """(observed mean AUC over datasets, (n_boot,) resampled mean AUC)."""
+    """(observed mean AUC over datasets, (n_boot,) resampled mean AUC).
+
+    ``resample_as`` maps a key to the name whose draws it shares: conditions of one dataset (e.g. its perturbed
+    copies, the same frames scored again) keyed ``"DS|blur:3"`` with ``resample_as={"DS|blur:3": "DS"}`` all draw
+    the same videos, as they must, since they are one sample of videos."""  # fmt: skip
     if not datasets:
         raise ValueError("no datasets given")
     if n_boot < 1:
@@ -186,7 +191,8 @@ def _aucs(
     for name in sorted(datasets):
         design, _ = _design(name, datasets[name], level)
         observed.append(_weighted_auc(design, np.ones((1, len(design.video_labels))))[0])
-        resampled += _weighted_auc(design, _draw_counts(design, n_boot, _seed_of(seed, name)))
+        draw_name = (resample_as or {}).get(name, name)
+        resampled += _weighted_auc(design, _draw_counts(design, n_boot, _seed_of(seed, draw_name)))
     return float(np.mean(observed)), resampled / len(datasets)
 
 
@@ -224,8 +230,10 @@ def paired_auc_difference(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    resample_as: Mapping[str, str] | None = None,
 ) -> Interval:
-    """Mean AUC of ``a`` minus that of ``b``, both on the same resamples (a paired bootstrap).
+    """Mean AUC of ``a`` minus that of ``b``, both on the same resamples (a paired bootstrap); ``resample_as``
+    lets keys share one dataset's draws (see :func:`_aucs`).
 
     ``a`` and ``b`` must score the same frames: the same datasets, and per dataset the same labels and video ids
     in the same order; otherwise ``ValueError`` names the dataset. A model compared with itself gives exactly 0.
@@ -246,8 +254,8 @@ def paired_auc_difference(
                 f"({len(fa.labels)} vs {len(fb.labels)} frames, or labels/video ids differ): a paired difference "
                 "needs both models' scores of one frame list"
             )
-    est_a, samples_a = _aucs(a, level, n_boot, seed)
-    est_b, samples_b = _aucs(b, level, n_boot, seed)  # same seed, same designs: the same resamples
+    est_a, samples_a = _aucs(a, level, n_boot, seed, resample_as)
+    est_b, samples_b = _aucs(b, level, n_boot, seed, resample_as)  # same seed, same designs: the same resamples
     return _interval(est_a - est_b, samples_a - samples_b, confidence)
 
 

@@ -139,6 +139,21 @@ def test_paired_difference_detects_a_small_gain_that_unpaired_intervals_cannot()
     assert verdict(Interval(0.01, -0.02, 0.03, 0.95)) == "within noise"
 
 
+def test_conditions_of_one_dataset_share_its_video_draws():
+    rng = np.random.default_rng(8)
+    base = _videos(rng, 30, 4, 1.0, 0.6)
+    better = ScoredFrames(base.labels, base.scores + 0.2 * base.labels, base.video_ids)
+    one = paired_auc_difference({"A": better}, {"A": base}, seed=2)
+    two_a = {"A|clean": better, "A|blur:3": better}
+    two_b = {"A|clean": base, "A|blur:3": base}
+    shared = paired_auc_difference(two_a, two_b, seed=2, resample_as={"A|clean": "A", "A|blur:3": "A"})
+    # the same frames twice, drawn as one sample of videos: exactly the one-dataset interval
+    assert shared == one
+    # drawn independently, the two copies would pretend to be two samples and narrow the interval
+    independent = paired_auc_difference(two_a, two_b, seed=2)
+    assert independent.half_width < shared.half_width
+
+
 def test_paired_difference_refuses_different_frames():
     frames = _videos(np.random.default_rng(7), 10, 3, 1.0, 0.5)
     order = np.random.default_rng(0).permutation(len(frames.labels))
