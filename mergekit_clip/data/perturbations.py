@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -45,6 +46,14 @@ import numpy as np
 Kind = Literal["frame", "video"]
 BLOCK_SIZE = 8  # px, the protocol's occlusion block side
 BLOCK_VALUE = 128  # grey
+
+
+# libx264's kernels, as its ``asm`` option names them. With every kernel this CPU has (SSSE3 up to AVX-512 on
+# x86-64) the output differed from the C kernels', and with AVX-512 it also varied call to call in one process
+# (PyAV 18, libx264 in its wheel), which would break one-seed reproducibility. Up to SSE2 (every x86-64 CPU has
+# it) it is bit-identical to the C kernels (asm=0) on 448 clips x CRFs and 2.6x faster; elsewhere: C kernels.
+# tests/test_perturbations.py checks both claims on every run.
+X264_ASM = "MMX2,SSE,SSE2,SSE2Fast" if platform.machine().lower() in ("x86_64", "amd64") else "0"
 
 
 class PerturbationError(ValueError):
@@ -110,11 +119,14 @@ def pixelation(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.nd
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def h264_sequence(frames: Sequence[np.ndarray], level: float, rng: np.random.Generator) -> list[np.ndarray]:
+def h264_sequence(
+    frames: Sequence[np.ndarray], level: float, rng: np.random.Generator, *, asm: str = X264_ASM
+) -> list[np.ndarray]:
     """Encode a video's frames with libx264 at CRF ``level`` (yuv420p, 25 fps, one thread), decode them back.
 
     Frames are padded to even sides (4:2:0 needs them) and frames of another size than the first are resized to
-    it for encoding and back afterwards. Deterministic: one encoder thread, libx264's C kernels, no randomness.
+    it for encoding and back afterwards. Deterministic: one encoder thread, ``asm`` kernels (:data:`X264_ASM`),
+    no randomness.
     """
     try:
         import av
@@ -129,9 +141,7 @@ def h264_sequence(frames: Sequence[np.ndarray], level: float, rng: np.random.Gen
     encoder.width, encoder.height, encoder.pix_fmt = pw, ph, "yuv420p"
     encoder.time_base, encoder.framerate = Fraction(1, 25), Fraction(25, 1)
     encoder.thread_count = 1
-    # asm=0: with its assembly kernels libx264's output varied between identical calls in one process (PyAV 18,
-    # x86-64; uninitialised reads), which would break one-seed reproducibility. C kernels: ~40 vs ~180 fps at 256 px.
-    encoder.options = {"crf": str(int(level)), "preset": "medium", "x264-params": "asm=0"}
+    encoder.options = {"crf": str(int(level)), "preset": "medium", "x264-params": f"asm={asm}"}
     pictures, packets = [], []  # libx264 reads queued pictures after encode() returns: keep them to the flush
     for index, (frame, shape) in enumerate(zip(frames, shapes)):
         if shape != (h, w):
