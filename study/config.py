@@ -162,6 +162,32 @@ class StatsConfig(_Section):
     batch_size: int = Field(64, gt=0)
 
 
+class RobustnessConfig(_Section):
+    """After selection: the val-selected merge and soup against the val-selected ingredient under perturbations
+    none of them saw (``clip-eval``'s suites, scored on held-out test sets)."""
+
+    perturbations: list[str] = Field(
+        ["deeperforensics"], description="suite names (deeperforensics, gend) or NAME:LEVEL specs"
+    )  # fmt: skip
+    datasets: list[str] | None = Field(None, description="held-out test sets to perturb; None = data.test")
+    groups: list[str] | None = Field(
+        None, description="candidate groups whose val-selected model is compared; None = the overall merge and soup"
+    )  # fmt: skip
+    seed: int = Field(0, description="seeds every perturbation's randomness (noise, occluded blocks)")
+
+    @field_validator("perturbations")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        from mergekit_clip.data.perturbations import PerturbationError, expand_perturbations
+
+        try:
+            if not expand_perturbations(value):
+                raise ValueError("list at least one suite or NAME:LEVEL perturbation")
+        except PerturbationError as e:
+            raise ValueError(str(e)) from e
+        return value
+
+
 class MergekitOptions(_Section):
     random_seed: int = Field(0, description="DARE/DELLA drop at random: a fixed seed makes candidates reproducible")
     device: str = Field("cpu", description="mergekit's math device")
@@ -185,6 +211,7 @@ class StudyConfig(_Section):
     eval: EvalConfig = EvalConfig()
     mergekit: MergekitOptions = MergekitOptions()
     stats: StatsConfig = StatsConfig()
+    robustness: RobustnessConfig | None = Field(None, description="perturbation suite on the selected models")
     bootstrap: BootstrapConfig = BootstrapConfig()
 
     @model_validator(mode="after")
@@ -210,6 +237,16 @@ class StudyConfig(_Section):
         for name, soup in self.soups.items():
             if (soup.method or name) not in SOUP_METHODS:
                 raise ValueError(f"soups.{name}: method must be one of {list(SOUP_METHODS)} (or name the soup so)")
+        robust = self.robustness
+        if robust is not None and robust.datasets is not None:
+            unknown = [d for d in robust.datasets if d not in self.data.test]
+            if unknown:
+                raise ValueError(f"robustness.datasets {unknown}: choose held-out test sets ({self.data.test})")
+        if robust is not None and robust.groups is not None:
+            known = [*self.merges, *self.soups, "any merge", "any soup"]
+            unknown = [g for g in robust.groups if g not in known]
+            if unknown:
+                raise ValueError(f"robustness.groups {unknown}: choose from {known}")
         clash = set(self.merges) & set(self.soups)
         if clash:
             raise ValueError(f"candidate names used twice (merges and soups): {sorted(clash)}")

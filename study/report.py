@@ -43,7 +43,9 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def build_study_json(study, run, result, test: dict[str, dict[str, SplitScores]]) -> dict[str, Any]:
+def build_study_json(
+    study, run, result, test: dict[str, dict[str, SplitScores]], robustness: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from eval.bootstrap import bootstrap_auc, paired_auc_difference, verdict
 
     b = study.bootstrap
@@ -103,6 +105,7 @@ def build_study_json(study, run, result, test: dict[str, dict[str, SplitScores]]
         "models": models,
         "merges": result.merges,
         "families": {n: str(p.output) for n, p in run.family_plans.items()},
+        **({"robustness": robustness} if robustness is not None else {}),
         "provenance": {"study": study.model_dump(mode="json"), "versions": _versions()},
         "notes": {
             "selected_on_val": "picked by the selection metric on the source val split; no test split was read",
@@ -198,7 +201,7 @@ def models_table(doc: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
-def write_markdown(doc: dict[str, Any], file: Path, figures: list[str]) -> None:
+def write_markdown(doc: dict[str, Any], file: Path, figures: list[str], robustness: str = "") -> None:
     b = doc["bootstrap"]
     lines = [
         f"# Study: {doc['name']}",
@@ -225,6 +228,7 @@ def write_markdown(doc: dict[str, Any], file: Path, figures: list[str]) -> None:
         "",
         models_table(doc),
         "",
+        *([robustness, ""] if robustness else []),
     ]
     if figures:
         lines += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
@@ -284,8 +288,14 @@ def write_outputs(study, run, result, test, doc: dict[str, Any]) -> None:
     except ImportError as e:  # figures are optional output; the numbers are not
         click.echo(f"warning: figures skipped ({e})", err=True)
         figures = []
+    robustness = ""
+    if doc.get("robustness"):
+        from study.robustness import write_robustness_outputs
+
+        robustness, robust_figures = write_robustness_outputs(doc["robustness"], out / "robustness")
+        figures = figures + robust_figures
     doc["figures"] = figures
-    write_markdown(doc, out / "report.md", figures)
+    write_markdown(doc, out / "report.md", figures, robustness)
 
 
 def print_summary(doc: dict[str, Any]) -> None:
@@ -293,6 +303,13 @@ def print_summary(doc: dict[str, Any]) -> None:
     click.echo(verdict_table(doc))
     click.echo("\nSelected on source val vs oracle (best on test):\n")
     click.echo(inflation_table(doc))
+    if doc.get("robustness"):
+        from study.robustness import robustness_table
+
+        r = doc["robustness"]
+        click.echo(f"\nIs the merge more robust? ({len(r['perturbations'])} perturbed conditions on "
+                   f"{', '.join(r['datasets'])}; Δ vs the val-selected ingredient):\n")  # fmt: skip
+        click.echo(robustness_table(r))
     timings = doc.get("timings_s") or {}
     if timings:
         click.echo("\n" + ", ".join(f"{k} {v}" for k, v in timings.items()))

@@ -20,6 +20,7 @@ from study.candidates import MergeCandidate, plan_merges, run_merges
 from study.config import StudyConfig
 from study.families import FamilyPlan, ensure_family, plan_families
 from study.hashing import FileHashes, canonical_hash
+from study.robustness import run_robustness
 from study.scores import RecordsLoader, ScoreStore, SplitScores, make_predictor, metric_value, records_loader
 from study.selection import INGREDIENTS, Entry, Selection, select_on_val
 from study.soups import SoupPlan, make_soup, plan_soups
@@ -185,7 +186,10 @@ def run_study(study: StudyConfig, loader: RecordsLoader | None = None, progress:
     run.prepare()
     result = run.validation()
     test = run.testing(result.entries)
-    doc = build_study_json(study, run, result, test)
+    t0 = time.perf_counter()
+    robustness = run_robustness(run, result, test)
+    run.timings["robustness_s"] = time.perf_counter() - t0
+    doc = build_study_json(study, run, result, test, robustness)
     doc["timings_s"] = {**{k: round(v, 2) for k, v in run.timings.items()},
                         "total_s": round(time.perf_counter() - start, 2)}  # fmt: skip
     write_outputs(study, run, result, test, doc)

@@ -90,44 +90,61 @@ class ScoreStore:
             self._predictor = self._predictor_factory()
         return self._predictor
 
-    def _file(self, weights: str, dataset: str, split: str) -> Path:
+    def _file(self, weights: str, dataset: str, split: str, perturbation=None, seed: int = 0) -> Path:
         from mergekit_clip.data.deepfakebench import split_dataset_name
 
         base, _ = split_dataset_name(dataset)
+        condition = () if perturbation is None else (perturbation.key, seed)  # clean files keep their old key
         frames_key = hashlib.sha256(
             repr((_json_digest(self.data.json_root, base), dataset, split, self.data.frame_num, self.data.compression,
-                  self.eval_cfg.resize, self.eval_cfg.precision)).encode()
+                  self.eval_cfg.resize, self.eval_cfg.precision, *condition)).encode()
         ).hexdigest()[:12]  # fmt: skip
-        return self.root / weights[:16] / f"{dataset}__{split}__{frames_key}.npz"
+        tag = "" if perturbation is None else f"__{perturbation.key.replace(':', '-')}"
+        return self.root / weights[:16] / f"{dataset}__{split}{tag}__{frames_key}.npz"
 
     def has(self, weights: str, dataset: str, split: str) -> bool:
         return self._file(weights, dataset, split).exists()
 
     def get(self, model_dir: Path, weights: str, pairs: Sequence[tuple[str, str]], name: str) -> dict:
         """``{(dataset, split): SplitScores}`` for one model; loads the model only if something is missing."""
+        found = self._collect(model_dir, weights, [(d, s, None) for d, s in pairs], name, 0)
+        return {(d, s): scores for (d, s, _), scores in found.items()}
+
+    def get_perturbed(
+        self, model_dir: Path, weights: str, pairs: Sequence[tuple[str, str]], name: str, perturbations, seed: int
+    ) -> dict:
+        """``{(dataset, split, perturbation key): SplitScores}``: every pair under every perturbation, seeded."""
+        jobs = [(d, s, p) for d, s in pairs for p in perturbations]
+        found = self._collect(model_dir, weights, jobs, name, seed)
+        return {(d, s, p.key): scores for (d, s, p), scores in found.items()}
+
+    def _collect(self, model_dir: Path, weights: str, jobs, name: str, seed: int) -> dict:
         out, todo = {}, []
-        for dataset, split in pairs:
-            file = self._file(weights, dataset, split)
+        for dataset, split, perturbation in jobs:
+            file = self._file(weights, dataset, split, perturbation, seed)
             if file.exists():
                 with np.load(file, allow_pickle=False) as z:
-                    out[(dataset, split)] = SplitScores(z["labels"], z["scores"], z["video_ids"])
+                    out[(dataset, split, perturbation)] = SplitScores(z["labels"], z["scores"], z["video_ids"])
             else:
-                todo.append((dataset, split))
+                todo.append((dataset, split, perturbation))
         if not todo:
             return out
         from mergekit_clip.detector.io import load_detector
 
         model = load_detector(model_dir)
-        for dataset, split in todo:
+        self.predictor.perturb_seed = int(seed)
+        for dataset, split, perturbation in todo:
             records = self.loader(dataset, split)
             paths = [str(r.path) for r in records]
-            scores, ok = self.predictor.score_paths(model, paths, desc=f"{name} | {dataset}/{split}")
+            videos = [str(r.video_id) for r in records]
+            where = f"{dataset}/{split}" + ("" if perturbation is None else f" | {perturbation.key}")
+            scores, ok = self.predictor.score_paths(model, paths, desc=f"{name} | {where}", perturbation=perturbation,
+                                                    video_ids=videos)  # fmt: skip
             labels = np.asarray([int(r.label) for r in records], dtype=np.int64)
-            videos = np.asarray([str(r.video_id) for r in records])
-            result = SplitScores(labels[ok], scores[ok], videos[ok])
-            self._save(self._file(weights, dataset, split), result)
+            result = SplitScores(labels[ok], scores[ok], np.asarray(videos)[ok])
+            self._save(self._file(weights, dataset, split, perturbation, seed), result)
             self.computed += 1
-            out[(dataset, split)] = result
+            out[(dataset, split, perturbation)] = result
         return out
 
     @staticmethod
