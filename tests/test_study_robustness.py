@@ -49,7 +49,8 @@ def test_selected_models_are_scored_as_clip_eval_scores_them_and_judged_paired(r
     # the same models, frames and seeded perturbations through clip-eval's library entry point
     records = {"Tiny-A": load_frames("Tiny-A", "test", json_root=root / "json", data_root=root / "data")}
     dirs = {n: doc["models"][n]["path"] for n in r["models"]}
-    direct = evaluate_robustness(dirs, records, PERTURBATIONS, Predictor("cpu", batch_size=16, num_workers=0, progress=False), seed=0)
+    predictor = Predictor("cpu", batch_size=16, num_workers=0, progress=False)
+    direct = evaluate_robustness(dirs, records, PERTURBATIONS, predictor, seed=0)
     for name in r["models"]:
         for key in ("frame_auc", "video_auc", "drop_frame_auc"):
             assert r["means"][name][key] == pytest.approx(direct["robustness"]["means"][name][key], abs=1e-12)
