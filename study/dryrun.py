@@ -77,5 +77,13 @@ def plan_commands(study: StudyConfig, study_file: str = "STUDY.yml") -> list[str
     tests = list(dict.fromkeys([*d.test, *d.sources]))
     lines.append(shlex.join(["clip-eval", *models, "--datasets", *tests, "--split", d.test_split, *data_args,
                              *run_args, "--out", str(plan_dir / "eval_test"), "--overwrite"]))  # fmt: skip
+    if study.robustness is not None:
+        r = study.robustness
+        perturb = [arg for spec in r.perturbations for arg in ("--perturb", spec)]
+        lines.append("# after selection, the val-selected merge, soup and ingredient (REFERENCE) under perturbations:")
+        lines.append(shlex.join(["clip-eval", "SELECTED_MERGE", "SELECTED_SOUP", "REFERENCE", "--datasets",
+                                 *(r.datasets or d.test), "--split", d.test_split, *data_args, *run_args, *perturb,
+                                 "--perturb-seed", str(r.seed), "--out", str(plan_dir / "eval_robustness"),
+                                 "--overwrite"]))  # fmt: skip
     lines.append(f"# then: clip-study run {study_file}  (selects on val, bootstraps, reports; reuses every step)")
     return lines

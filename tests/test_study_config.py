@@ -96,6 +96,20 @@ def test_dry_run_prints_public_commands_and_writes_runnable_recipes(tmp_path, ti
     assert not (tmp_path / "out" / "candidates").exists()  # nothing merged
 
 
+def test_dry_run_prints_the_robustness_step_after_selection(tmp_path, tiny_spec):
+    make_family(tmp_path / "family", tiny_spec)
+    raw = _base(tmp_path) | {"robustness": {"perturbations": ["GB:9", "gend"], "seed": 3}}
+    result = CliRunner().invoke(main, ["run", str(_write(tmp_path, raw)), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    robust = shlex.split(lines[-2])
+    assert lines[-3].startswith("# after selection") and robust[:4] == ["clip-eval", "SELECTED_MERGE", "SELECTED_SOUP",
+                                                                        "REFERENCE"]  # fmt: skip
+    assert robust[robust.index("--datasets") + 1] == "Tiny-A" and robust[robust.index("--split") + 1] == "test"
+    assert [robust[i + 1] for i, w in enumerate(robust) if w == "--perturb"] == ["GB:9", "gend"]
+    assert robust[robust.index("--perturb-seed") + 1] == "3"
+
+
 def test_shipped_studies_validate():
     for file in sorted((REPO / "studies").glob("*.yml")):
         study = load_study(file)
