@@ -24,7 +24,22 @@ import numpy as np
 from pydantic import Field
 
 from mergekit_clip.metrics import VIDEO_AGGREGATES, selection_metric_names
-from mergekit_clip.options import DataOptions, RunOptions, click_options, options_from, resolve_device, uses_bf16
+from mergekit_clip.options import (
+    DataOptions,
+    RunOptions,
+    choice_option,
+    click_options,
+    options_from,
+    resolve_device,
+    uses_bf16,
+)
+
+_VIDEO_ID = choice_option(
+    "--video-id", ["full", "parent"], "full", "video = full frame directory, or only its name (DeepfakeBench's pooling)"
+)
+_VIDEO_AGGREGATE = choice_option(
+    "--video-aggregate", VIDEO_AGGREGATES, "mean", "how a video's frame P(fake) are pooled for video-level metrics"
+)
 
 _GREEDY_OPTIONS = ("--datasets",)  # options that take several values: `--datasets A B` = `--datasets A --datasets B`
 
@@ -79,12 +94,11 @@ def _max_failed_share(f):
 
 def _run_options(f):
     """RunOptions (device, precision, batch size, workers: the names clip-train's config uses) + eval's own."""
-    f = click.option(
+    f = choice_option(
         "--resize",
-        type=click.Choice(["exact", "fast"]),
-        default="exact",
-        show_default=True,
-        help="exact = the training eval transform's resize; fast = OpenCV on uint8 (P(fake) differ by ~1e-3)",
+        ["exact", "fast"],
+        "exact",
+        "exact = the training eval transform's resize; fast = OpenCV on uint8 (P(fake) differ by ~1e-3)",
     )(f)
     f = click_options(RunOptions)(f)
     f = click.option(
@@ -110,13 +124,7 @@ def _robustness_options(f):
         metavar="DATASET",
         help="choose each model's threshold on DATASET's val split (source domain); reported as acc_val_threshold",
     )(f)
-    f = click.option(
-        "--video-aggregate",
-        type=click.Choice(list(VIDEO_AGGREGATES)),
-        default="mean",
-        show_default=True,
-        help="how a video's frame P(fake) are pooled for video-level metrics",
-    )(f)
+    f = _VIDEO_AGGREGATE(f)
     f = click.option(
         "--perturb-seed", type=int, default=0, show_default=True, help="seed of the perturbations' randomness"
     )(f)
@@ -207,14 +215,8 @@ def main() -> None:
 @click.option("--datasets", "datasets", multiple=True, required=True, help="test datasets (space or comma separated)")
 @click_options(DataOptions)
 @_max_failed_share
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
-@click.option(
-    "--video-id",
-    type=click.Choice(["full", "parent"]),
-    default="full",
-    show_default=True,
-    help="video = full frame directory, or only its name (DeepfakeBench's pooling)",
-)
+@choice_option("--split", ["train", "val", "test"], "test")
+@_VIDEO_ID
 @_run_options
 @_robustness_options
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="report folder (new)")
@@ -333,17 +335,17 @@ def score_command(
 
 
 def _score_perturbed(predictor, model, records, name, dataset, perturbations, meta, ctx) -> list:
-    """One prediction set per perturbation (frames perturbed in the data workers), a JSON line each."""
+    """One prediction set per perturbation (frames perturbed in the data workers, decoded once), a JSON line each."""
     from eval.predict import FrameDecodeError
-    from eval.robustness import score_perturbed
+    from eval.robustness import predict_perturbed, score_perturbed
 
-    out = []
-    for perturbation in perturbations:
-        try:
-            pred = predictor.predict(model, records, name, dataset, perturbation, **meta)
-        except FrameDecodeError as e:
-            raise click.ClickException(f"{name}: {e}") from e
-        out.append(pred)
+    if not perturbations:
+        return []
+    try:
+        out = predict_perturbed(predictor, model, records, name, dataset, perturbations, **meta)
+    except FrameDecodeError as e:
+        raise click.ClickException(f"{name}: {e}") from e
+    for perturbation, pred in zip(perturbations, out):
         if ctx.is_main:
             line = {"model": name, "dataset": dataset, "perturbation": perturbation.key, **score_perturbed(pred)}
             click.echo(json.dumps(line))
@@ -352,15 +354,9 @@ def _score_perturbed(predictor, model, records, name, dataset, perturbations, me
 
 @main.command("report")
 @click.argument("predictions", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--video-id", type=click.Choice(["full", "parent"]), default="full", show_default=True)
+@_VIDEO_ID
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True)
-@click.option(
-    "--video-aggregate",
-    type=click.Choice(list(VIDEO_AGGREGATES)),
-    default="mean",
-    show_default=True,
-    help="how a video's frame P(fake) are pooled for video-level metrics",
-)
+@_VIDEO_AGGREGATE
 @click.option("--overwrite", is_flag=True)
 def report_command(predictions, video_id, out, video_aggregate, overwrite) -> None:
     """Rebuild a report from saved per-frame PREDICTIONS (files, prediction folders or report folders)."""
@@ -380,19 +376,14 @@ def report_command(predictions, video_id, out, video_aggregate, overwrite) -> No
 @click.option("--method", type=click.Choice(["uniform", "greedy"]), required=True)
 @click.option("--val", "val_dataset", default=None, help="dataset whose held-out split ranks ingredients")
 @click.option("--val-split", default="val", show_default=True, help="held-out split (never test)")
-@click.option(
+@choice_option(
     "--metric",
-    type=click.Choice(list(selection_metric_names())),
-    default="frame_auc",
-    show_default=True,
-    help="held-out metric that ranks and admits ingredients (mergekit_clip.metrics registry)",
+    selection_metric_names(),
+    "frame_auc",
+    "held-out metric that ranks and admits ingredients (mergekit_clip.metrics registry)",
 )
-@click.option(
-    "--tie-rule",
-    type=click.Choice(["keep", "drop"]),
-    default="drop",
-    show_default=True,
-    help="greedy: does a candidate whose soup ties the best held-out score join?",
+@choice_option(
+    "--tie-rule", ["keep", "drop"], "drop", "greedy: does a candidate whose soup ties the best held-out score join?"
 )
 @click_options(SoupDataOptions)
 @_run_options

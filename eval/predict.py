@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -390,6 +390,24 @@ class Predictor:
                     self.cache.put(paths[index], preprocess, self.resize, image if ok else None, variant)
             yield images, batch_indices, oks
 
+    def scorer(self, model) -> tuple[Any, Callable[[torch.Tensor], np.ndarray]]:
+        """``model`` prepared, and the function from a batch of frames as the data workers hand them over
+        (uint8, or float in [0, 1]; (B, 3, S, S)) to float64 P(fake) (B,); call it under ``inference_mode``."""
+        model = self.prepare(model)
+        input_dtype = next(model.parameters()).dtype
+        preprocess = model.spec.preprocess
+        scale = 255.0 if self.resize == "fast" else 1.0  # uint8 frames vs floats in [0, 1]
+        mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1) * scale
+        std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1) * scale
+
+        def score(images: torch.Tensor) -> np.ndarray:
+            x = images.to(self.device, non_blocking=True).float().sub_(mean).div_(std).to(input_dtype)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+                logits = model(x)
+            return model.fake_probability_from_logits(logits.float()).cpu().numpy().astype(np.float64)
+
+        return model, score
+
     @torch.inference_mode()
     def score_paths(
         self,
@@ -406,12 +424,8 @@ class Predictor:
         of ``video_ids`` (one per path; default: the frame's folder) together.
         """
         indices = list(range(len(paths))) if indices is None else list(indices)
-        model = self.prepare(model)
-        input_dtype = next(model.parameters()).dtype
+        model, score = self.scorer(model)
         preprocess = model.spec.preprocess
-        scale = 255.0 if self.resize == "fast" else 1.0  # uint8 frames vs floats in [0, 1]
-        mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1) * scale
-        std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1) * scale
         position = {index: i for i, index in enumerate(indices)}
         scores = np.full(len(indices), np.nan)
         ok = np.zeros(len(indices), dtype=bool)
@@ -422,10 +436,7 @@ class Predictor:
                 bad = [paths[i] for i, o in zip(batch_indices, oks) if not o]
                 what = "is missing (no such file)" if not os.path.isfile(bad[0]) else "is not a decodable image"
                 raise FrameDecodeError(f"{bad[0]}: {what} (strict mode)")
-            x = images.to(self.device, non_blocking=True).float().sub_(mean).div_(std).to(input_dtype)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-                logits = model(x)
-            prob = model.fake_probability_from_logits(logits.float()).cpu().numpy().astype(np.float64)
+            prob = score(images)
             rows = [position[i] for i in batch_indices]
             scores[rows] = np.where(oks, prob, np.nan)
             ok[rows] = oks

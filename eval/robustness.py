@@ -17,17 +17,197 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
 
-from eval.predict import Predictions, Predictor, Record
+from eval.predict import FrameDecodeError, Predictions, Predictor, Record, ResizeMode, _label_groups, load_frame
 from mergekit_clip.data.perturbations import PERTURBATIONS, Perturbation, expand_perturbations, parse_perturbation
+from mergekit_clip.data.transforms import read_image
+from mergekit_clip.detector.spec import PreprocessSpec
 from mergekit_clip.metrics import VideoAggregate, VideoIdMode, compute_metrics, video_key
 
 ROBUST_METRICS = ("frame_auc", "video_auc")
+Variant = Perturbation | None  # None: the clean frame
+
+
+class _SuiteFrames(IterableDataset):
+    """Every needed (frame, variant) of a run, each frame decoded once for all its variants.
+
+    Items are chunks of up to ``chunk`` images: ``(images, frame indices, variant positions, ok)``. Each worker
+    takes whole videos (video ``k`` of the run goes to worker ``k % workers``), so a sequence perturbation (H.264)
+    encodes a video once per level and no frame is decoded in two workers. The images are exactly those of
+    ``eval.predict._FrameDataset`` for each variant: same decode, same perturbation (the same encode context:
+    the video's decodable frames of the whole run, in record order), same resize.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        todo: Mapping[int, Sequence[int]],
+        variants: Sequence[Variant],
+        preprocess: PreprocessSpec,
+        strict: bool,
+        resize: ResizeMode,
+        seed: int,
+        video_ids: Sequence[str],
+        chunk: int,
+    ):
+        self.paths, self.todo, self.variants, self.preprocess = paths, dict(todo), list(variants), preprocess
+        self.strict, self.resize, self.seed, self.video_ids, self.chunk = strict, resize, seed, video_ids, chunk
+        self.videos: dict[str, list[int]] = {}  # video -> its frames to score, in run order
+        for index in self.todo:
+            self.videos.setdefault(video_ids[index], []).append(index)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        mine = [v for k, v in enumerate(self.videos) if k % workers == worker]
+        members: dict[str, list[int]] = {}
+        if any(v is not None and v.kind == "video" for v in self.variants):
+            wanted = set(mine)
+            for j, video in enumerate(self.video_ids):
+                if video in wanted:
+                    members.setdefault(video, []).append(j)
+        size = self.preprocess.image_size
+        blank = torch.zeros(3, size, size, dtype=torch.uint8 if self.resize == "fast" else torch.float32)
+        chunk: list[tuple[torch.Tensor, int, int, bool]] = []
+        for video in mine:
+            frames = self.videos[video]
+            needed = sorted({pos for i in frames for pos in self.todo[i]})
+            sequence = any(self.variants[pos] is not None and self.variants[pos].kind == "video" for pos in needed)
+            decoded: dict[int, np.ndarray | None] = {}
+            for j in members[video] if sequence else frames:
+                try:
+                    decoded[j] = read_image(self.paths[j])
+                except FrameDecodeError:
+                    if self.strict and j in self.todo:
+                        raise
+                    decoded[j] = None  # fails on its own; the rest of the video is still encoded
+            context = [j for j in decoded if decoded[j] is not None]
+            for pos in needed:  # one variant at a time: at most one encoded copy of the video in memory
+                variant = self.variants[pos]
+                encoded: dict[int, np.ndarray] = {}
+                if variant is not None and variant.kind == "video":
+                    encoded = dict(zip(context, variant.apply_video([decoded[j] for j in context], self.seed, video)))
+                for index in frames:
+                    if pos not in self.todo[index]:
+                        continue
+                    rgb = decoded[index]
+                    if rgb is not None and variant is not None:
+                        path = self.paths[index]
+                        rgb = encoded[index] if variant.kind == "video" else variant.apply_frame(rgb, self.seed, path)
+                    image = blank if rgb is None else load_frame(self.paths[index], self.preprocess, self.resize, rgb)
+                    chunk.append((image, index, pos, rgb is not None))
+                    if len(chunk) == self.chunk:
+                        yield _stack(chunk)
+                        chunk = []
+        if chunk:
+            yield _stack(chunk)
+
+
+def _stack(chunk: list[tuple[torch.Tensor, int, int, bool]]) -> tuple[torch.Tensor, ...]:
+    images, indices, positions, oks = zip(*chunk)
+    return torch.stack(images), torch.tensor(indices), torch.tensor(positions), torch.tensor(oks)
+
+
+@torch.inference_mode()
+def predict_perturbed(
+    predictor: Predictor,
+    model,
+    records: Sequence[Record],
+    model_name: str,
+    dataset: str,
+    perturbations: Sequence[Variant],
+    **meta: Any,
+) -> list[Predictions]:
+    """One :class:`Predictions` per perturbation (None: clean), as ``predictor.predict(..., perturbation)`` gives
+    each, in one pass: every frame is decoded once for all of them, in the data workers.
+
+    Frames of the predictor's cache are served from it and what is computed goes into it, per variant.
+    """
+    variants = list(perturbations)
+    keys = [predictor._variant(v) for v in variants]
+    paths = [str(r.path) for r in records]
+    video_ids = [str(r.video_id) for r in records]
+    indices = predictor.dist.shard(len(paths))
+    model, score = predictor.scorer(model)
+    preprocess = model.spec.preprocess
+    position = {index: i for i, index in enumerate(indices)}
+    scores = np.full((len(variants), len(indices)), np.nan)
+    ok = np.zeros((len(variants), len(indices)), dtype=bool)
+    cache = predictor.cache
+
+    def record(prob: np.ndarray, batch_indices: list[int], positions: list[int], oks: list[bool]) -> None:
+        rows = [position[i] for i in batch_indices]
+        scores[positions, rows] = np.where(oks, prob, np.nan)
+        ok[positions, rows] = oks
+
+    error = None
+    try:
+        todo: dict[int, list[int]] = {}
+        cached: list[tuple[torch.Tensor | None, int, int]] = []
+        for index in indices:
+            for pos, key in enumerate(keys):
+                hit, image = cache.get(paths[index], preprocess, predictor.resize, key) if cache else (False, None)
+                if hit:
+                    cached.append((image, index, pos))
+                else:
+                    todo.setdefault(index, []).append(pos)
+        size = preprocess.image_size
+        blank = torch.zeros(3, size, size, dtype=torch.uint8 if predictor.resize == "fast" else torch.float32)
+        for start in range(0, len(cached), predictor.batch_size):
+            part = cached[start : start + predictor.batch_size]
+            images = torch.stack([blank if img is None else img for img, _, _ in part])
+            _, batch_indices, positions = zip(*part)
+            record(score(images), list(batch_indices), list(positions), [img is not None for img, _, _ in part])
+        frames = _SuiteFrames(
+            paths, todo, variants, preprocess, predictor.strict, predictor.resize, predictor.perturb_seed, video_ids,
+            predictor.batch_size,
+        )
+        workers = min(predictor.num_workers, len(frames.videos))
+        loader = DataLoader(
+            frames,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=predictor.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+        )
+        show = predictor.progress and predictor.dist.is_main
+        desc = f"{model_name} | {dataset} | {len(variants)} perturbations"
+        with tqdm(total=sum(map(len, todo.values())), desc=desc, unit="image", disable=not show, leave=False) as bar:
+            for images, batch_indices, positions, oks in loader:
+                batch_indices, positions, oks = batch_indices.tolist(), positions.tolist(), oks.tolist()
+                if cache is not None:
+                    for image, index, pos, good in zip(images, batch_indices, positions, oks):
+                        cache.put(paths[index], preprocess, predictor.resize, image if good else None, keys[pos])
+                record(score(images), batch_indices, positions, oks)
+                bar.update(len(batch_indices))
+    except FrameDecodeError as e:
+        if not predictor.dist.enabled:
+            raise
+        error = str(e)  # the other ranks wait in the gather: hand them the error instead of leaving them hanging
+    out = []
+    labels = np.asarray([int(r.label) for r in records], dtype=np.int64)
+    for variant, row_scores, row_ok in zip(variants, scores, ok):
+        if error is not None:
+            row_scores, row_ok = np.full(len(indices), np.nan), np.zeros(len(indices), dtype=bool)
+        full_scores, full_ok, errors = predictor.dist.gather_scores(len(paths), indices, row_scores, row_ok, error)
+        if errors:
+            raise FrameDecodeError(errors[0])
+        extra = {} if variant is None else {"perturbation": variant.key, "perturb_seed": predictor.perturb_seed}
+        out.append(
+            Predictions(
+                model=model_name, dataset=dataset, paths=paths, labels=labels.copy(), video_ids=list(video_ids),
+                scores=full_scores, ok=full_ok, meta={**meta, **extra}, groups=_label_groups(records),
+            )  # fmt: skip
+        )
+    return out
 
 
 def _clean(value: float) -> float | None:
@@ -251,11 +431,8 @@ def evaluate_robustness(
     for name, model_dir in models.items():
         model = load_detector(model_dir, device=str(predictor.device))
         prov = {**model_provenance(model_dir), "device": str(predictor.device), "dtype": predictor.dtype_name, **meta}
-        for dataset, recs in records.items():
-            if include_clean:
-                preds.append(predictor.predict(model, recs, name, dataset, **prov))
-            for perturbation in todo:
-                preds.append(predictor.predict(model, recs, name, dataset, perturbation, **prov))
+        for dataset, recs in records.items():  # clean and perturbed in one pass: each frame decoded once
+            preds += predict_perturbed(predictor, model, recs, name, dataset, [None] * include_clean + todo, **prov)
         del model
     report = (
         write_report(preds, out, video_id, overwrite, aggregate) if out else build_results(preds, video_id, aggregate)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from test_eval_support import make_dataset, make_detectors
 
 from eval.cli import main
 from eval.predict import FrameCache, Predictor, load_frame
-from eval.robustness import evaluate_robustness
+from eval.robustness import evaluate_robustness, predict_perturbed
 from mergekit_clip.data.deepfakebench import load_frames
 from mergekit_clip.data.perturbations import parse_perturbation
 from mergekit_clip.data.transforms import read_image
@@ -130,3 +131,43 @@ def test_library_entry_point(setup):
     assert set(result["robustness"]["means"]) == {"a", "b"}
     assert len(result["predictions"]) == 2 * 3
     assert {r["perturbation"] for r in result["robustness"]["rows"]} == {"pixelation:2", "color_noise:0.05"}
+
+
+def _cached_images(cache: FrameCache) -> dict:
+    return {(key[0], key[3]): image for key, image in cache._frames.items()}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_one_pass_equals_a_pass_per_perturbation(setup, tmp_path, workers):
+    """predict_perturbed (each frame decoded once for every variant) gives each variant the very images and the
+    scores of predictor.predict with that variant alone, an undecodable frame included."""
+    _, json_root, data_root, dirs = setup
+    records = [SimpleNamespace(path=r.path, label=r.label, video_id=r.video_id, dataset=r.dataset)
+               for r in _records(json_root, data_root)]  # fmt: skip
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    records[1].path = bad  # inside the first video: its H.264 context is the video's other frames
+    model = load_detector(dirs[0])
+    variants = [None, *(parse_perturbation(s) for s in ("GB:7", "BW:16", "GNC:0.01", "VC:40", "VC:30", "resize:64"))]
+    one = Predictor(num_workers=workers, batch_size=4, cache=FrameCache(64), progress=False, perturb_seed=2)
+    many = predict_perturbed(one, model, records, "m", "Celeb-DF-v2", variants, run="x")
+    single = Predictor(num_workers=workers, batch_size=4, cache=FrameCache(64), progress=False, perturb_seed=2)
+    assert len(many) == len(variants)
+    for variant, pred in zip(variants, many):
+        ref = single.predict(model, records, "m", "Celeb-DF-v2", variant, run="x")
+        assert pred.meta == ref.meta and pred.paths == ref.paths and pred.video_ids == ref.video_ids
+        np.testing.assert_array_equal(pred.labels, ref.labels)
+        np.testing.assert_array_equal(pred.ok, ref.ok)
+        assert pred.ok.sum() == len(records) - 1 and not pred.ok[1]
+        np.testing.assert_allclose(pred.scores, ref.scores, atol=1e-6, equal_nan=True)
+    mine, theirs = _cached_images(one.cache), _cached_images(single.cache)
+    assert len(mine) == len(theirs) == len(variants) * len(records)
+    for key, image in theirs.items():  # every perturbed pixel, bit for bit
+        assert (image is None) == (mine[key] is None), key
+        assert image is None or torch.equal(image, mine[key]), key
+    # partly cached: the GB:7 images come from the cache, the rest is computed; scores unchanged
+    partial = Predictor(num_workers=workers, batch_size=4, cache=FrameCache(64), progress=False, perturb_seed=2)
+    partial.predict(model, records, "m", "Celeb-DF-v2", variants[1])
+    again = predict_perturbed(partial, model, records, "m", "Celeb-DF-v2", variants, run="x")
+    for first, second in zip(many, again):
+        np.testing.assert_allclose(first.scores, second.scores, atol=1e-6, equal_nan=True)
