@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from mergekit_clip.recipe import Family, build_recipe, recipe_yaml, select_ingredients, validate_recipe
-from study.hashing import FileHashes, recipe_key, write_json_atomic
+from study.hashing import FileHashes, key_files, recipe_key, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def merge_options(study) -> dict[str, Any]:
 
 def plan_merges(study, families: dict[str, Family], hashes: FileHashes | None) -> list[MergeCandidate]:
     """Every candidate of every group, in study-file order; recipes use absolute paths."""
-    out = []
+    planned = []
     for group, entry in study.merges.items():
         method = entry.method or group
         fam_name = study.family_of(entry)
@@ -60,13 +60,19 @@ def plan_merges(study, families: dict[str, Family], hashes: FileHashes | None) -
         for point in entry.points():
             recipe = build_recipe(method, family, chosen, point, absolute_paths=True)
             validate_recipe(recipe)
-            key = recipe_key(recipe, hashes, merge_options(study)) if hashes is not None else None
-            out.append(
-                MergeCandidate(
-                    group=group, method=method, family=fam_name, params=point, searched=tuple(entry.searched()),
-                    ingredients=tuple(i.name for i in chosen), recipe=recipe, key=key,
-                )
-            )  # fmt: skip
+            planned.append((group, entry, method, fam_name, chosen, point, recipe))
+    if hashes is not None:  # every input file hashed once per study (cold cache: in parallel), then looked up
+        inputs = [key_files(recipe) for *_, recipe in planned]
+        hashes.prefetch([f for w, _ in inputs for f in w], [f for _, st in inputs for f in st])
+    out = []
+    for group, entry, method, fam_name, chosen, point, recipe in planned:
+        key = recipe_key(recipe, hashes, merge_options(study)) if hashes is not None else None
+        out.append(
+            MergeCandidate(
+                group=group, method=method, family=fam_name, params=point, searched=tuple(entry.searched()),
+                ingredients=tuple(i.name for i in chosen), recipe=recipe, key=key,
+            )
+        )  # fmt: skip
     return out
 
 
@@ -94,8 +100,15 @@ def merge_candidate(candidate: MergeCandidate, out: Path, study) -> Path:
     return directory / "model"
 
 
-def run_merges(candidates: list[MergeCandidate], out: Path, study, *, progress: bool = True) -> dict[str, int]:
-    """Merge every candidate whose model dir is missing; a finished one is never merged again."""
+def run_merges(
+    candidates: list[MergeCandidate], out: Path, study, *, progress: bool = True, hashes: FileHashes | None = None
+) -> dict[str, int]:
+    """Merge every candidate whose model dir is missing; a finished one is never merged again.
+
+    With ``hashes``, each new model is hashed (its score key) right after it is written, while its files are still
+    in the page cache (after many candidates, the early ones would be read back from disk); the study's later
+    ``hashes.model(model_dir)`` is then a lookup.
+    """
     todo = [c for c in candidates if not (c.model_dir(out) / "config.json").exists()]
     counts = {"reused": len(candidates) - len(todo), "merged": 0}
     # mergekit and the plugin log a few warnings per merge (and a traceback when mergekit's architecture
@@ -104,6 +117,8 @@ def run_merges(candidates: list[MergeCandidate], out: Path, study, *, progress: 
     try:
         for candidate in tqdm(todo, desc="merge candidates", unit="merge", disable=not progress or not todo):
             _merge_and_record(candidate, out, study)
+            if hashes is not None:
+                hashes.model(candidate.model_dir(out))
             counts["merged"] += 1
     finally:
         logging.disable(logging.NOTSET)

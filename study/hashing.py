@@ -1,8 +1,11 @@
-"""Content keys: sha256 of weight files (cached by path, size and mtime) and of candidate recipes.
+"""Content keys: sha256 of weight files (cached by path, size, mtime and inode) and of candidate recipes.
 
 A candidate's key hashes its recipe with every model path replaced by the hash of that model's weights, plus the
 merge options that change the result (random seed), so a moved family keeps its keys and a retrained ingredient
-changes them. Score files are keyed by the model's weights hash and the frames they cover.
+changes them. A data-aware method (regmean: Gram matrices, fisher: diagonal Fisher) also reads each ingredient's
+``merge_stats/<kind>.safetensors``: their content hashes join its key, so statistics recomputed with new content
+re-merge it (and the same content rewritten does not). Score files are keyed by the model's weights hash and the
+frames they cover.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from mergekit_clip.detector.io import weight_files
+from mergekit_clip.plugin.methods import STATS_KINDS
+from mergekit_clip.stats.store import stats_path
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -28,13 +34,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+CONTENT = "#safetensors-content"  # cache entry of a file's content hash (FileHashes.safetensors)
+
+
 def canonical_hash(data: Any, length: int = 16) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 class FileHashes:
-    """sha256 of files, remembered in a JSON file by (absolute path, size, mtime_ns)."""
+    """sha256 of files, remembered in a JSON file by (absolute path, size, mtime_ns, inode).
+
+    The inode catches a file replaced by rename (how weights and statistics are written) within one coarse
+    mtime tick with the same size; an entry from before the inode was recorded is hashed again once.
+    """
 
     def __init__(self, cache_file: Path | None = None):
         self.cache_file = cache_file
@@ -46,19 +59,56 @@ class FileHashes:
             except (OSError, json.JSONDecodeError):
                 self._known = {}  # a damaged cache only costs re-hashing
 
-    def file(self, path: Path) -> str:
-        path = Path(path).absolute()
+    @staticmethod
+    def _entry(path: Path, content: bool) -> str:
+        return f"{path}{CONTENT}" if content else str(path)
+
+    def _lookup(self, path: Path, content: bool) -> tuple[str | None, dict]:
         stat = path.stat()
-        entry = self._known.get(str(path))
-        if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
-            return entry["sha256"]
+        seen = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino}
+        entry = self._known.get(self._entry(path, content))
+        return (entry["sha256"] if entry and all(entry.get(k) == v for k, v in seen.items()) else None), seen
+
+    def _hash(self, path: Path, content: bool) -> str:
+        path = Path(path).absolute()
+        known, seen = self._lookup(path, content)
+        if known is not None:
+            return known
         digest = hashlib.sha256()
         with open(path, "rb") as f:
+            if content:
+                # safetensors writes its header's metadata map in arbitrary order: hash the header with sorted
+                # keys, so the same tensors and metadata rewritten give the same hash
+                size = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(size))
+                digest.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 digest.update(chunk)
-        self._known[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+        self._known[self._entry(path, content)] = {**seen, "sha256": digest.hexdigest()}
         self._dirty = True
         return digest.hexdigest()
+
+    def file(self, path: Path) -> str:
+        """sha256 of the file's bytes."""
+        return self._hash(path, content=False)
+
+    def safetensors(self, path: Path) -> str:
+        """sha256 of a safetensors file's tensors and metadata (canonical header, then the tensor bytes)."""
+        return self._hash(path, content=True)
+
+    def prefetch(self, files: Iterable[Path], safetensors: Iterable[Path] = ()) -> None:
+        """Hash what is not known yet (``files`` as :meth:`file`, ``safetensors`` as :meth:`safetensors`) on
+        several threads (hashlib releases the GIL): a cold cache then costs about one read per input file,
+        spread over the cores, once per study."""
+        wanted = {(Path(f).absolute(), False) for f in files} | {(Path(f).absolute(), True) for f in safetensors}
+        todo = sorted(item for item in wanted if self._lookup(*item)[0] is None)
+        workers = min(len(todo), len(os.sched_getaffinity(0)))
+        if workers <= 1:
+            for item in todo:
+                self._hash(*item)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda item: self._hash(*item), todo))
 
     def model(self, model_dir: Path) -> str:
         """One hash for a model directory: its weight files' hashes in order."""
@@ -70,14 +120,48 @@ class FileHashes:
             self._dirty = False
 
 
+def _model_paths(recipe: Mapping[str, Any]) -> list[str]:
+    """Every model a recipe references: its base (if any), then its models, in order."""
+    base = [recipe["base_model"]] if recipe.get("base_model") else []
+    return base + [m["model"] for m in recipe.get("models", [])]
+
+
+def stats_hashes(recipe: Mapping[str, Any], hashes: FileHashes) -> dict[str, Any] | None:
+    """The content hashes of the statistics files the recipe's method reads, per referenced model in recipe order
+    (``None`` for a missing file: the merge would refuse it, and computing it changes the key); ``None`` for a
+    method that reads none. Recomputed statistics with the same tensors and metadata keep their hash."""
+    kind = STATS_KINDS.get(recipe.get("merge_method"))
+    if kind is None:
+        return None
+    found = []
+    for path in _model_paths(recipe):
+        file = stats_path(path, kind)
+        found.append(hashes.safetensors(file) if file.is_file() else None)
+    return {"kind": kind, "files": found}
+
+
+def key_files(recipe: Mapping[str, Any]) -> tuple[list[Path], list[Path]]:
+    """The files :func:`recipe_key` hashes: every referenced model's weight files, and the statistics files its
+    method reads (those that exist)."""
+    weights = [f for path in _model_paths(recipe) for f in weight_files(path)]
+    kind = STATS_KINDS.get(recipe.get("merge_method"))
+    stats = [stats_path(p, kind) for p in _model_paths(recipe)] if kind is not None else []
+    return weights, [f for f in stats if f.is_file()]
+
+
 def recipe_key(recipe: Mapping[str, Any], hashes: FileHashes, options: Mapping[str, Any]) -> str:
-    """The content key of a merge: recipe with model paths -> weight hashes, plus result-changing options."""
+    """The content key of a merge: recipe with model paths -> weight hashes, the hashes of the merge statistics
+    a data-aware method reads, plus result-changing options."""
     def by_content(path: str) -> str:
         return hashes.model(Path(path))
 
+    stats = stats_hashes(recipe, hashes)
     content = json.loads(json.dumps(recipe))
     if content.get("base_model"):
         content["base_model"] = by_content(content["base_model"])
     for model in content.get("models", []):
         model["model"] = by_content(model["model"])
-    return canonical_hash({"recipe": content, "options": dict(options)})
+    key: dict[str, Any] = {"recipe": content, "options": dict(options)}
+    if stats is not None:  # only data-aware methods: every other candidate keeps the key it had
+        key["merge_stats"] = stats
+    return canonical_hash(key)
