@@ -78,11 +78,16 @@ def run_robustness(run, result, test: Mapping[str, Mapping[str, SplitScores]]) -
     roles |= {group: selection.selected[group] for group in groups}
     models = list(dict.fromkeys(roles.values()))
     entries = {e.name: e for e in result.entries}
-    perturbed: dict[str, dict[tuple[str, str], SplitScores]] = {}
-    for name in tqdm(models, desc="robustness", unit="model", disable=not run.progress):
-        entry = entries[name]
-        got = run.store.get_perturbed(entry.path, entry.weights, [(d, split) for d in datasets], name, specs, cfg.seed)
-        perturbed[name] = {(d, key): s for (d, _, key), s in got.items()}
+    perturbed: dict[str, dict[tuple[str, str], SplitScores]] = {name: {} for name in models}
+    conditions = [(d, p) for d in datasets for p in specs]
+    bar = tqdm(total=len(models) * len(conditions), desc="robustness", unit="condition", disable=not run.progress)
+    for dataset, spec in conditions:  # condition-major: every model reads the frames while they are cached
+        for name in models:
+            entry = entries[name]
+            got = run.store.get_perturbed(entry.path, entry.weights, [(dataset, split)], name, [spec], cfg.seed)
+            perturbed[name] |= {(d, key): s for (d, _, key), s in got.items()}
+            bar.update()
+    bar.close()
     preds = [_predictions(n, d, s, key) for n in models for (d, key), s in perturbed[n].items()]
     clean = [{"model": n, "dataset": d, "frame_auc": test[n][d].auc("frame"), "video_auc": test[n][d].auc("video")}
              for n in models for d in datasets]  # fmt: skip

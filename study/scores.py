@@ -78,11 +78,14 @@ def _json_digest(json_root: Path, dataset: str) -> str:
 class ScoreStore:
     """Scores on disk under ``root``; :meth:`get` computes what is missing with the shared predictor."""
 
+    KEEP_LOADED = 4
+
     def __init__(self, root: Path, data, eval_cfg, loader: RecordsLoader, predictor_factory: Callable):
         self.root, self.data, self.eval_cfg, self.loader = root, data, eval_cfg, loader
         self._predictor_factory = predictor_factory
         self._predictor = None
         self.computed = 0  # model x split scorings run in this process (tests count them)
+        self._models: dict[str, object] = {}  # weights hash -> loaded detector, oldest first
 
     @property
     def predictor(self):
@@ -129,9 +132,7 @@ class ScoreStore:
                 todo.append((dataset, split, perturbation))
         if not todo:
             return out
-        from mergekit_clip.detector.io import load_detector
-
-        model = load_detector(model_dir)
+        model = self._model(model_dir, weights)
         self.predictor.perturb_seed = int(seed)
         for dataset, split, perturbation in todo:
             records = self.loader(dataset, split)
@@ -146,6 +147,16 @@ class ScoreStore:
             self.computed += 1
             out[(dataset, split, perturbation)] = result
         return out
+
+    def _model(self, model_dir: Path, weights: str):
+        """The loaded detector; the last few stay loaded (the robustness step visits each model per condition)."""
+        from mergekit_clip.detector.io import load_detector
+
+        if weights not in self._models:
+            while len(self._models) >= self.KEEP_LOADED:
+                self._models.pop(next(iter(self._models)))
+            self._models[weights] = load_detector(model_dir)
+        return self._models[weights]
 
     @staticmethod
     def _save(file: Path, result: SplitScores) -> None:
@@ -166,7 +177,7 @@ def make_predictor(eval_cfg) -> Callable:
             torch.set_num_threads(eval_cfg.threads)
         return Predictor(
             eval_cfg.device, eval_cfg.precision == "bf16", eval_cfg.batch_size, eval_cfg.workers,
-            FrameCache(eval_cfg.cache_mb), strict=False, resize=eval_cfg.resize,
-        )  # fmt: skip
+            FrameCache(eval_cfg.cache_mb), strict=False, resize=eval_cfg.resize, progress=False,
+        )  # fmt: skip  (the study's own bars count models and conditions; one bar per split would bury them)
 
     return factory
