@@ -31,6 +31,21 @@ def test_recipes_cover_the_method_families():
     assert any(r.name == "ties_clip.yml" for r in RECIPES)
 
 
+def test_recipes_name_models_the_demo_study_trains():
+    """``make demo`` then ``mergekit-yaml recipes/X.yml OUT`` must find every model the recipe names."""
+    from study.config import load_study
+    from study.families import plan_families
+
+    repo = Path(__file__).parents[1]
+    made = set()
+    for plan in plan_families(load_study(repo / "studies" / "demo.yml")).values():
+        made.add(f"./{plan.output}/base")
+        made |= {f"./{plan.output}/ingredients/{p.name}" for p in plan.train_config().ingredients()}
+    for recipe in RECIPES:
+        missing = _model_paths(yaml.safe_load(recipe.read_text())) - made
+        assert not missing, f"{recipe.name}: the demo trains no {sorted(missing)}"
+
+
 @pytest.fixture(scope="module")
 def demo_layout(tmp_path_factory, tiny_spec):
     """A tiny family at runs/demo/family with exactly the names the recipes use."""
@@ -38,7 +53,7 @@ def demo_layout(tmp_path_factory, tiny_spec):
     needed = set().union(*(_model_paths(yaml.safe_load(r.read_text())) for r in RECIPES))
     for i, rel in enumerate(sorted(needed)):
         path = root / rel
-        assert rel.startswith("./runs/demo/family/"), rel
+        assert rel.startswith(("./runs/demo/family/", "./runs/demo/specialists/")), rel
         model = create_detector(tiny_spec, seed=0)
         if not rel.endswith("/base"):
             finetune_of(model, seed=i)
