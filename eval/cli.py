@@ -23,6 +23,7 @@ import click
 import numpy as np
 from pydantic import Field
 
+from eval.soup import SOUP_CLI_FIELDS, SoupConfig
 from mergekit_clip.metrics import VIDEO_AGGREGATES, selection_metric_names
 from mergekit_clip.options import (
     DataOptions,
@@ -385,6 +386,7 @@ def report_command(predictions, video_id, out, video_aggregate, overwrite) -> No
 @choice_option(
     "--tie-rule", ["keep", "drop"], "drop", "greedy: does a candidate whose soup ties the best held-out score join?"
 )
+@click_options(SoupConfig, exclude=[f for f in SoupConfig.model_fields if f not in SOUP_CLI_FIELDS])
 @click_options(SoupDataOptions)
 @_run_options
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="soup detector dir (new)")
@@ -406,20 +408,22 @@ def soup_command(
     """Average INGREDIENTS into a soup detector (mergekit linear, in process), with its selection log."""
     from pydantic import ValidationError
 
-    from eval.soup import SoupConfig, check_ingredients
+    from eval.soup import check_ingredients
 
     data, run = options_from(SoupDataOptions, options), options_from(RunOptions, options)
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out} already exists (pass --overwrite to replace it)")
     try:
         config = SoupConfig(
-            method=method, metric=metric, tie_rule=tie_rule, val_dataset=val_dataset, val_split=val_split
-        )
+            method=method, metric=metric, tie_rule=tie_rule, val_dataset=val_dataset, val_split=val_split,
+            **{k: options[k] for k in SOUP_CLI_FIELDS},
+        )  # fmt: skip
         check_ingredients(list(ingredients))
     except (ValidationError, ValueError) as e:
         raise click.ClickException(str(e)) from e
-    if config.val_dataset and not (data.json_root and data.data_root):
-        raise click.UsageError("--val needs --json-root and --data-root")
+    for flag, dataset in (("--val", config.val_dataset), ("--threshold-val", config.threshold_val)):
+        if dataset and not (data.json_root and data.data_root):
+            raise click.UsageError(f"{flag} needs --json-root and --data-root")
     predictor = _predictor(run, resolve_device(run.device), cache_mb, fail_on_undecodable, resize=resize)
     records, val_note = None, None
     if config.val_dataset:
@@ -445,6 +449,7 @@ def soup_command(
         overwrite,
         val_note,
         dataset_json_sha256=_json_sha(data.json_root, config.val_dataset) if config.val_dataset else None,
+        threshold_records=_load_records(config.threshold_val, "val", data) if config.threshold_val else None,
     )
     click.echo(f"soup written to {path}", err=True)
 

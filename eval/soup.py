@@ -14,19 +14,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mergekit_clip.detector.io import (
-    DetectorFormatError,
-    check_finite_weights,
-    detector_spec,
-    load_detector,
-    save_detector,
-)
-from mergekit_clip.metrics import selection_metric_names
+from mergekit_clip.metrics import VideoAggregate, selection_metric_names
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and the detector io are imported where used: clip-eval builds its options from SoupConfig at start-up
 
 
 class SoupConfig(BaseModel):
@@ -41,6 +38,13 @@ class SoupConfig(BaseModel):
     )
     val_dataset: str | None = Field(None, description="dataset whose val split is the held-out data")
     val_split: str = Field("val", description="held-out split; 'test' is refused")
+    video_aggregate: VideoAggregate = Field(
+        "mean", description="how a video's frame P(fake) are pooled for video-level metrics"
+    )  # clip-eval score's --video-aggregate: the same choices, default and help
+    threshold_val: str | None = Field(
+        None,
+        description="choose the soup's threshold on DATASET's val split (source domain); recorded in its provenance",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -58,10 +62,15 @@ class SoupConfig(BaseModel):
         return self
 
 
+SOUP_CLI_FIELDS = ("video_aggregate", "threshold_val")  # the fields clip-eval soup takes from click_options
+
+
 def check_ingredients(dirs: Sequence[str | os.PathLike]) -> None:
     """The merge path's input checks, before any work: every ingredient shares one detector spec (geometry,
     head form and label order, adapter, preprocessing) and holds only finite weights (NaN/Inf is refused,
     naming the ingredient and tensor); shapes and missing tensors are checked as each is loaded."""
+    from mergekit_clip.detector.io import DetectorFormatError, check_finite_weights, detector_spec
+
     if not dirs:
         raise ValueError("a soup needs at least one ingredient")
     first = detector_spec(dirs[0])
@@ -78,6 +87,7 @@ def check_ingredients(dirs: Sequence[str | os.PathLike]) -> None:
 
 def linear_fold(soup: dict[str, torch.Tensor] | None, count: int, new: dict[str, torch.Tensor]) -> dict:
     """Uniform average of ``count`` models (``soup``) and one more, with mergekit's linear method."""
+    import torch
     from mergekit.merge_methods import merge_state_dicts
 
     if soup is None:
@@ -89,6 +99,8 @@ def linear_fold(soup: dict[str, torch.Tensor] | None, count: int, new: dict[str,
 
 def build_soup(dirs: Sequence[str | os.PathLike], members: Sequence[int]):
     """A detector whose weights are the uniform average of ``dirs[i] for i in members``."""
+    from mergekit_clip.detector.io import load_detector
+
     soup, model = None, None
     for count, i in enumerate(members):
         model = load_detector(dirs[i])
@@ -108,6 +120,8 @@ class IncrementalSoup:
 
     def candidate(self, members: Sequence[int]):
         """The soup of ``members``; call :meth:`accept` with the same list to make it the new base."""
+        from mergekit_clip.detector.io import load_detector
+
         members = list(members)
         if members[:-1] != self.members:
             return build_soup(self.dirs, members), None
@@ -156,4 +170,6 @@ def greedy_select(
 
 
 def write_soup(model, out: str | os.PathLike, provenance: dict[str, Any], overwrite: bool = False) -> Path:
+    from mergekit_clip.detector.io import save_detector
+
     return save_detector(model, out, provenance=provenance, overwrite=overwrite)

@@ -9,22 +9,37 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eval.predict import Predictor
 from eval.provenance import model_provenance, unique_names
 from eval.soup import IncrementalSoup, SoupConfig, build_soup, greedy_select, write_soup
 from mergekit_clip.detector.io import load_detector
-from mergekit_clip.metrics import compute_metrics, video_key
+from mergekit_clip.metrics import VideoAggregate, choose_threshold, compute_metrics, video_key
 
 
-def heldout_score(model, predictor: Predictor, records: Sequence, metric: str) -> float:
-    """The soup metric of ``model`` on held-out ``records`` (undecodable frames excluded)."""
+def heldout_score(
+    model, predictor: Predictor, records: Sequence, metric: str, aggregate: VideoAggregate = "mean"
+) -> float:
+    """The soup metric of ``model`` on held-out ``records`` (undecodable frames excluded; videos pooled by
+    ``aggregate`` for a video-level metric)."""
     paths = [str(r.path) for r in records]
     scores, ok = predictor.score_paths(model, paths, desc="held-out")
     labels = [int(r.label) for r, keep in zip(records, ok) if keep]
     videos = [video_key(p) for p, keep in zip(paths, ok) if keep]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a single-class val split gives nan, which the log records
-        return float(compute_metrics(labels, scores[ok], videos, names=[metric])[metric])
+        return float(compute_metrics(labels, scores[ok], videos, aggregate=aggregate, names=[metric])[metric])
+
+
+def val_threshold(model, predictor: Predictor, records: Sequence) -> float | None:
+    """``clip-eval score --threshold-val``'s rule on ``model``: max Youden J on ``records``; None for one class."""
+    scores, ok = predictor.score_paths(model, [str(r.path) for r in records], desc="threshold on val")
+    labels = np.asarray([int(r.label) for r in records])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        threshold = choose_threshold(labels[ok], scores[ok])
+    return None if math.isnan(threshold) else threshold
 
 
 def _clean(value: float) -> float | None:
@@ -40,7 +55,10 @@ def run_soup(
     overwrite: bool = False,
     val_note: str | None = None,
     dataset_json_sha256: str | None = None,
+    threshold_records: Sequence | None = None,
 ) -> Path:
+    """Select (greedy) or average (uniform) ``dirs`` into a soup written to ``out``; with
+    ``config.threshold_val`` the soup's threshold on ``threshold_records`` (that dataset's val split) is recorded."""
     names = unique_names(dirs)
     ingredients = [{"name": n, **model_provenance(d)} for n, d in zip(names, dirs)]
     log: list[dict[str, Any]] = []
@@ -49,17 +67,22 @@ def run_soup(
         model = build_soup(dirs, members)
         if records is not None:
             log.append(
-                {"ingredient": "uniform soup", "soup_score": heldout_score(model, predictor, records, config.metric)}
+                {
+                    "ingredient": "uniform soup",
+                    "soup_score": heldout_score(model, predictor, records, config.metric, config.video_aggregate),
+                }
             )
     else:
-        individual = [heldout_score(load_detector(d), predictor, records, config.metric) for d in dirs]
+        individual = [
+            heldout_score(load_detector(d), predictor, records, config.metric, config.video_aggregate) for d in dirs
+        ]
         inc = IncrementalSoup(dirs)
         pending: dict[tuple[int, ...], Any] = {}
 
         def soup_score(members: list[int]) -> float:
             candidate, state = inc.candidate(members)
             pending[tuple(members)] = state
-            return heldout_score(candidate, predictor, records, config.metric)
+            return heldout_score(candidate, predictor, records, config.metric, config.video_aggregate)
 
         def on_keep(members: list[int]) -> None:
             inc.accept(members, pending.pop(tuple(members), None))
@@ -79,4 +102,7 @@ def run_soup(
         "val_dataset_json_sha256": dataset_json_sha256,
         "merge_method": "mergekit linear (uniform weights, in process)",
     }
+    if config.threshold_val:
+        soup["val_threshold"] = val_threshold(model, predictor, threshold_records)
+        soup["val_threshold_source"] = f"{config.threshold_val}/val (max Youden J)"
     return write_soup(model, out, {"soup": soup, "ingredients": ingredients}, overwrite=overwrite)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from sklearn.metrics import roc_auc_score
 from test_eval_support import make_dataset, make_detectors
 
 from eval.cli import main
@@ -164,3 +167,56 @@ def test_soup_refuses_heads_in_another_label_order(setup, tmp_path, tiny_spec):
     args = ["soup", "--method", "uniform", str(dirs[0]), str(flipped), "--out", str(tmp_path / "s")]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 1 and "head" in r.output and str(flipped) in r.output, r.output
+
+
+def _youden(labels: np.ndarray, scores: np.ndarray, t: float) -> float:
+    fake = scores > t
+    return fake[labels == 1].mean() - fake[labels == 0].mean()
+
+
+def test_soup_video_aggregate_and_threshold_val(setup):
+    """clip-eval soup's --video-aggregate pools the held-out video metric as clip-eval's does, and --threshold-val
+    records the soup's max-Youden-J threshold on that dataset's val split; both checked by recomputing them."""
+    from eval.predict import Predictor
+    from eval.soup import SOUP_CLI_FIELDS, SoupConfig
+    from mergekit_clip.data.deepfakebench import load_frames
+    from mergekit_clip.detector.io import load_detector
+
+    root, json_root, data_root, dirs = setup
+    assert SoupConfig(method="uniform").video_aggregate == "mean" and SoupConfig(method="uniform").threshold_val is None
+    assert set(SOUP_CLI_FIELDS) <= set(SoupConfig.model_fields)
+    out = root / "greedy_max"
+    args = ["soup", "--method", "greedy", *map(str, dirs), "--val", "DFDC", "--metric", "video_auc",
+            "--video-aggregate", "max", "--threshold-val", "DFDC", "--out", str(out),
+            *map(str, _common(json_root, data_root))]  # fmt: skip
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    soup = load_provenance(out)["soup"]
+    assert soup["video_aggregate"] == "max" and soup["threshold_val"] == "DFDC" and soup["metric"] == "video_auc"
+    assert soup["val_threshold_source"] == "DFDC/val (max Youden J)"
+
+    records = load_frames("DFDC", "val", json_root=json_root, data_root=data_root)
+    labels = np.asarray([int(r.label) for r in records])
+    videos = [str(Path(r.path).parent) for r in records]
+    predictor = Predictor(num_workers=0, progress=False)
+
+    def video_auc(scores: np.ndarray, pool) -> float:  # independent: pool per folder, then sklearn
+        ids = sorted(set(videos))
+        pooled = [pool(scores[[v == i for v in videos]]) for i in ids]
+        return roc_auc_score([labels[videos.index(i)] for i in ids], pooled)
+
+    by_name = {e["ingredient"]: e["individual"] for e in soup["selection_log"]}
+    gap = 0.0
+    for d in dirs:
+        scores, ok = predictor.score_paths(load_detector(d), [str(r.path) for r in records])
+        assert ok.all()
+        assert by_name[d.name] == pytest.approx(video_auc(scores, np.max), abs=1e-12)
+        gap = max(gap, abs(video_auc(scores, np.mean) - by_name[d.name]))
+    assert gap > 0  # mean pooling ranks these ingredients differently: the option reached the metric
+
+    scores, _ = predictor.score_paths(load_detector(out), [str(r.path) for r in records])
+    threshold = soup["val_threshold"]
+    candidates = np.unique(scores)
+    best = max(_youden(labels, scores, t) for t in [candidates[0] - 1, *((candidates[1:] + candidates[:-1]) / 2)])
+    assert _youden(labels, scores, threshold) == pytest.approx(best)
+    assert candidates.min() - 1 <= threshold < candidates.max()
