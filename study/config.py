@@ -283,15 +283,14 @@ def _model_at(model: Any, loc: tuple) -> type[BaseModel] | None:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """``a.b=value`` (YAML-parsed value) into a nested dict; ``merges.ties.grid.density=[0.1,0.2]`` works."""
+    from train.config import ConfigError, parse_override  # clip-train's one `--set` syntax
+
     out = copy.deepcopy(raw)  # order kept: families are listed in the order they are built
     for item in overrides:
-        if "=" not in item:
-            raise StudyConfigError(f"--set {item!r}: expected key=value")
-        key, text = item.split("=", 1)
-        path = [p for p in key.strip().split(".") if p]
-        if not path:
-            raise StudyConfigError(f"--set {item!r}: empty key")
-        value = yaml.safe_load(text) if text.strip() else None
+        try:
+            path, value = parse_override(item)
+        except ConfigError as e:
+            raise StudyConfigError(str(e)) from e
         node = out
         for part in path[:-1]:
             child = node.get(part)
