@@ -15,24 +15,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from mergekit.merge_methods.base import BasePolicy, InputContract, OptionalTensorPolicy, TensorGroup
-from mergekit.merge_methods.easy_define import merge_method
+from mergekit.merge_methods.base import TensorGroup
 from pydantic import Field
 
+from mergekit_clip.plugin.methods._base import ingredients, method
 from mergekit_clip.plugin.methods.linalg import back_to, is_matrix, low_rank, rank_of
 
 
-@merge_method(
-    name="cart",
-    pretty_name="CART (centred, rank-reduced task vectors)",
-    reference_url="https://arxiv.org/abs/2412.12153",
-    contract=InputContract(base=BasePolicy.FORBIDDEN, min_inputs=2),
-    optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_SINGLETON,
-)
+@method("cart", "CART (centred, rank-reduced task vectors)", "https://arxiv.org/abs/2412.12153", with_base=False)
 def cart_merge(
     group: TensorGroup, rank_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1, scale: float = 1.0
 ) -> torch.Tensor:
-    weights = torch.stack([entry.tensor.to(torch.float32) for entry in group.entries])
+    weights = torch.stack(ingredients(group))
     average = weights.mean(dim=0)
     if not is_matrix(group.metadata.name, average):
         return back_to(average, group)

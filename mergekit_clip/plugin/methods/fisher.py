@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from mergekit.merge_methods.base import BasePolicy, InputContract, OptionalTensorPolicy, PerInput, TensorGroup
-from mergekit.merge_methods.easy_define import merge_method
+from mergekit.merge_methods.base import PerInput, TensorGroup
 from pydantic import Field
 
+from mergekit_clip.plugin.methods._base import ingredients, method
 from mergekit_clip.plugin.methods.data_stats import group_stats, tensors_for
 from mergekit_clip.plugin.methods.linalg import back_to
 
@@ -36,12 +36,11 @@ def fisher_average(
     return numerator / denominator
 
 
-@merge_method(
-    name="fisher",
-    pretty_name="Fisher merging (diagonal Fisher-weighted average)",
-    reference_url="https://arxiv.org/abs/2111.09832",
-    contract=InputContract(base=BasePolicy.FORBIDDEN, min_inputs=2),
-    optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_SINGLETON,
+@method(
+    "fisher",
+    "Fisher merging (diagonal Fisher-weighted average)",
+    "https://arxiv.org/abs/2111.09832",
+    with_base=False,
 )
 def fisher_merge(
     group: TensorGroup,
@@ -49,7 +48,7 @@ def fisher_merge(
     epsilon: Annotated[float, Field(gt=0.0)] = 1e-8,
 ) -> torch.Tensor:
     stats = group_stats(group, "fisher", "fisher")
-    weights = [entry.tensor.to(torch.float32) for entry in group.entries]
+    weights = ingredients(group)
     coefficients = weight.values_for(group.entries)
     fishers = tensors_for(group, stats, "fisher")
     if fishers is None:

@@ -13,10 +13,9 @@ task arithmetic on the mean task vector, ``W = W0 + alpha * mean_i D_i``, as in 
 from __future__ import annotations
 
 import torch
-from mergekit.merge_methods.base import BasePolicy, InputContract, OptionalTensorPolicy, TensorGroup
-from mergekit.merge_methods.easy_define import merge_method
+from mergekit.merge_methods.base import TensorGroup
 
-from mergekit_clip.plugin.methods.linalg import back_to, is_matrix, stacked
+from mergekit_clip.plugin.methods._base import method, task_arithmetic
 
 
 def isotropic_update(summed: torch.Tensor) -> torch.Tensor:
@@ -25,17 +24,6 @@ def isotropic_update(summed: torch.Tensor) -> torch.Tensor:
     return s.mean() * (u @ vh)
 
 
-@merge_method(
-    name="iso_c",
-    pretty_name="Iso-C (isotropic, common subspace)",
-    reference_url="https://arxiv.org/abs/2502.04959",
-    contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=2, min_non_base=1),
-    optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_BASE_SINGLETON,
-)
+@method("iso_c", "Iso-C (isotropic, common subspace)", "https://arxiv.org/abs/2502.04959", with_base=True)
 def iso_c_merge(group: TensorGroup, alpha: float = 1.0) -> torch.Tensor:
-    base, tasks = stacked(group)
-    if is_matrix(group.metadata.name, base):
-        update = isotropic_update(tasks.sum(dim=0))
-    else:
-        update = tasks.mean(dim=0)
-    return back_to(base + alpha * update, group)
+    return task_arithmetic(group, alpha, lambda tasks: isotropic_update(tasks.sum(dim=0)))

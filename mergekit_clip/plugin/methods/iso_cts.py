@@ -22,11 +22,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from mergekit.merge_methods.base import BasePolicy, InputContract, OptionalTensorPolicy, TensorGroup
-from mergekit.merge_methods.easy_define import merge_method
+from mergekit.merge_methods.base import TensorGroup
 from pydantic import Field
 
-from mergekit_clip.plugin.methods.linalg import back_to, is_matrix, polar_factor, stacked, truncated_svd
+from mergekit_clip.plugin.methods._base import method, task_arithmetic
+from mergekit_clip.plugin.methods.linalg import polar_factor, truncated_svd
 
 
 def subspace_sizes(rank: int, tasks: int, common_fraction: float) -> tuple[int, int]:
@@ -52,19 +52,13 @@ def iso_cts_update(task_matrices: torch.Tensor, common_fraction: float) -> torch
     return torch.cat(ss).mean() * (u_perp @ v_perp.T)
 
 
-@merge_method(
-    name="iso_cts",
-    pretty_name="Iso-CTS (isotropic, common + task-specific subspaces)",
-    reference_url="https://arxiv.org/abs/2502.04959",
-    contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=2, min_non_base=1),
-    optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_BASE_SINGLETON,
+@method(
+    "iso_cts",
+    "Iso-CTS (isotropic, common + task-specific subspaces)",
+    "https://arxiv.org/abs/2502.04959",
+    with_base=True,
 )
 def iso_cts_merge(
     group: TensorGroup, alpha: float = 1.0, common_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8
 ) -> torch.Tensor:
-    base, tasks = stacked(group)
-    if is_matrix(group.metadata.name, base):
-        update = iso_cts_update(tasks, common_fraction)
-    else:
-        update = tasks.mean(dim=0)
-    return back_to(base + alpha * update, group)
+    return task_arithmetic(group, alpha, lambda tasks: iso_cts_update(tasks, common_fraction))

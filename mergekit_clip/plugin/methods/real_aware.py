@@ -30,11 +30,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from mergekit.merge_methods.base import BasePolicy, InputContract, OptionalTensorPolicy, TensorGroup
-from mergekit.merge_methods.easy_define import merge_method
+from mergekit.merge_methods.base import TensorGroup
 from pydantic import Field
 
-from mergekit_clip.plugin.methods.linalg import back_to, is_head, is_matrix, low_rank, rank_of, stacked
+from mergekit_clip.plugin.methods._base import method, task_arithmetic
+from mergekit_clip.plugin.methods.linalg import low_rank, rank_of
 
 Ratio = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -52,22 +52,11 @@ def real_aware_update(task_matrices: torch.Tensor, shared_rank_ratio: float, res
     return shared + combined
 
 
-@merge_method(
-    name="real_aware",
-    pretty_name="Real-aware specialist merging (after R2M)",
-    reference_url="https://arxiv.org/abs/2509.24367",
-    contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=2, min_non_base=1),
-    optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_BASE_SINGLETON,
-)
+@method("real_aware", "Real-aware specialist merging (after R2M)", "https://arxiv.org/abs/2509.24367", with_base=True)
 def real_aware_merge(
     group: TensorGroup, alpha: float = 1.0, shared_rank_ratio: Ratio = 0.1, residual_rank_ratio: Ratio = 0.05
 ) -> torch.Tensor:
-    base, tasks = stacked(group)
-    name = group.metadata.name
-    if is_head(name):
-        return back_to(base + tasks.mean(dim=0), group)
-    if is_matrix(name, base):
-        update = real_aware_update(tasks, shared_rank_ratio, residual_rank_ratio)
-    else:
-        update = tasks.mean(dim=0)
-    return back_to(base + alpha * update, group)
+    def update(tasks: torch.Tensor) -> torch.Tensor:
+        return real_aware_update(tasks, shared_rank_ratio, residual_rank_ratio)
+
+    return task_arithmetic(group, alpha, update, average_heads=True)

@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from mergekit.merge_methods.base import BasePolicy, InputContract, OptionalTensorPolicy, TensorGroup
-from mergekit.merge_methods.easy_define import merge_method
+from mergekit.merge_methods.base import TensorGroup
 from pydantic import Field
 
+from mergekit_clip.plugin.methods._base import ingredients, method
 from mergekit_clip.plugin.methods.data_stats import group_stats, tensors_for
 from mergekit_clip.plugin.methods.linalg import back_to
 
@@ -44,18 +44,12 @@ def regmean_solve(weights: list[torch.Tensor], grams: list[torch.Tensor], off_di
         return torch.linalg.lstsq(denominator, numerator.T).solution.T
 
 
-@merge_method(
-    name="regmean",
-    pretty_name="RegMean (regression mean)",
-    reference_url="https://arxiv.org/abs/2212.09849",
-    contract=InputContract(base=BasePolicy.FORBIDDEN, min_inputs=2),
-    optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_SINGLETON,
-)
+@method("regmean", "RegMean (regression mean)", "https://arxiv.org/abs/2212.09849", with_base=False)
 def regmean_merge(
     group: TensorGroup, off_diagonal_scale: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
 ) -> torch.Tensor:
     stats = group_stats(group, "gram", "regmean")
-    weights = [entry.tensor.to(torch.float32) for entry in group.entries]
+    weights = ingredients(group)
     grams = tensors_for(group, stats, "regmean")
     if grams is None:
         return back_to(torch.stack(weights).mean(dim=0), group)

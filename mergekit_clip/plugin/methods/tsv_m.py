@@ -20,10 +20,10 @@ policy gives the base the ingredients' mean head first, so the head comes out as
 from __future__ import annotations
 
 import torch
-from mergekit.merge_methods.base import BasePolicy, InputContract, OptionalTensorPolicy, TensorGroup
-from mergekit.merge_methods.easy_define import merge_method
+from mergekit.merge_methods.base import TensorGroup
 
-from mergekit_clip.plugin.methods.linalg import back_to, is_matrix, polar_factor, stacked, truncated_svd
+from mergekit_clip.plugin.methods._base import method, task_arithmetic
+from mergekit_clip.plugin.methods.linalg import polar_factor, truncated_svd
 
 
 def tsv_task_matrix(task_matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -40,18 +40,11 @@ def tsv_task_matrix(task_matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return polar_factor(torch.cat(us, dim=1)), torch.cat(ss), polar_factor(torch.cat(vs, dim=1))
 
 
-@merge_method(
-    name="tsv_m",
-    pretty_name="TSV-M (Task Singular Vectors)",
-    reference_url="https://arxiv.org/abs/2412.00081",
-    contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=2, min_non_base=1),
-    optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_BASE_SINGLETON,
-)
+def tsv_update(task_matrices: torch.Tensor) -> torch.Tensor:
+    u, s, v = tsv_task_matrix(task_matrices)
+    return (u * s) @ v.T
+
+
+@method("tsv_m", "TSV-M (Task Singular Vectors)", "https://arxiv.org/abs/2412.00081", with_base=True)
 def tsv_m_merge(group: TensorGroup, alpha: float = 1.0) -> torch.Tensor:
-    base, tasks = stacked(group)
-    if is_matrix(group.metadata.name, base, tasks.shape[0]):
-        u, s, v = tsv_task_matrix(tasks)
-        update = (u * s) @ v.T
-    else:
-        update = tasks.mean(dim=0)
-    return back_to(base + alpha * update, group)
+    return task_arithmetic(group, alpha, tsv_update, rank_per_task=True)
