@@ -178,3 +178,18 @@ def test_pretrained_weights_file_and_grad_checkpointing(family, tmp_path):
     # recomputing activations in backward changes memory, not the result
     for name in outs[False]:
         torch.testing.assert_close(outs[True][name], outs[False][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_clip_train_help_and_docs_list_every_registered_mode():
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from train.cli import main
+    from train.modes import mode_names
+
+    text = CliRunner().invoke(main, ["-h"]).output
+    table = (Path(__file__).parents[1] / "docs" / "train.md").read_text()
+    for mode in mode_names():
+        assert mode in text, mode
+        assert f"| `{mode}`" in table, f"docs/train.md's table of modes lacks {mode}"

@@ -35,7 +35,10 @@ from train.sweep import RunExistsError
 @click.option("--overwrite", is_flag=True, help="replace a run already in OUTPUT")
 @click.option("--dry-run", is_flag=True, help="print the resolved config and the ingredient names, train nothing")
 def main(config_file: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool, dry_run: bool) -> None:
-    """Fine-tune CLIP detectors (linear probe / full fine-tune / LP-FT) over a sweep, plus their shared base."""
+    """Train a family of CLIP detectors over a sweep (modes x datasets x lrs x seeds), plus their shared base.
+
+    Modes (``sweep.modes``; docs/train.md says which paper each follows): linear_probe, full_finetune, lp_ft,
+    layernorm (GenD), lora, svd_residual (Effort), bitfit. Every ingredient is a dense detector folder."""
     try:
         config = load_config(config_file, list(overrides))
         if dry_run:
