@@ -28,7 +28,7 @@ def _rate(dataset: FrameDataset, workers: int, batch_size: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--image-size", default=224, type=int, help="CLIP input side, pixels")
 @click.option("--frames", default=256, type=int, help="frames per pass (train frames repeated as needed)")
 @click.option("--workers", "workers_list", default=(0, 2), multiple=True, type=int)

@@ -55,7 +55,7 @@ def _recompute_probe(model, dataset: TrainFrames, epochs: int, lr: float, batch_
     return time.perf_counter() - t0
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--width", default=128, show_default=True)
 @click.option("--layers", default=4, show_default=True)

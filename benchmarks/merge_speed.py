@@ -362,7 +362,7 @@ def _print(results: list[Result]) -> None:
             )
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--quick", is_flag=True, help="ViT-B/16 only, ties and task_arithmetic, plus the memory sweep.")
 @click.option("--root", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True)
 @click.option(

@@ -48,7 +48,7 @@ def wall_ms(envs: list[dict[str, str]], runs: int) -> list[float]:
     return [statistics.median(s) for s in samples]
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--runs", default=30, show_default=True, help="interpreter starts per measurement")
 def main(runs: int) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MERGEKIT_CLIP_DISABLE"}

@@ -181,7 +181,7 @@ def run_vit(out: Path, preset: str, seed: int, family_set: list[str]) -> None:
     print(json.dumps(summary))
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--preset", default="small", type=click.Choice(["small", "full"]))
 @click.option("--seed", default=0, type=int)
 @click.option("--size", default=32, type=int, help="CNN input side, pixels")

@@ -142,7 +142,7 @@ def measure_merge(backbone: str, method: str) -> dict:
     return {"backbone": backbone, "method": method, **seconds}
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--backbones", default="tiny,ViT-B-16", show_default=True, help="comma list: tiny or open_clip names")
 @click.option("--modes", default="full_finetune,layernorm,lora,svd_residual,bitfit", show_default=True)
 @click.option("--batch", default=8, show_default=True, help="images per step")
