@@ -94,6 +94,11 @@ def option_for(name: str, field: FieldInfo, *, default_from_model: bool = True) 
                         help=help_text)  # fmt: skip
 
 
+def choice_option(flag: str, choices: Iterable[str], default: str, help_text: str | None = None) -> Callable:
+    """A closed option outside the option models: ``flag`` takes one of ``choices``, its default shown in --help."""
+    return click.option(flag, type=click.Choice(list(choices)), default=default, show_default=True, help=help_text)
+
+
 def click_options(
     model: type[BaseModel], *, exclude: Iterable[str] = (), default_from_model: bool = True
 ) -> Callable[[Callable], Callable]:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import click
 
-from mergekit_clip.options import DataOptions, RunOptions, click_options, option_for, options_from, resolve_device
+from mergekit_clip.options import (
+    DataOptions,
+    RunOptions,
+    choice_option,
+    click_options,
+    option_for,
+    options_from,
+    resolve_device,
+)
 from mergekit_clip.stats.store import KINDS
 
 _RUN = RunOptions.model_fields
@@ -19,17 +27,16 @@ _RUN = RunOptions.model_fields
 @click.argument("detector_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--kind", type=click.Choice(KINDS), required=True, help="gram (RegMean) or fisher (Fisher merging)")
 @click.option("--dataset", required=True, help="dataset name: <json-root>/<NAME>.json")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True)
+@choice_option("--split", ["train", "val", "test"], "train")
 @click_options(DataOptions)
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="cap on frames in total [no cap]")
 @option_for("batch_size", _RUN["batch_size"])
 @option_for("workers", _RUN["workers"])
-@click.option(
+@choice_option(
     "--fisher-label",
-    type=click.Choice(["predicted", "true"]),
-    default="predicted",
-    show_default=True,
-    help="label whose log-likelihood gradient the Fisher squares: the model's own prediction or the frame's label",
+    ["predicted", "true"],
+    "predicted",
+    "label whose log-likelihood gradient the Fisher squares: the model's own prediction or the frame's label",
 )
 @option_for("device", _RUN["device"])
 def stats_command(detector_dir, kind, dataset, split, max_frames, fisher_label, **options) -> None:
