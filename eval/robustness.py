@@ -6,6 +6,12 @@ perturbation type this module reports frame and video AUC at each level, their m
 the drop = clean AUC - mean (positive = the perturbation hurts). The library entry point is
 :func:`evaluate_robustness`; ``clip-eval score --perturb SUITE|NAME:LEVEL`` calls the same code.
 
+Scoring (:func:`predict_perturbed`): one pass over the frames for every perturbation of a run, in the DataLoader
+workers; each frame is decoded once and each (video, CRF) H.264-encoded once, and every perturbed image equals
+what ``Predictor.predict(..., perturbation)`` scores for that perturbation alone. Decoding, not perturbing, is
+what a small model's clean pass spends its time on, so a suite keeps the clean images/s
+(``benchmarks/robustness_throughput.py``).
+
     from eval.robustness import evaluate_robustness
     result = evaluate_robustness({"merge": "merged/ties", "best": "ingredients/a"}, {"Celeb-DF-v2": records},
                                  "deeperforensics", out="reports/robust")
@@ -144,6 +150,10 @@ def predict_perturbed(
     cache = predictor.cache
 
     def record(prob: np.ndarray, batch_indices: list[int], positions: list[int], oks: list[bool]) -> None:
+        if predictor.strict and not all(oks):  # e.g. a frame the cache knows to be undecodable
+            bad = next(paths[i] for i, good in zip(batch_indices, oks) if not good)
+            what = "is missing (no such file)" if not os.path.isfile(bad) else "is not a decodable image"
+            raise FrameDecodeError(f"{bad}: {what} (strict mode)")
         rows = [position[i] for i in batch_indices]
         scores[positions, rows] = np.where(oks, prob, np.nan)
         ok[positions, rows] = oks

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from test_eval_support import make_dataset, make_detectors
 
 from eval.cli import main
-from eval.predict import FrameCache, Predictor, load_frame
+from eval.predict import FrameCache, FrameDecodeError, Predictor, load_frame
 from eval.robustness import evaluate_robustness, predict_perturbed
 from mergekit_clip.data.deepfakebench import load_frames
 from mergekit_clip.data.perturbations import parse_perturbation
@@ -171,3 +171,19 @@ def test_one_pass_equals_a_pass_per_perturbation(setup, tmp_path, workers):
     again = predict_perturbed(partial, model, records, "m", "Celeb-DF-v2", variants, run="x")
     for first, second in zip(many, again):
         np.testing.assert_allclose(first.scores, second.scores, atol=1e-6, equal_nan=True)
+
+
+def test_one_pass_strict_names_the_undecodable_frame(setup, tmp_path):
+    _, json_root, data_root, dirs = setup
+    records = [SimpleNamespace(path=r.path, label=r.label, video_id=r.video_id, dataset=r.dataset)
+               for r in _records(json_root, data_root)]  # fmt: skip
+    records[2].path = tmp_path / "gone.png"
+    model = load_detector(dirs[0])
+    strict = Predictor(num_workers=0, batch_size=4, progress=False, strict=True)
+    with pytest.raises(FrameDecodeError, match="gone.png"):
+        predict_perturbed(strict, model, records, "m", "Celeb-DF-v2", [parse_perturbation("VC:40")])
+    cache = FrameCache(64)  # known undecodable from a lenient run: the strict one still refuses it
+    Predictor(num_workers=0, batch_size=4, progress=False, cache=cache).predict(model, records, "m", "x")
+    strict.cache = cache
+    with pytest.raises(FrameDecodeError, match="gone.png: is missing"):
+        predict_perturbed(strict, model, records, "m", "Celeb-DF-v2", [None])
