@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mergekit_clip.options import Compression
+from mergekit_clip.options import Compression, Precision
 from train.config import format_validation_errors
 
 SOUP_METHODS = ("uniform", "greedy")
@@ -139,8 +139,11 @@ class SelectionConfig(_Section):
 
 
 class EvalConfig(_Section):
-    device: str = Field("cpu", description="cpu, cuda or cuda:N")
-    precision: Literal["fp32", "bf16"] = "fp32"
+    """How models are scored: ``device``, ``precision``, ``batch_size``, ``workers`` mean what they mean for
+    ``clip-eval`` and ``clip-train`` (``mergekit_clip.options.RunOptions``), with the same defaults."""
+
+    device: str = Field("auto", description="auto (cuda when available), cpu, cuda or cuda:N")
+    precision: Precision = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU")
     batch_size: int = Field(64, gt=0)
     workers: int | None = Field(None, ge=0, description="decode workers; None = auto")
     resize: Literal["exact", "fast"] = "exact"
@@ -190,7 +193,8 @@ class RobustnessConfig(_Section):
 
 class MergekitOptions(_Section):
     random_seed: int = Field(0, description="DARE/DELLA drop at random: a fixed seed makes candidates reproducible")
-    device: str = Field("cpu", description="mergekit's math device")
+    device: str = Field("cpu", description="mergekit's math device (cpu keeps candidates bit-reproducible and their "
+                        "content keys valid across machines; cuda for large models)")  # fmt: skip
 
 
 class BootstrapConfig(_Section):

@@ -100,7 +100,7 @@ class ScoreStore:
         condition = () if perturbation is None else (perturbation.key, seed)  # clean files keep their old key
         frames_key = hashlib.sha256(
             repr((_json_digest(self.data.json_root, base), dataset, split, self.data.frame_num, self.data.compression,
-                  self.eval_cfg.resize, self.eval_cfg.precision, *condition)).encode()
+                  self.eval_cfg.resize, effective_precision(self.eval_cfg), *condition)).encode()
         ).hexdigest()[:12]  # fmt: skip
         tag = "" if perturbation is None else f"__{perturbation.key.replace(':', '-')}"
         return self.root / weights[:16] / f"{dataset}__{split}{tag}__{frames_key}.npz"
@@ -167,16 +167,25 @@ class ScoreStore:
         os.replace(tmp, file)
 
 
+def effective_precision(eval_cfg) -> str:
+    """``fp32`` or ``bf16`` as the scores are computed (``auto`` resolved on this machine): part of the score key."""
+    from mergekit_clip.options import resolve_device, uses_bf16
+
+    return "bf16" if uses_bf16(eval_cfg.precision, resolve_device(eval_cfg.device)) else "fp32"
+
+
 def make_predictor(eval_cfg) -> Callable:
     def factory():
         import torch
 
         from eval.predict import FrameCache, Predictor
+        from mergekit_clip.options import resolve_device
 
         if eval_cfg.threads is not None:
             torch.set_num_threads(eval_cfg.threads)
         return Predictor(
-            eval_cfg.device, eval_cfg.precision == "bf16", eval_cfg.batch_size, eval_cfg.workers,
+            resolve_device(eval_cfg.device), effective_precision(eval_cfg) == "bf16", eval_cfg.batch_size,
+            eval_cfg.workers,
             FrameCache(eval_cfg.cache_mb), strict=False, resize=eval_cfg.resize, progress=False,
         )  # fmt: skip  (the study's own bars count models and conditions; one bar per split would bury them)
 
