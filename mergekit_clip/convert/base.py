@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mergekit_clip.detector.io import DetectorFormatError, save_detector
+from mergekit_clip.detector.io import DetectorFormatError, compare_tensors, save_detector
 from mergekit_clip.detector.labels import normalize_labels
 from mergekit_clip.detector.spec import DetectorSpec
 
@@ -243,15 +243,10 @@ def build_model(converted: Converted):
         model = CLIPDetector(converted.spec)
     expected = model.state_dict()
     state = converted.state
-    missing = sorted(set(expected) - set(state))
+    missing, wrong = compare_tensors(expected, state, "source", "detector")
     if missing:
         raise ConversionError(f"{source}: missing tensor(s) for the detector: {missing[:12]}")
     refuse_leftovers(set(state) - set(expected), source, "tensors the detector has no place for")
-    wrong = [
-        f"{k}: source {tuple(state[k].shape)} vs detector {tuple(v.shape)}"
-        for k, v in expected.items()
-        if state[k].shape != v.shape
-    ]
     if wrong:
         raise ConversionError(f"{source}: tensor shapes do not fit the inferred geometry: {wrong[:6]}")
     narrowed = sorted(

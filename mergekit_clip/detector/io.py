@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -210,6 +211,21 @@ def create_detector(spec: DetectorSpec, seed: int | None = 0):
         return CLIPDetector(spec)
 
 
+def compare_tensors(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], found_as: str, expected_as: str, prefix: str = ""
+) -> tuple[list[str], list[str]]:
+    """``(missing names, shape mismatches)`` of ``found`` against ``expected``: the one check every loader and the
+    importer make before ``load_state_dict``. A mismatch reads ``<prefix>name: <found_as> (..) vs <expected_as> (..)``.
+    """
+    missing = sorted(set(expected) - set(found))
+    wrong = [
+        f"{prefix}{k}: {found_as} {tuple(found[k].shape)} vs {expected_as} {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in found and found[k].shape != v.shape
+    ]
+    return missing, wrong
+
+
 def load_pretrained_backbone(model, file: str | os.PathLike) -> list[str]:
     """Load an open_clip / OpenAI weights file (whole CLIP or visual tower only) into ``model.visual``.
 
@@ -223,14 +239,9 @@ def load_pretrained_backbone(model, file: str | os.PathLike) -> list[str]:
     if not visual:
         visual = dict(state)  # a bare visual-tower state dict
     expected = model.visual.state_dict()
-    missing = sorted(set(expected) - set(visual))
+    missing, wrong = compare_tensors(expected, visual, "file", "model", prefix="visual.")
     if missing:
         raise DetectorFormatError(f"{file}: missing visual tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    wrong = [
-        f"visual.{k}: file {tuple(visual[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if visual[k].shape != v.shape
-    ]
     if wrong:
         raise DetectorFormatError(f"{file} does not fit the architecture: {wrong[:6]}")
     model.visual.load_state_dict({k: visual[k] for k in expected}, strict=True)
@@ -242,13 +253,19 @@ def save_detector(
     path: str | os.PathLike,
     provenance: dict | None = None,
     overwrite: bool = False,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` atomically; returns the directory."""
+    """Write ``config.json`` + ``model.safetensors`` atomically; returns the directory.
+
+    ``write_extra(tmp)`` adds more files to the folder before it is published (a training mode's factors), so
+    they appear together with the weights or not at all."""
     config = DetectorConfig.from_spec(model.spec, provenance=provenance)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_directory(path, overwrite=overwrite) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         config.save_pretrained(str(tmp))
+        if write_extra is not None:
+            write_extra(tmp)
     return Path(path)
 
 
@@ -292,17 +309,12 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", r
         if spec.head is not None and spec.head.feature == "projected":
             raise DetectorFormatError(f"{path}: head uses projected features but there is no projection")
         state["visual.proj"] = expected["visual.proj"]
-    missing = sorted(set(expected) - set(state))
+    missing, wrong = compare_tensors(expected, state, "file", "config")
     if missing:
         raise DetectorFormatError(f"{path}: missing tensor(s) {missing[:8]}")
     unexpected = sorted(set(state) - set(expected))
     if unexpected and model_layout(cfg) == ARCHITECTURE:
         raise DetectorFormatError(f"{path}: unexpected tensor(s) {unexpected[:8]}")
-    wrong = [
-        f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
-        for k, v in expected.items()
-        if state[k].shape != v.shape
-    ]
     if wrong:
         raise DetectorFormatError(f"{path}: tensors do not match config.json: {wrong[:6]}")
     model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=True)

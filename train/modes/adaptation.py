@@ -17,8 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from mergekit_clip.detector.io import WEIGHTS_NAME, atomic_directory
-from mergekit_clip.detector.spec import DetectorConfig
+from mergekit_clip.detector.io import save_detector
 
 FACTORS_NAME = "adapter_factors.safetensors"
 LAYERNORM_NAMES = ("ln_pre", "ln_1", "ln_2", "ln_post")
@@ -90,13 +89,10 @@ def save_ingredient(
     overwrite: bool = False,
 ) -> Path:
     """Write the dense detector (``config.json`` + ``model.safetensors``) and, if any, its factors, atomically."""
-    config = DetectorConfig.from_spec(model.spec, provenance=provenance)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_directory(path, overwrite=overwrite) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        config.save_pretrained(str(tmp))
-        if factors:
-            meta = {"format": "pt", "mode": str(provenance.get("mode")),
-                    "mode_options": json.dumps(provenance.get("mode_options") or {}, sort_keys=True)}  # fmt: skip
-            save_file({k: v.contiguous() for k, v in factors.items()}, str(tmp / FACTORS_NAME), metadata=meta)
-    return Path(path)
+
+    def write_factors(tmp: Path) -> None:
+        meta = {"format": "pt", "mode": str(provenance.get("mode")),
+                "mode_options": json.dumps(provenance.get("mode_options") or {}, sort_keys=True)}  # fmt: skip
+        save_file({k: v.contiguous() for k, v in factors.items()}, str(tmp / FACTORS_NAME), metadata=meta)
+
+    return save_detector(model, path, provenance, overwrite, write_extra=write_factors if factors else None)
