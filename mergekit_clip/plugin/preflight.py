@@ -96,6 +96,14 @@ def _family(layout: str) -> str:
     return "open_clip detector" if layout == ARCHITECTURE else "Hugging Face CLIP"
 
 
+def _require_same(m: InputModel, other: InputModel, part: str, names, why: str) -> None:
+    """Raise unless ``m`` and ``other`` agree on every field ``names`` of their spec's ``part``."""
+    for name in names:
+        mine, theirs = getattr(getattr(m.spec, part), name), getattr(getattr(other.spec, part), name)
+        if mine != theirs:
+            raise MergeInputError(f"{m.path}: {part}.{name} is {mine!r} but {other.path} has {theirs!r}; {why}")
+
+
 def check_compatible(inputs: list[InputModel], base_ref) -> InputModel:
     """Raise on any incompatibility; returns the reference model (the base, else the first input)."""
     reference = next((m for m in inputs if base_ref is not None and m.ref == base_ref), inputs[0])
@@ -106,22 +114,10 @@ def check_compatible(inputs: list[InputModel], base_ref) -> InputModel:
                 f"{reference.path} ({_family(reference.layout)}, {reference.layout}); convert one of them with "
                 "`mergekit-clip import` first"
             )
-        for name in GEOMETRY_FIELDS:
-            mine, ref = getattr(m.spec.backbone, name), getattr(reference.spec.backbone, name)
-            if mine != ref:
-                raise MergeInputError(
-                    f"{m.path}: backbone.{name} is {mine} but {reference.path} has {ref}; "
-                    "only fine-tunes of one architecture can be merged"
-                )
+        _require_same(m, reference, "backbone", GEOMETRY_FIELDS, "only fine-tunes of one architecture can be merged")
     heads = [m for m in inputs if m.spec.head is not None]
     for m in heads[1:]:
-        for name in ("feature", "normalize"):
-            mine, first = getattr(m.spec.head, name), getattr(heads[0].spec.head, name)
-            if mine != first:
-                raise MergeInputError(
-                    f"{m.path}: head.{name} is {mine!r} but {heads[0].path} has {first!r}; heads on different "
-                    "features cannot be merged"
-                )
+        _require_same(m, heads[0], "head", ("feature", "normalize"), "heads on different features cannot be merged")
     adapters = [m for m in inputs if m.spec.adapter is not None]
     for m in adapters[1:]:
         if m.spec.adapter != adapters[0].spec.adapter:
