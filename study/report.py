@@ -58,7 +58,8 @@ def build_study_json(
         held = {d: test[entry.name][d] for d in held_out}
         intervals = {level: _interval(bootstrap_auc(_frames(held), level=level, **boot)) for level in LEVELS}
         models[entry.name] = {
-            "kind": entry.kind, "group": entry.group, "method": entry.method, "params": dict(entry.params),
+            "kind": entry.kind, "group": entry.group, "family": entry.family, "method": entry.method,
+            "params": dict(entry.params),
             "path": str(entry.path), "weights_sha256": entry.weights,
             "val": {"metric": selection.metric, "score": selection.val_scores[entry.name],
                     **({"tie_break": {"metric": selection.tie_break, "value": _unsigned(selection, entry.name)}}
@@ -82,6 +83,14 @@ def build_study_json(
             iv = paired_auc_difference(held, ref_held, level=level, **boot)
             diffs[level] = {**_interval(iv), "verdict": verdict(iv)}
         models[entry.name]["vs_reference"] = diffs
+        family_ref = selection.family_reference.get(entry.family or "")
+        if len(selection.family_reference) > 1 and family_ref is not None:  # the family's own best, if not global
+            fam_held = _frames({d: test[family_ref][d] for d in held_out})
+            within: dict[str, Any] = {"family": entry.family, "reference": family_ref}
+            for level in LEVELS:
+                iv = paired_auc_difference(held, fam_held, level=level, **boot)
+                within[level] = {**_interval(iv), "verdict": verdict(iv)}
+            models[entry.name]["vs_family_reference"] = within
     groups = []
     for group, names in selection.members.items():
         picked = selection.selected[group]
@@ -101,6 +110,7 @@ def build_study_json(
         "selection_metric": selection.metric, "tie_break": selection.tie_break,
         "bootstrap": {**boot, "resampling": "videos, stratified by label"},
         "reference": reference,
+        "family_references": dict(selection.family_reference),
         "groups": groups,
         "models": models,
         "merges": result.merges,
@@ -181,6 +191,25 @@ def verdict_table(doc: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def family_table(doc: dict[str, Any]) -> str | None:
+    """Each merge group and soup against its own family's val-picked ingredient (studies of several families)."""
+    rows = []
+    for g in doc["groups"]:
+        m = doc["models"][g["selected_on_val"]]
+        vs = m.get("vs_family_reference")
+        if vs is None or g["group"] in ("any merge", "any soup"):
+            continue
+        ref = doc["models"][vs["reference"]]["held_out_mean"]["frame"]["estimate"]
+        rows.append([g["group"], vs["family"], vs["reference"], _f(ref), g["selected_on_val"],
+                     _f(m["held_out_mean"]["frame"]["estimate"]), _signed_ci(vs["frame"]), vs["frame"]["verdict"],
+                     _signed_ci(vs["video"]), vs["video"]["verdict"]])  # fmt: skip
+    if not rows:
+        return None
+    header = ["group", "family", "family's val-picked ingredient", "its held-out AUC", "selected on source val",
+              "held-out AUC", "frame Δ vs family's ingredient", "verdict", "video Δ", "verdict"]  # fmt: skip
+    return _table(header, rows)
+
+
 def inflation_table(doc: dict[str, Any]) -> str:
     rows = [[g["group"], g["selected_on_val"], _f(g["selected_held_out"]), g["oracle_best_on_test"],
              _f(g["oracle_held_out"]), f"{g['gap']:+.4f}", str(g["candidates"])] for g in doc["groups"]]  # fmt: skip
@@ -218,6 +247,9 @@ def write_markdown(doc: dict[str, Any], file: Path, figures: list[str], robustne
         "",
         verdict_table(doc),
         "",
+        *(["## Within each family (against the family's own val-picked ingredient)", "",
+            "Does merging a family beat its best member? (e.g. specialists merged against the best specialist)", "",
+            family_table(doc), ""] if family_table(doc) else []),
         "## Selected on source val vs oracle (best on test)",
         "",
         "The oracle column is what selecting on the test sets would report; the gap is that inflation.",
@@ -301,6 +333,10 @@ def write_outputs(study, run, result, test, doc: dict[str, Any]) -> None:
 def print_summary(doc: dict[str, Any]) -> None:
     click.echo(f"\nDid merging help? (selected on source val; reference = {doc['reference']})\n")
     click.echo(verdict_table(doc))
+    within = family_table(doc)
+    if within:
+        click.echo("\nWithin each family (against the family's own val-picked ingredient):\n")
+        click.echo(within)
     click.echo("\nSelected on source val vs oracle (best on test):\n")
     click.echo(inflation_table(doc))
     if doc.get("robustness"):

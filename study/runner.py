@@ -89,7 +89,8 @@ class StudyRun:
             for ing in family.ingredients:
                 label = f"{name}/{ing.name}" if multi else ing.name
                 entries.append(Entry(label, "ingredient", INGREDIENTS, ing.path, self.hashes.model(ing.path),
-                                     method=ing.mode, params={"mode": ing.mode, "lr": ing.lr, "seed": ing.seed}))
+                                     method=ing.mode, params={"mode": ing.mode, "lr": ing.lr, "seed": ing.seed},
+                                     family=name))
         return entries  # fmt: skip
 
     def score(self, entry: Entry, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], SplitScores]:
@@ -111,7 +112,7 @@ class StudyRun:
         entries = self.ingredient_entries()
         entries += [
             Entry(c.name, "merge", c.group, c.model_dir(self.out), self.hashes.model(c.model_dir(self.out)),
-                  method=c.method, params=c.params, searched=c.searched)
+                  method=c.method, params=c.params, searched=c.searched, family=c.family)
             for c in self.candidates
         ]  # fmt: skip
         pairs = self._val_pairs()
@@ -142,7 +143,7 @@ class StudyRun:
                 click.echo(f"soup {plan.name} ({plan.method}) over {len(plan.pool)} ingredients")
                 make_soup(plan, self.out, individual, lambda model: self._val_metric(model, pairs))
             entries.append(Entry(plan.name, "soup", plan.name, model_dir, self.hashes.model(model_dir),
-                                 method=f"{plan.method} soup"))  # fmt: skip
+                                 method=f"{plan.method} soup", family=plan.family))  # fmt: skip
         return entries
 
     def _val_metric(self, model, pairs) -> float:

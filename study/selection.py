@@ -34,6 +34,7 @@ class Entry:
     method: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     searched: tuple[str, ...] = ()
+    family: str | None = None  # the ingredient family it is (or is made from)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Selection:
     members: dict[str, list[str]]  # group -> its models, in study order
     tie_break: str | None = None  # registered frame metric that orders models tied on ``metric``
     tie_scores: dict[str, float] = field(default_factory=dict)  # model -> tie_break on source val
+    family_reference: dict[str, str] = field(default_factory=dict)  # family -> its val-selected ingredient
 
     @property
     def reference(self) -> str:
@@ -100,5 +102,10 @@ def select_on_val(
     if INGREDIENTS not in groups:
         raise ValueError("the study has no ingredients to compare merges against")
     selected = {group: best(names, scores, ties) for group, names in groups.items()}
+    families: dict[str, list[str]] = {}
+    for e in entries:
+        if e.kind == "ingredient" and e.family is not None:
+            families.setdefault(e.family, []).append(e.name)
+    family_reference = {family: best(names, scores, ties) for family, names in families.items()}
     return Selection(metric=metric, val_scores=scores, selected=selected, members=groups, tie_break=tie_break,
-                     tie_scores=dict(ties or {}))  # fmt: skip
+                     tie_scores=dict(ties or {}), family_reference=family_reference)  # fmt: skip

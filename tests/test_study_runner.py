@@ -185,3 +185,25 @@ def test_figures_get_every_model_and_roc_only_selected(world, tmp_path, monkeypa
     assert len(shown) < len(doc["models"])
     assert (tmp_path / "out" / "figures" / "roc_Tiny-A.png").exists()
     assert "figures/did_merging_help.png" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_several_families_are_also_judged_against_their_own_best_member(world, tmp_path, tiny_spec):
+    from study.runner import run_study
+
+    make_family(tmp_path / "second", tiny_spec, rows=(("sp_a", "full_finetune", 1e-3, 0),
+                                                       ("sp_b", "full_finetune", 1e-3, 1)))  # fmt: skip
+    study = _study(world, tmp_path / "out", families={"tiny": {"path": str(world / "family")},
+                                                       "spec": {"path": str(tmp_path / "second")}},
+                   merges={"linear": {"family": "spec"}}, soups={"uniform": {"family": "tiny"}})  # fmt: skip
+    doc = run_study(study, progress=False)
+    models = doc["models"]
+    val = {n: (m["val"]["score"], -m["val"]["tie_break"]["value"]) for n, m in models.items()}
+    for family in ("tiny", "spec"):
+        members = [n for n, m in models.items() if m["kind"] == "ingredient" and m["family"] == family]
+        assert doc["family_references"][family] == max(members, key=lambda n: (*val[n], -members.index(n)))
+    vs = models["linear"]["vs_family_reference"]
+    assert vs["family"] == "spec" and vs["reference"] == doc["family_references"]["spec"]
+    expected = models["linear"]["held_out_mean"]["frame"]["estimate"] - models[vs["reference"]]["held_out_mean"][
+        "frame"]["estimate"]  # fmt: skip
+    assert vs["frame"]["estimate"] == pytest.approx(expected, abs=1e-12)
+    assert "Within each family" in (tmp_path / "out" / "report.md").read_text()
