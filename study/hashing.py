@@ -114,6 +114,16 @@ class FileHashes:
         """One hash for a model directory: its weight files' hashes in order."""
         return canonical_hash([self.file(f) for f in weight_files(model_dir)], length=64)
 
+    def weights_sha256(self, model_dir: Path) -> str:
+        """:func:`mergekit_clip.detector.io.weights_hash` (sha256 over the weight files' bytes, what statistics
+        files record as ``weights_sha256``), from the cache when the model has one weight file."""
+        files = weight_files(model_dir)
+        if len(files) == 1:
+            return self.file(files[0])
+        from mergekit_clip.detector.io import weights_hash
+
+        return weights_hash(model_dir)  # sharded: the digest runs over the shards' concatenation
+
     def save(self) -> None:
         if self.cache_file is not None and self._dirty:
             write_json_atomic(self.cache_file, self._known)

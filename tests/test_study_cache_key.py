@@ -176,3 +176,14 @@ def test_a_statistics_hash_ignores_the_order_of_the_header(tmp_path):
     assert torch.equal(_read(second)[0]["w"], torch.arange(6.0).reshape(2, 3))
     save_file({"w": torch.arange(6.0).reshape(2, 3) + 1}, str(second), {"kind": "gram", "dataset": "Tiny-FF"})
     assert FileHashes().safetensors(first) != FileHashes().safetensors(second)  # fresh: no stat-keyed cache
+
+
+def test_weights_sha256_is_what_statistics_files_record(world):
+    """The cached hash equals detector.io.weights_hash, the ``weights_sha256`` a statistics file is checked against."""
+    from mergekit_clip.detector.io import weights_hash
+
+    root, _, _ = world
+    ingredient = root / "family" / "ingredients" / CHOSEN[0]
+    hashes = FileHashes()
+    assert hashes.weights_sha256(ingredient) == weights_hash(ingredient)
+    assert _read(stats_path(ingredient, "gram"))[1]["weights_sha256"] == hashes.weights_sha256(ingredient)
