@@ -31,18 +31,9 @@ from pathlib import Path
 import click
 
 from benchmarks.merge_speed import make_detector_family, run_variant
+from mergekit_clip.plugin.methods import METHOD_MODULES, STATS_KINDS, default_parameters, needs_base
 
-METHODS = ("tsv_m", "iso_c", "iso_cts", "cart", "real_aware", "regmean", "fisher")
-BASELESS = ("cart", "regmean", "fisher")
-PARAMS = {
-    "tsv_m": {"alpha": 1.0},
-    "iso_c": {"alpha": 1.0},
-    "iso_cts": {"alpha": 1.0, "common_fraction": 0.8},
-    "cart": {"rank_ratio": 0.1, "scale": 1.0},
-    "real_aware": {"alpha": 1.0, "shared_rank_ratio": 0.1, "residual_rank_ratio": 0.05},
-    "regmean": {"off_diagonal_scale": 0.9},
-    "fisher": {"epsilon": 1e-8},
-}
+METHODS = tuple(METHOD_MODULES)
 
 
 @dataclass
@@ -103,9 +94,10 @@ def write_synthetic_stats(paths: list[Path]) -> None:
 
 
 def recipe(method: str, paths: list[Path]) -> dict:
-    cfg: dict = {"merge_method": method, "dtype": "float32", "parameters": PARAMS[method]}
+    # every method at its defaults, so the benchmark times what a recipe that sets nothing runs
+    cfg: dict = {"merge_method": method, "dtype": "float32", "parameters": default_parameters(method)}
     cfg["models"] = [{"model": str(p)} for p in paths[1:]]
-    if method not in BASELESS:
+    if needs_base(method):
         cfg["base_model"] = str(paths[0])
     return cfg
 
@@ -163,7 +155,7 @@ def plain_merge(cfg: dict, out: Path, device: str) -> None:
     files = [m["model"] for m in cfg["models"]]
     models = [load_file(str(Path(f) / "model.safetensors")) for f in files]
     base = load_file(str(Path(cfg["base_model"]) / "model.safetensors")) if cfg.get("base_model") else None
-    kind = {"regmean": "gram", "fisher": "fisher"}.get(method)
+    kind = STATS_KINDS.get(method)
     stats = [open_stats(f, kind, method) for f in files] if kind else []
     merged = {}
     for name in models[0]:

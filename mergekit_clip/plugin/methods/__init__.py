@@ -1,7 +1,8 @@
 """Merge methods beyond mergekit's own, registered through mergekit's public
 ``mergekit.merge_methods.registry.register()`` so stock ``mergekit-yaml`` (and ``--cuda``) can use them.
 
-One module per method; adding one is one file plus one line in :data:`METHOD_MODULES`. Data-free:
+One module per method; adding one is one file (a kernel under :func:`._base.method`, the task-vector ones
+through :func:`._base.task_arithmetic`) plus one line in :data:`METHOD_MODULES`. Data-free:
 ``tsv_m``, ``iso_c``, ``iso_cts``, ``cart``, ``real_aware``; data-aware (statistics from ``mergekit-clip stats``):
 ``regmean``, ``fisher``. See docs/merge_methods.md.
 """
@@ -32,6 +33,20 @@ def method_objects() -> dict:
         module, attr = target.split(":")
         out[name] = getattr(importlib.import_module(module), attr)
     return out
+
+
+def needs_base(name: str) -> bool:
+    """Whether method ``name`` merges task vectors against a ``base_model`` (else it refuses one), per its contract."""
+    from mergekit.merge_methods.base import BasePolicy
+
+    return method_objects()[name].spec.contract.base is BasePolicy.REQUIRED
+
+
+def default_parameters(name: str) -> dict:
+    """The shared (not per-model) parameters of method ``name`` at their defaults, as its kernel declares them."""
+    from mergekit.merge_methods.base import ParameterScope
+
+    return {p.name: p.default for p in method_objects()[name].spec.parameters if p.scope is ParameterScope.SHARED}
 
 
 def register_methods() -> list[str]:
