@@ -13,7 +13,7 @@ import re
 import warnings
 import zipfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -96,14 +96,7 @@ class ImportReport:
         return out
 
     def as_dict(self) -> dict:
-        return {
-            "kind": self.kind,
-            "source": self.source,
-            "mapped": self.mapped,
-            "notes": self.notes,
-            "dropped": self.dropped,
-            "sha256": self.sha256,
-        }
+        return asdict(self)  # every field, copied: the provenance must not change with the report
 
 
 @dataclass
