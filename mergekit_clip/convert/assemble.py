@@ -18,9 +18,6 @@ def assemble(
     report: ImportReport,
     *,
     default_act: str,
-    head_feature: str | None = None,
-    head_normalize: bool | None = None,
-    labels: tuple[str, ...] | None = None,
     preprocess: PreprocessSpec | None = None,
     adapter: AdapterSpec | None = None,
     adapter_tensors: dict[str, torch.Tensor] | None = None,
@@ -43,9 +40,7 @@ def assemble(
         )
     head_spec = None
     if head:
-        head_spec = resolve_head(
-            head["weight"], backbone, options, report, feature=head_feature, normalize=head_normalize, labels=labels
-        )
+        head_spec = resolve_head(head["weight"], backbone, options, hints, report)
         if head_spec.feature == "projected" and proj is None:
             raise ConversionError(f"{report.source}: the head reads projected features but there is no projection")
         state["head.weight"], state["head.bias"] = head["weight"], head["bias"]

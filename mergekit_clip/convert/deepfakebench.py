@@ -9,6 +9,7 @@ CLIP config it started from), ``--arch`` or the defaults of OpenAI CLIP (QuickGE
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,12 +25,11 @@ def convert_pooled_detector(state: dict[str, torch.Tensor], options: ImportOptio
     hints = SourceHints()
     if options.hf_config is not None:
         hints = hints_from_hf_config(read_hf_config(options.hf_config), origin=str(options.hf_config))
+    hints = replace(hints, head_feature="pooled")
     parts = extract_hf_vision(state, report, head_key=options.head_key)
     if not parts.head:
         raise ConversionError(f"{report.source}: no head found (expected head.weight/head.bias); see --head-key")
-    return assemble(
-        parts.visual, parts.proj, parts.head, options, hints, report, default_act="quick_gelu", head_feature="pooled"
-    )
+    return assemble(parts.visual, parts.proj, parts.head, options, hints, report, default_act="quick_gelu")
 
 
 def import_deepfakebench(source: Path, options: ImportOptions) -> Converted:

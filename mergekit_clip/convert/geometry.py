@@ -35,6 +35,10 @@ class SourceHints:
     act: str | None = None
     layer_norm_eps: float | None = None
     embed_dim: int | None = None
+    # the head's own description (a HF config's detector_head; DeepfakeBench: pooled); options still win
+    head_feature: str | None = None
+    head_normalize: bool | None = None
+    labels: tuple[str, ...] | None = None
 
 
 def hints_from_hf_config(cfg: dict, origin: str) -> SourceHints:
@@ -148,18 +152,11 @@ def resolve_backbone(
 
 
 def resolve_head(
-    weight: torch.Tensor,
-    backbone: BackboneSpec,
-    options: ImportOptions,
-    report: ImportReport,
-    *,
-    feature: str | None = None,
-    normalize: bool | None = None,
-    labels: tuple[str, ...] | None = None,
+    weight: torch.Tensor, backbone: BackboneSpec, options: ImportOptions, hints: SourceHints, report: ImportReport
 ) -> HeadSpec:
-    """Head spec of a ``(classes, dim)`` weight; ``feature``/``normalize``/``labels`` are the source's own say."""
+    """Head spec of a ``(classes, dim)`` weight: options, then the source's own say (``hints``), then the shapes."""
     rows, dim = weight.shape
-    feature = options.head_feature or feature
+    feature = options.head_feature or hints.head_feature
     if feature is None:
         if dim == backbone.width:
             feature = "pooled"
@@ -177,8 +174,8 @@ def resolve_head(
         raise ConversionError(
             f"{report.source}: head weight {tuple(weight.shape)} does not read the {feature} feature ({expected}-dim)"
         )
-    normalize = options.head_normalize if options.head_normalize is not None else bool(normalize)
-    labels = options.labels or labels or (("real", "fake") if rows == 2 else ("fake",))
+    normalize = options.head_normalize if options.head_normalize is not None else bool(hints.head_normalize)
+    labels = options.labels or hints.labels or (("real", "fake") if rows == 2 else ("fake",))
     try:
         head = HeadSpec(feature=feature, normalize=normalize, num_classes=rows, labels=labels)
     except ValueError as e:

@@ -10,6 +10,7 @@ whose config is not a CLIP one, needs ``--hf-config`` with the CLIP config the m
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -87,10 +88,9 @@ def import_hf(source: Path, options: ImportOptions) -> Converted:
         preprocess = preprocess_from_hf(cfg, processor, size, str(source / HF_PREPROCESSOR_FILE))
     except ValueError as e:
         raise ConversionError(str(e)) from e
-    feature = normalize = labels = None
     head_key = options.head_key
     if head is not None:
-        feature, normalize, labels = head.feature, head.normalize, head.labels
+        hints = replace(hints, head_feature=head.feature, head_normalize=head.normalize, labels=head.labels)
         if head.feature == "patch_mean" and not head_key and not cfg.get("detector_head"):
             head_key = "classifier"
             report.note("CLIPForImageClassification: classifier reads the mean of the final patch tokens")
@@ -115,9 +115,6 @@ def import_hf(source: Path, options: ImportOptions) -> Converted:
         hints,
         report,
         default_act=hints.act,
-        head_feature=feature,
-        head_normalize=normalize,
-        labels=labels,
         preprocess=preprocess,
         adapter=adapter,
         adapter_tensors=adapter_tensors,
