@@ -1,7 +1,7 @@
 """Merge statistics of the data-aware candidates, computed before they merge.
 
 A candidate whose method reads statistics (``regmean``: Gram matrices, ``fisher``: diagonal Fisher; the table is
-``mergekit_clip.stats.store.METHOD_STATS``) needs them beside every ingredient it merges. The study computes
+``mergekit_clip.plugin.methods.STATS_KINDS``) needs them beside every ingredient it merges. The study computes
 what is missing with the same code as ``mergekit-clip stats`` (:func:`mergekit_clip.stats.compute.compute_stats`),
 on each ingredient's own training data by default (a specialist's own forgery family, as RegMean and Fisher
 merging use each model's own task data), and reuses a file whose weights hash, dataset, split and frame count
@@ -17,8 +17,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from mergekit_clip.plugin.methods import STATS_KINDS
 from mergekit_clip.recipe import Family
-from mergekit_clip.stats.store import METHOD_STATS, stats_path
+from mergekit_clip.stats.store import stats_path
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def plan_stats(study, candidates, families: dict[str, Family]) -> list[StatsJob]
     """One job per (ingredient, kind) that some candidate's method needs, in candidate order, without repeats."""
     jobs: dict[tuple[str, str], StatsJob] = {}
     for candidate in candidates:
-        kind = METHOD_STATS.get(candidate.method)
+        kind = STATS_KINDS.get(candidate.method)
         if kind is None:
             continue
         by_name = {i.name: i for i in families[candidate.family].ingredients}

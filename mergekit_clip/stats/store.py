@@ -33,7 +33,6 @@ STATS_DIR = "merge_stats"
 FORMAT = "mergekit-clip-merge-stats"
 FORMAT_VERSION = "1"
 KINDS = ("gram", "fisher")
-METHOD_STATS = {"regmean": "gram", "fisher": "fisher"}  # data-aware merge method -> the statistics it reads
 
 
 class StatsError(click.ClickException, ValueError):
