@@ -126,6 +126,27 @@ def test_hidden_mergekit_module_cannot_break_import_mergekit():
     assert "identity_shortcut" in inactive and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("first", ["mergekit_clip.plugin.methods.tsv_m", "mergekit_clip.plugin.methods.regmean"])
+def test_importing_a_method_module_first_still_registers_every_method(first):
+    """``import <method module>`` imports mergekit, whose start-up hook registers the methods while that module is
+    half-defined: it must register itself once defined, not switch the methods seam off."""
+    code = (
+        f"import {first}\n"
+        "from mergekit.merge_methods import registry\n"
+        "from mergekit_clip.plugin.methods import METHOD_MODULES\n"
+        "from mergekit_clip.plugin.seams import added_methods, states\n"
+        "print('RESULT', states()['methods'].active, [registry.get(n).spec.name for n in METHOD_MODULES],"
+        " added_methods())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=mergekit_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "inactive" not in proc.stderr, proc.stderr[-2000:]
+    from mergekit_clip.plugin.methods import METHOD_MODULES
+
+    names = sorted(METHOD_MODULES)
+    assert proc.stdout.split("RESULT", 1)[1].strip() == f"True {list(METHOD_MODULES)} {names}"
+
+
 def test_status_lists_every_seam_and_why(monkeypatch):
     from click.testing import CliRunner
 

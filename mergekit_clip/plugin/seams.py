@@ -252,6 +252,11 @@ def is_active(name: str) -> bool:
     return state is not None and state.active
 
 
+def note_added_method(name: str) -> None:
+    """A method registered after the ``methods`` seam ran (its module was mid-import then)."""
+    _added_methods[:] = sorted({*_added_methods, name})
+
+
 def added_methods() -> list[str]:
     """Merge methods the ``methods`` seam registered (empty when it is inactive)."""
     return list(_added_methods)

@@ -10,6 +10,7 @@ through :func:`._base.task_arithmetic`) plus one line in :data:`METHOD_MODULES`.
 from __future__ import annotations
 
 import importlib
+import sys
 
 # method name -> "module:attribute" of its MergeMethod object
 METHOD_MODULES = {
@@ -26,13 +27,41 @@ METHOD_MODULES = {
 STATS_KINDS = {"regmean": "gram", "fisher": "fisher"}
 
 
-def method_objects() -> dict:
-    """``name -> MergeMethod`` of every method this package defines."""
+# methods whose module was still being imported when the plugin registered the others (a user's
+# ``import mergekit_clip.plugin.methods.tsv_m`` imports mergekit, whose start-up hook registers methods):
+# each registers itself the moment its kernel is defined (``_base.method``)
+_PENDING: set[str] = set()
+
+
+def _initializing(module: str) -> bool:
+    spec = getattr(sys.modules.get(module), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
+def method_objects(*, skip_initializing: bool = False) -> dict:
+    """``name -> MergeMethod`` of every method this package defines (``skip_initializing``: leave out those whose
+    module is being imported right now, in this very call stack)."""
     out = {}
     for name, target in METHOD_MODULES.items():
         module, attr = target.split(":")
+        if skip_initializing and _initializing(module):
+            _PENDING.add(name)
+            continue
         out[name] = getattr(importlib.import_module(module), attr)
     return out
+
+
+def register_pending(method) -> None:
+    """Register a method whose module was mid-import when the others were registered (no-op otherwise)."""
+    name = method.spec.name
+    if name in _PENDING:
+        from mergekit.merge_methods import registry
+
+        from mergekit_clip.plugin.seams import note_added_method
+
+        _PENDING.discard(name)
+        registry.register(method)
+        note_added_method(name)
 
 
 def needs_base(name: str) -> bool:
@@ -57,7 +86,7 @@ def register_methods() -> list[str]:
     from mergekit.merge_methods import registry
 
     added = []
-    for name, method in method_objects().items():
+    for name, method in method_objects(skip_initializing=True).items():
         try:
             existing = registry.get(name)
         except RuntimeError:  # mergekit's "Unimplemented merge method"

@@ -29,13 +29,22 @@ _CONTRACTS = {
 def method(name: str, pretty_name: str, reference_url: str, *, with_base: bool):
     """``@merge_method`` with the contract of a method that needs a base (``with_base``) or refuses one."""
     contract, optional = _CONTRACTS[with_base]
-    return merge_method(
+    decorate = merge_method(
         name=name,
         pretty_name=pretty_name,
         reference_url=reference_url,
         contract=contract,
         optional_tensor_policy=optional,
     )
+
+    def define(kernel: Callable):
+        from mergekit_clip.plugin.methods import register_pending
+
+        defined = decorate(kernel)
+        register_pending(defined)  # registered now if the plugin met this module mid-import
+        return defined
+
+    return define
 
 
 def task_arithmetic(
