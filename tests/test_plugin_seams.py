@@ -112,6 +112,13 @@ def test_every_internal_in_turn(workdir, seam, index):
     check_case(workdir, seam, index)
 
 
+def _fresh_interpreter(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new Python (the start-up hook fires on its first mergekit import); it must exit 0."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=mergekit_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_hidden_mergekit_module_cannot_break_import_mergekit():
     """The review's case: a module the plugin patches is gone (here task_adapter); `import mergekit` still works."""
     code = (
@@ -120,8 +127,7 @@ def test_hidden_mergekit_module_cannot_break_import_mergekit():
         "from mergekit_clip.plugin.seams import states\n"
         "print('RESULT', sorted(n for n, s in states().items() if not s.active))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=mergekit_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _fresh_interpreter(code)
     inactive = proc.stdout.split("RESULT", 1)[1]
     assert "identity_shortcut" in inactive and "Traceback" not in proc.stderr
 
@@ -138,8 +144,7 @@ def test_importing_a_method_module_first_still_registers_every_method(first):
         "print('RESULT', states()['methods'].active, [registry.get(n).spec.name for n in METHOD_MODULES],"
         " added_methods())"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=mergekit_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _fresh_interpreter(code)
     assert "inactive" not in proc.stderr, proc.stderr[-2000:]
     from mergekit_clip.plugin.methods import METHOD_MODULES
 
