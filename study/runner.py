@@ -101,11 +101,11 @@ class StudyRun:
         t0 = time.perf_counter()
         # statistics first: a data-aware candidate's key hashes the statistics files it reads
         jobs = plan_stats(self.study, plan_merges(self.study, self.families, None), self.families)
-        self.stats_counts = run_stats(jobs, self.study, progress=self.progress)
+        self.stats_counts = run_stats(jobs, self.study, progress=self.progress, hashes=self.hashes)
         self.timings["stats_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.candidates = plan_merges(self.study, self.families, self.hashes)
-        counts = run_merges(self.candidates, self.out, self.study, progress=self.progress)
+        counts = run_merges(self.candidates, self.out, self.study, progress=self.progress, hashes=self.hashes)
         self.hashes.save()
         self.timings["merge_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()

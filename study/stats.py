@@ -53,8 +53,9 @@ def plan_stats(study, candidates, families: dict[str, Family]) -> list[StatsJob]
     return list(jobs.values())  # fmt: skip
 
 
-def is_fresh(job: StatsJob) -> bool:
-    """The stats file exists and was computed for these weights on this dataset and split."""
+def is_fresh(job: StatsJob, hashes=None) -> bool:
+    """The stats file exists and was computed for these weights on this dataset and split (``hashes``: the
+    study's :class:`~study.hashing.FileHashes`, so unchanged weights are not read again)."""
     from safetensors import safe_open
 
     from mergekit_clip.detector.io import weights_hash
@@ -64,18 +65,19 @@ def is_fresh(job: StatsJob) -> bool:
         return False
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         meta = dict(handle.metadata() or {})
-    wanted = {"weights_sha256": weights_hash(job.ingredient), "dataset": job.dataset, "split": job.split}
+    digest = hashes.weights_sha256(job.ingredient) if hashes is not None else weights_hash(job.ingredient)
+    wanted = {"weights_sha256": digest, "dataset": job.dataset, "split": job.split}
     wanted["max_frames"] = str(job.max_frames) if job.max_frames else "all"
     return all(meta.get(k) == v for k, v in wanted.items())
 
 
-def run_stats(jobs: list[StatsJob], study, *, progress: bool = True) -> dict[str, int]:
+def run_stats(jobs: list[StatsJob], study, *, progress: bool = True, hashes=None) -> dict[str, int]:
     """Compute every job whose statistics are missing or stale; returns counts (``computed``, ``reused``)."""
     from mergekit_clip.options import resolve_device
     from mergekit_clip.stats.compute import compute_stats
     from mergekit_clip.stats.store import clear_cache
 
-    todo = [j for j in jobs if not is_fresh(j)]
+    todo = [j for j in jobs if not is_fresh(j, hashes)]
     d, s = study.data, study.stats
     for job in tqdm(todo, desc="merge statistics", unit="ingredient", disable=not progress or not todo):
         compute_stats(
