@@ -232,6 +232,7 @@ def models_table(doc: dict[str, Any]) -> str:
 
 def write_markdown(doc: dict[str, Any], file: Path, figures: list[str], robustness: str = "") -> None:
     b = doc["bootstrap"]
+    within = family_table(doc)
     lines = [
         f"# Study: {doc['name']}",
         "",
@@ -249,7 +250,7 @@ def write_markdown(doc: dict[str, Any], file: Path, figures: list[str], robustne
         "",
         *(["## Within each family (against the family's own val-picked ingredient)", "",
             "Does merging a family beat its best member? (e.g. specialists merged against the best specialist)", "",
-            family_table(doc), ""] if family_table(doc) else []),
+            within, ""] if within else []),
         "## Selected on source val vs oracle (best on test)",
         "",
         "The oracle column is what selecting on the test sets would report; the gap is that inflation.",
