@@ -1,11 +1,11 @@
 """Content keys: sha256 of weight files (cached by path, size, mtime and inode) and of candidate recipes.
 
-A candidate's key hashes its recipe with every model path replaced by the hash of that model's weights, plus the
-merge options that change the result (random seed), so a moved family keeps its keys and a retrained ingredient
-changes them. A data-aware method (regmean: Gram matrices, fisher: diagonal Fisher) also reads each ingredient's
-``merge_stats/<kind>.safetensors``: their content hashes join its key, so statistics recomputed with new content
-re-merge it (and the same content rewritten does not). Score files are keyed by the model's weights hash and the
-frames they cover.
+A candidate's key hashes its recipe with every model path replaced by the hash of that model (its weights and the
+detector spec of its config.json), plus the merge options that change the result (random seed), so a moved family
+keeps its keys and a retrained or re-labelled ingredient changes them. A data-aware method (regmean: Gram matrices,
+fisher: diagonal Fisher) also reads each ingredient's ``merge_stats/<kind>.safetensors``: their content hashes join
+its key, so statistics recomputed with new content re-merge it (and the same content rewritten does not). Score
+files are keyed by the same model hash and the frames they cover.
 """
 
 from __future__ import annotations
@@ -111,8 +111,13 @@ class FileHashes:
             list(pool.map(lambda item: self._hash(*item), todo))
 
     def model(self, model_dir: Path) -> str:
-        """One hash for a model directory: its weight files' hashes in order."""
-        return canonical_hash([self.file(f) for f in weight_files(model_dir)], length=64)
+        """One hash for a model directory: its weight files' hashes in order and the detector spec its config.json
+        describes (head labels, preprocessing, geometry change scores and merges without touching a weight;
+        provenance does not and is left out)."""
+        from mergekit_clip.detector.io import detector_spec
+
+        spec = detector_spec(model_dir).model_dump(mode="json")
+        return canonical_hash({"weights": [self.file(f) for f in weight_files(model_dir)], "spec": spec}, length=64)
 
     def weights_sha256(self, model_dir: Path) -> str:
         """:func:`mergekit_clip.detector.io.weights_hash` (sha256 over the weight files' bytes, what statistics

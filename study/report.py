@@ -60,7 +60,8 @@ def build_study_json(
         models[entry.name] = {
             "kind": entry.kind, "group": entry.group, "family": entry.family, "method": entry.method,
             "params": dict(entry.params),
-            "path": str(entry.path), "weights_sha256": entry.weights,
+            "path": str(entry.path), "model_sha256": entry.model_hash,
+            "weights_sha256": run.hashes.weights_sha256(entry.path),
             "val": {"metric": selection.metric, "score": selection.val_scores[entry.name],
                     **({"tie_break": {"metric": selection.tie_break, "value": _unsigned(selection, entry.name)}}
                        if selection.tie_break else {}),

@@ -4,7 +4,7 @@ ingredient under perturbations none of them saw?
 After selection and testing, the study scores its val-selected merge, its val-selected soup (or the groups the
 ``robustness`` section names) and the val-selected ingredient on held-out test sets under ``clip-eval``'s
 perturbation suites (:mod:`mergekit_clip.data.perturbations`; the same seeded code, applied in the data workers).
-Scores are kept in the study's score store (keyed by weights, split, perturbation and seed), so a rerun scores
+Scores are kept in the study's score store (keyed by model hash, split, perturbation and seed), so a rerun scores
 nothing twice. The tables and figures are ``eval.robustness``'s (AUC against severity, the mean over levels, the
 drop from clean). The verdict is a paired video bootstrap of the mean AUC over every perturbed condition: the
 compared model minus the reference, where all conditions of one dataset share its video draws (they are one sample
@@ -84,7 +84,7 @@ def run_robustness(run, result, test: Mapping[str, Mapping[str, SplitScores]]) -
     for dataset, spec in conditions:  # condition-major: every model reads the frames while they are cached
         for name in models:
             entry = entries[name]
-            got = run.store.get_perturbed(entry.path, entry.weights, [(dataset, split)], name, [spec], cfg.seed)
+            got = run.store.get_perturbed(entry.path, entry.model_hash, [(dataset, split)], name, [spec], cfg.seed)
             perturbed[name] |= {(d, key): s for (d, _, key), s in got.items()}
             bar.update()
     bar.close()

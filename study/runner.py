@@ -94,7 +94,7 @@ class StudyRun:
         return entries  # fmt: skip
 
     def score(self, entry: Entry, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], SplitScores]:
-        return self.store.get(entry.path, entry.weights, pairs, entry.name)
+        return self.store.get(entry.path, entry.model_hash, pairs, entry.name)
 
     def validation(self) -> ValidationResult:
         """Merge every candidate, score every model on source val, build soups on val, select on val."""

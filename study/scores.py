@@ -1,6 +1,6 @@
 """Per-frame scores of every model on every split, computed once and kept on disk.
 
-``OUT/scores/<weights hash>/<dataset>__<split>__<frames key>.npz`` holds P(fake), decode success, labels and
+``OUT/scores/<model hash>/<dataset>__<split>__<frames key>.npz`` holds P(fake), decode success, labels and
 video ids; the frames key hashes the dataset JSON, split, frame_num, compression and the eval settings that
 change a score (resize, precision), so a changed setting re-scores and an unchanged one never does. One
 :class:`~eval.predict.Predictor` with one :class:`~eval.predict.FrameCache` serves every model: frames are
@@ -85,7 +85,7 @@ class ScoreStore:
         self._predictor_factory = predictor_factory
         self._predictor = None
         self.computed = 0  # model x split scorings run in this process (tests count them)
-        self._models: dict[str, object] = {}  # weights hash -> loaded detector, oldest first
+        self._models: dict[str, object] = {}  # model hash -> loaded detector, oldest first
 
     @property
     def predictor(self):
@@ -93,7 +93,7 @@ class ScoreStore:
             self._predictor = self._predictor_factory()
         return self._predictor
 
-    def _file(self, weights: str, dataset: str, split: str, perturbation=None, seed: int = 0) -> Path:
+    def _file(self, model_hash: str, dataset: str, split: str, perturbation=None, seed: int = 0) -> Path:
         from mergekit_clip.data.deepfakebench import split_dataset_name
 
         base, _ = split_dataset_name(dataset)
@@ -103,28 +103,28 @@ class ScoreStore:
                   self.eval_cfg.resize, effective_precision(self.eval_cfg), *condition)).encode()
         ).hexdigest()[:12]  # fmt: skip
         tag = "" if perturbation is None else f"__{perturbation.key.replace(':', '-')}"
-        return self.root / weights[:16] / f"{dataset}__{split}{tag}__{frames_key}.npz"
+        return self.root / model_hash[:16] / f"{dataset}__{split}{tag}__{frames_key}.npz"
 
-    def has(self, weights: str, dataset: str, split: str) -> bool:
-        return self._file(weights, dataset, split).exists()
+    def has(self, model_hash: str, dataset: str, split: str) -> bool:
+        return self._file(model_hash, dataset, split).exists()
 
-    def get(self, model_dir: Path, weights: str, pairs: Sequence[tuple[str, str]], name: str) -> dict:
+    def get(self, model_dir: Path, model_hash: str, pairs: Sequence[tuple[str, str]], name: str) -> dict:
         """``{(dataset, split): SplitScores}`` for one model; loads the model only if something is missing."""
-        found = self._collect(model_dir, weights, [(d, s, None) for d, s in pairs], name, 0)
+        found = self._collect(model_dir, model_hash, [(d, s, None) for d, s in pairs], name, 0)
         return {(d, s): scores for (d, s, _), scores in found.items()}
 
     def get_perturbed(
-        self, model_dir: Path, weights: str, pairs: Sequence[tuple[str, str]], name: str, perturbations, seed: int
+        self, model_dir: Path, model_hash: str, pairs: Sequence[tuple[str, str]], name: str, perturbations, seed: int
     ) -> dict:
         """``{(dataset, split, perturbation key): SplitScores}``: every pair under every perturbation, seeded."""
         jobs = [(d, s, p) for d, s in pairs for p in perturbations]
-        found = self._collect(model_dir, weights, jobs, name, seed)
+        found = self._collect(model_dir, model_hash, jobs, name, seed)
         return {(d, s, p.key): scores for (d, s, p), scores in found.items()}
 
-    def _collect(self, model_dir: Path, weights: str, jobs, name: str, seed: int) -> dict:
+    def _collect(self, model_dir: Path, model_hash: str, jobs, name: str, seed: int) -> dict:
         out, todo = {}, []
         for dataset, split, perturbation in jobs:
-            file = self._file(weights, dataset, split, perturbation, seed)
+            file = self._file(model_hash, dataset, split, perturbation, seed)
             if file.exists():
                 with np.load(file, allow_pickle=False) as z:
                     out[(dataset, split, perturbation)] = SplitScores(z["labels"], z["scores"], z["video_ids"])
@@ -132,7 +132,7 @@ class ScoreStore:
                 todo.append((dataset, split, perturbation))
         if not todo:
             return out
-        model = self._model(model_dir, weights)
+        model = self._model(model_dir, model_hash)
         self.predictor.perturb_seed = int(seed)
         for dataset, split, perturbation in todo:
             records = self.loader(dataset, split)
@@ -143,20 +143,20 @@ class ScoreStore:
                                                     video_ids=videos)  # fmt: skip
             labels = np.asarray([int(r.label) for r in records], dtype=np.int64)
             result = SplitScores(labels[ok], scores[ok], np.asarray(videos)[ok])
-            self._save(self._file(weights, dataset, split, perturbation, seed), result)
+            self._save(self._file(model_hash, dataset, split, perturbation, seed), result)
             self.computed += 1
             out[(dataset, split, perturbation)] = result
         return out
 
-    def _model(self, model_dir: Path, weights: str):
+    def _model(self, model_dir: Path, model_hash: str):
         """The loaded detector; the last few stay loaded (the robustness step visits each model per condition)."""
         from mergekit_clip.detector.io import load_detector
 
-        if weights not in self._models:
+        if model_hash not in self._models:
             while len(self._models) >= self.KEEP_LOADED:
                 self._models.pop(next(iter(self._models)))
-            self._models[weights] = load_detector(model_dir)
-        return self._models[weights]
+            self._models[model_hash] = load_detector(model_dir)
+        return self._models[model_hash]
 
     @staticmethod
     def _save(file: Path, result: SplitScores) -> None:

@@ -30,7 +30,7 @@ class Entry:
     kind: str  # ingredient | soup | merge
     group: str  # "ingredients", the soup's name, or the merge group
     path: Path
-    weights: str
+    model_hash: str  # study.hashing.FileHashes.model: weights + detector spec
     method: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     searched: tuple[str, ...] = ()

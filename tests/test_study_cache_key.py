@@ -187,3 +187,24 @@ def test_weights_sha256_is_what_statistics_files_record(world):
     hashes = FileHashes()
     assert hashes.weights_sha256(ingredient) == weights_hash(ingredient)
     assert _read(stats_path(ingredient, "gram"))[1]["weights_sha256"] == hashes.weights_sha256(ingredient)
+
+
+CONFIG_CHANGES = [("preprocess", {"mean": [0.5, 0.5, 0.5]}), ("head", {"labels": ["fake", "real"]})]
+
+
+@pytest.mark.parametrize("field, value", CONFIG_CHANGES)
+def test_a_changed_config_with_the_same_weights_changes_the_keys_and_provenance_does_not(world, field, value):
+    """Preprocessing and head labels live in config.json, not in the weights: a changed one must re-merge its
+    candidates and re-score the model (both are keyed by FileHashes.model); a provenance note changes neither."""
+    root, study, families = world
+    ingredient = root / "family" / "ingredients" / CHOSEN[0]
+    ties, model = _plan(study, families)["ties"].key, FileHashes().model(ingredient)
+    config = ingredient / "config.json"
+    cfg = json.loads(config.read_text())
+    cfg["provenance"]["note"] = "scored again elsewhere"
+    config.write_text(json.dumps(cfg))
+    assert (_plan(study, families)["ties"].key, FileHashes().model(ingredient)) == (ties, model)
+    cfg[field] = {**cfg[field], **value}
+    config.write_text(json.dumps(cfg))
+    assert _plan(study, families)["ties"].key != ties
+    assert FileHashes().model(ingredient) != model

@@ -89,7 +89,7 @@ def test_perturbed_scores_depend_on_the_seed_and_differ_from_clean(root):
     noise = expand_perturbations(["color_noise:0.05"])
 
     def scores(seed: int) -> np.ndarray:
-        got = run.store.get_perturbed(entry.path, entry.weights, [("Tiny-A", "test")], entry.name, noise, seed)
+        got = run.store.get_perturbed(entry.path, entry.model_hash, [("Tiny-A", "test")], entry.name, noise, seed)
         return next(iter(got.values())).scores
 
     first = scores(0)
