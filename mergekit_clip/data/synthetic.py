@@ -67,7 +67,7 @@ class PresetSize:
 # "pretrain" is not a detection benchmark: the generic pre-training corpus of mergekit_clip.data.pretext
 # (real_videos = scenes, each an untouched and a processed clip).
 PRESETS: dict[str, PresetSize] = {
-    "small": PresetSize(real_videos=96, frames=3, heldout_videos=375, heldout_frames=2),
+    "small": PresetSize(real_videos=96, frames=3, heldout_videos=560, heldout_frames=2),
     "full": PresetSize(real_videos=400, frames=8, heldout_videos=1000, heldout_frames=4),
     "pretrain": PresetSize(2400, 1),
 }
