@@ -1,7 +1,8 @@
 """The study's figures, each readable at a glance (matplotlib, Agg backend; every function returns the written Path).
 
 - :func:`plot_did_merging_help`: one dot per model (held-out mean AUC) with its bootstrap interval, grouped
-  ingredient / soup / merge and sorted within each group, the val-selected ingredient as a vertical line;
+  ingredient / soup / merge and sorted within each group, the val-selected ingredient as a vertical line and each
+  group's val pick filled (the others hollow: what a test-set pick would have reported instead);
 - :func:`plot_val_vs_test`: source-val against test AUC of every merge candidate, one colour per method
   (does selection on val transfer to test?), with the diagonal;
 - :func:`plot_param_sweep`: val and test AUC of one method's candidates against one searched parameter.
@@ -58,8 +59,10 @@ def _save(fig, out: Path) -> Path:
 def plot_did_merging_help(rows: list[dict], reference: str, out: Path) -> Path:
     """Dot plot of held-out mean AUC with intervals, grouped by kind, the val-selected ingredient as a line.
 
-    ``rows``: ``{"name", "kind": "ingredient" | "soup" | "merge", "estimate", "low", "high"}``; ``reference`` is
-    the name of the val-selected ingredient (one of the rows). Within a group the best model is on top.
+    ``rows``: ``{"name", "kind": "ingredient" | "soup" | "merge", "estimate", "low", "high"}`` and optionally
+    ``"selected": True`` for a model some group picked on source val (drawn filled and labelled; the others hollow);
+    ``reference`` is the name of the val-selected ingredient (one of the rows). Within a group the best model is on
+    top.
     """
     what = "did-merging-help plot"
     _require(rows, ("name", "kind", "estimate", "low", "high"), what)
@@ -93,21 +96,25 @@ def plot_did_merging_help(rows: list[dict], reference: str, out: Path) -> Path:
     for position, (kind, row) in enumerate(ordered):
         y = len(ordered) - 1 - position
         if row is None:
-            ax.text(0.0, y, f"{kind}s", transform=ax.get_yaxis_transform(), ha="left", va="center",
-                    fontweight="bold", color=_KIND_COLOURS[kind])  # fmt: skip
+            ax.annotate(f"{kind}s", (0.0, y), xycoords=ax.get_yaxis_transform(), xytext=(4, 0),
+                        textcoords="offset points", ha="left", va="center", fontweight="bold",
+                        color=_KIND_COLOURS[kind])  # fmt: skip
             labels.append("")
         else:
-            colour = _KIND_COLOURS[kind]
+            colour, picked = _KIND_COLOURS[kind], bool(row.get("selected"))
             ax.errorbar(row["estimate"], y, xerr=[[row["estimate"] - row["low"]], [row["high"] - row["estimate"]]],
-                        fmt="o", color=colour, ecolor=colour, capsize=3, markersize=5, zorder=3)  # fmt: skip
+                        fmt="o", color=colour, ecolor=colour, capsize=3, markersize=6 if picked else 5, zorder=3,
+                        markerfacecolor=colour if picked else "white")  # fmt: skip
             ax.annotate(f"{row['estimate']:.3f}", (row["high"], y), xytext=(4, 0), textcoords="offset points",
                         va="center", fontsize=7, color="0.25")  # fmt: skip
-            labels.append(row["name"] + ("  (reference)" if row["name"] == reference else ""))
+            labels.append(row["name"] + ("  (reference)" if row["name"] == reference else "  \u25c0 val pick" if picked
+                                         else ""))
         y_of.append(y)
     ax.set_yticks(y_of, labels, fontsize=8)
     ax.set_ylim(-0.7, len(ordered) - 0.3)
     ax.set_xlabel("held-out mean AUC (95 % video-bootstrap interval)")
-    ax.set_title("Did merging help? Models right of the dashed line beat the val-selected ingredient")
+    ax.set_title("Did merging help? Models right of the dashed line beat the val-selected ingredient\n"
+                 "(filled: picked on source val; hollow: other candidates, seen only by a test-set pick)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     lows, highs = [r["low"] for r in rows], [r["high"] for r in rows]
     pad = max(0.01, 0.08 * (max(highs) - min(lows)))

@@ -289,7 +289,9 @@ def write_figures(doc: dict[str, Any], test: dict[str, dict[str, SplitScores]], 
     directory.mkdir(parents=True, exist_ok=True)
     models = doc["models"]
     written = []
-    rows = [{"name": n, "kind": m["kind"], **{k: m["held_out_mean"]["frame"][k] for k in ("estimate", "low", "high")}}
+    picked = {g["selected_on_val"] for g in doc["groups"]}
+    rows = [{"name": n, "kind": m["kind"], "selected": n in picked,
+             **{k: m["held_out_mean"]["frame"][k] for k in ("estimate", "low", "high")}}
             for n, m in models.items()]  # fmt: skip
     written.append(figures.plot_did_merging_help(rows, doc["reference"], directory / "did_merging_help.png"))
     merges = [(n, m) for n, m in models.items() if m["kind"] == "merge"]
