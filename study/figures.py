@@ -123,11 +123,20 @@ def plot_did_merging_help(rows: list[dict], reference: str, out: Path) -> Path:
     return _save(fig, out)
 
 
+def val_pick(group: Sequence[dict]) -> dict:
+    """The candidate of one method that selection picked: the one flagged ``selected`` (the study's tie-break
+    decides among equal val scores, which saturate in-domain), else the first with the best val score."""
+    flagged = [c for c in group if c.get("selected")]
+    return flagged[0] if flagged else max(group, key=lambda c: c["val"])
+
+
 def plot_val_vs_test(candidates: list[dict], out: Path) -> Path:
     """Scatter of source-val against test AUC of every candidate, one colour per method, with the diagonal.
 
-    ``candidates``: ``{"method", "name", "val", "test"}``. Each method's val-best candidate is ringed: if it is
-    not also among the method's best on test, selection on val did not transfer.
+    ``candidates``: ``{"method", "name", "val", "test"}`` and optionally ``"selected": True`` on the candidate the
+    study picked on val (its tie-break decides among equal val scores); without the flag, each method's val-best
+    candidate. The pick is ringed: if it is not also among the method's best on test, selection on val did not
+    transfer.
     """
     what = "val-vs-test plot"
     _require(candidates, ("method", "name", "val", "test"), what)
@@ -143,7 +152,7 @@ def plot_val_vs_test(candidates: list[dict], out: Path) -> Path:
         colour = cmap(i % cmap.N)
         ax.scatter([c["val"] for c in group], [c["test"] for c in group], color=colour, s=28, alpha=0.85,
                    label=f"{method} ({len(group)})", zorder=3)  # fmt: skip
-        best = max(group, key=lambda c: c["val"])
+        best = val_pick(group)
         ax.scatter([best["val"]], [best["test"]], s=150, facecolors="none", edgecolors=colour, linewidths=1.6,
                    zorder=4)  # fmt: skip
     values = [c[k] for c in candidates for k in ("val", "test")]
@@ -203,4 +212,4 @@ def plot_param_sweep(candidates: list[dict], method: str, param: str, out: Path)
     return _save(fig, out)
 
 
-__all__ = ["KINDS", "plot_did_merging_help", "plot_param_sweep", "plot_val_vs_test"]
+__all__ = ["KINDS", "plot_did_merging_help", "plot_param_sweep", "plot_val_vs_test", "val_pick"]

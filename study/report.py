@@ -296,7 +296,8 @@ def write_figures(doc: dict[str, Any], test: dict[str, dict[str, SplitScores]], 
     written.append(figures.plot_did_merging_help(rows, doc["reference"], directory / "did_merging_help.png"))
     merges = [(n, m) for n, m in models.items() if m["kind"] == "merge"]
     candidates = [{"method": m["group"], "name": n, "params": m["params"], "val": m["val"]["score"],
-                   "test": m["held_out_mean"]["frame"]["estimate"]} for n, m in merges]  # fmt: skip
+                   "test": m["held_out_mean"]["frame"]["estimate"], "selected": n in picked}
+                  for n, m in merges]  # fmt: skip
     if candidates:
         written.append(figures.plot_val_vs_test(candidates, directory / "val_vs_test.png"))
     for group in dict.fromkeys(c["method"] for c in candidates):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.image as mpimg
 import pytest
 
-from study.figures import plot_did_merging_help, plot_param_sweep, plot_val_vs_test
+from study.figures import plot_did_merging_help, plot_param_sweep, plot_val_vs_test, val_pick
 
 ROWS = [
     {"name": "ft_lr1e-3_s0", "kind": "ingredient", "estimate": 0.71, "low": 0.69, "high": 0.73},
@@ -24,6 +24,14 @@ CANDIDATES = [
 def _is_png(path) -> bool:
     image = mpimg.imread(path)
     return path.stat().st_size > 5000 and image.shape[0] > 200 and image.shape[1] > 300
+
+
+def test_the_ring_of_val_vs_test_follows_the_study_pick_on_a_saturated_val():
+    """Val AUC ties at 1.0 in-domain; the study breaks ties by val log loss, so the ring must not be the first 1.0."""
+    tied = [{**c, "val": 1.0} for c in CANDIDATES if c["method"] == "ties"]
+    assert val_pick(tied) is tied[0]  # no flag: the first of the best val scores
+    flagged = [{**c, "selected": c["name"] == "ties_d0.5_l1.5"} for c in tied]
+    assert val_pick(flagged)["name"] == "ties_d0.5_l1.5"
 
 
 def test_did_merging_help_writes_a_figure(tmp_path):

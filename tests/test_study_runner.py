@@ -177,9 +177,12 @@ def test_figures_get_every_model_and_roc_only_selected(world, tmp_path, monkeypa
     rows, reference, _ = calls["plot_did_merging_help"][0]
     assert reference == doc["reference"] and {r["name"] for r in rows} == set(doc["models"])
     assert {r["kind"] for r in rows} == {"ingredient", "soup", "merge"}
-    assert {r["name"] for r in rows if r["selected"]} == {g["selected_on_val"] for g in doc["groups"]}
     candidates, _ = calls["plot_val_vs_test"][0]
     assert len(candidates) == 5 and all({"method", "name", "val", "test"} <= set(c) for c in candidates)
+    picked = {g["selected_on_val"] for g in doc["groups"]}
+    assert {r["name"] for r in rows if r["selected"]} == picked
+    merged = {n for n in picked if doc["models"][n]["kind"] == "merge"}
+    assert {c["name"] for c in candidates if c["selected"]} == merged
     assert [(a[1], a[2]) for a in calls["plot_param_sweep"]] == [("ties", "density"), ("task_arithmetic", "lambda")]
     shown = _roc_models(doc)
     assert set(shown) == {g["selected_on_val"] for g in doc["groups"]} | {doc["groups"][0]["oracle_best_on_test"]}
