@@ -4,8 +4,9 @@ A candidate whose method reads statistics (``regmean``: Gram matrices, ``fisher`
 ``mergekit_clip.plugin.methods.STATS_KINDS``) needs them beside every ingredient it merges. The study computes
 what is missing with the same code as ``mergekit-clip stats`` (:func:`mergekit_clip.stats.compute.compute_stats`),
 on each ingredient's own training data by default (a specialist's own forgery family, as RegMean and Fisher
-merging use each model's own task data), and reuses a file whose weights hash, dataset, split and frame count
-match. Selection never depends on them: they are inputs of a merge, read from train (or val) splits only.
+merging use each model's own task data), and reuses a file computed for the same weights and preprocessing on
+the same frames (dataset, split, frames per video, compression, cap) and, for Fisher, the same label rule.
+Selection never depends on them: they are inputs of a merge, read from train (or val) splits only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class StatsJob:
     dataset: str
     split: str
     max_frames: int | None
+    frame_num: int | None
+    compression: str
+    fisher_label: str | None  # fisher only: the label its gradients use
 
 
 def _dataset_of(ingredient, study) -> str:
@@ -49,16 +53,19 @@ def plan_stats(study, candidates, families: dict[str, Family]) -> list[StatsJob]
         for name in candidate.ingredients:
             ingredient = by_name[name]
             jobs.setdefault((str(ingredient.path), kind), StatsJob(
-                ingredient.path, kind, _dataset_of(ingredient, study), study.stats.split, study.stats.max_frames))
+                ingredient.path, kind, _dataset_of(ingredient, study), study.stats.split, study.stats.max_frames,
+                study.data.frame_num, study.data.compression, study.stats.fisher_label if kind == "fisher" else None))
     return list(jobs.values())  # fmt: skip
 
 
 def is_fresh(job: StatsJob, hashes=None) -> bool:
-    """The stats file exists and was computed for these weights on this dataset and split (``hashes``: the
-    study's :class:`~study.hashing.FileHashes`, so unchanged weights are not read again)."""
+    """The stats file exists and its metadata says it was computed as ``job`` asks, from these weights and this
+    preprocessing (``hashes``: the study's :class:`~study.hashing.FileHashes`, so unchanged weights are not read
+    again). A file from before a field was recorded is stale once."""
     from safetensors import safe_open
 
-    from mergekit_clip.detector.io import weights_hash
+    from mergekit_clip.detector.io import detector_spec, weights_hash
+    from mergekit_clip.stats.compute import stats_metadata
 
     path = stats_path(job.ingredient, job.kind)
     if not path.exists():
@@ -66,9 +73,10 @@ def is_fresh(job: StatsJob, hashes=None) -> bool:
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         meta = dict(handle.metadata() or {})
     digest = hashes.weights_sha256(job.ingredient) if hashes is not None else weights_hash(job.ingredient)
-    wanted = {"weights_sha256": digest, "dataset": job.dataset, "split": job.split}
-    wanted["max_frames"] = str(job.max_frames) if job.max_frames else "all"
-    return all(meta.get(k) == v for k, v in wanted.items())
+    wanted = stats_metadata(dataset=job.dataset, split=job.split, frame_num=job.frame_num,
+                            compression=job.compression, max_frames=job.max_frames, weights_sha256=digest,
+                            preprocess=detector_spec(job.ingredient).preprocess, fisher_label=job.fisher_label)
+    return all(meta.get(k) == v for k, v in wanted.items())  # fmt: skip
 
 
 def run_stats(jobs: list[StatsJob], study, *, progress: bool = True, hashes=None) -> dict[str, int]:
@@ -82,8 +90,9 @@ def run_stats(jobs: list[StatsJob], study, *, progress: bool = True, hashes=None
     for job in tqdm(todo, desc="merge statistics", unit="ingredient", disable=not progress or not todo):
         compute_stats(
             job.ingredient, job.kind, dataset=job.dataset, split=job.split, json_root=d.json_root,
-            data_root=d.data_root, frame_num=d.frame_num, compression=d.compression, max_frames=job.max_frames,
-            batch_size=s.batch_size, fisher_label=s.fisher_label, device=resolve_device(study.eval.device),
+            data_root=d.data_root, frame_num=job.frame_num, compression=job.compression, max_frames=job.max_frames,
+            batch_size=s.batch_size, fisher_label=job.fisher_label or s.fisher_label,
+            device=resolve_device(study.eval.device),
         )  # fmt: skip
     if todo:
         clear_cache()  # the merges of this process must read the new files

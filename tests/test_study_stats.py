@@ -60,21 +60,45 @@ def test_regmean_and_fisher_candidates_get_their_statistics_then_reuse_them(root
     assert result.merges == {"reused": 3, "merged": 0}
 
 
-def test_stale_statistics_are_recomputed(root):
+def _set_preprocess_mean(root, _study_obj):
+    import json
+
+    for name in ("ft_lr1e-3_s0", "ft_lr1e-3_s1"):
+        config = root / "family" / "ingredients" / name / "config.json"
+        cfg = json.loads(config.read_text())
+        cfg["preprocess"]["mean"] = [0.5, 0.5, 0.5]  # same weights, other inputs: other activations
+        config.write_text(json.dumps(cfg))
+    return _study_obj
+
+
+# each input a statistics file is computed from; changing one must recompute it, not reuse a stale file
+CHANGES = {
+    "cap": lambda root, s: s.model_copy(update={"stats": s.stats.model_copy(update={"max_frames": 4})}),
+    "frames per video": lambda root, s: s.model_copy(update={"data": s.data.model_copy(update={"frame_num": 1})}),
+    "compression": lambda root, s: s.model_copy(update={"data": s.data.model_copy(update={"compression": "c40"})}),
+    "fisher label": lambda root, s: s.model_copy(update={"stats": s.stats.model_copy(update={"fisher_label": "true"})}),
+    "preprocessing": _set_preprocess_mean,
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_stale_statistics_are_recomputed(root, change):
     from study.runner import StudyRun
 
-    study = _study(root, regmean={"select": SELECT})
+    study = _study(root, regmean={"select": SELECT}, fisher={"select": SELECT})
     run = StudyRun(study, progress=False)
     run.prepare()
     run.validation()
-    assert run.stats_counts == {"computed": 2, "reused": 0}
-    changed = _study(root, regmean={"select": SELECT}).model_copy(
-        update={"stats": study.stats.model_copy(update={"max_frames": 4})}
-    )
-    run = StudyRun(changed, progress=False)
+    assert run.stats_counts == {"computed": 4, "reused": 0}
+    run = StudyRun(study, progress=False)
     run.prepare()
     run.validation()
-    assert run.stats_counts == {"computed": 2, "reused": 0}
+    assert run.stats_counts == {"computed": 0, "reused": 4}
+    run = StudyRun(CHANGES[change](root, study), progress=False)
+    run.prepare()
+    run.validation()
+    stale = 2 if change == "fisher label" else 4  # the label rule is Fisher's alone: the Gram files stay fresh
+    assert run.stats_counts == {"computed": stale, "reused": 4 - stale}
 
 
 def test_dry_run_prints_the_stats_commands_before_the_merges(root):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from mergekit_clip.data.deepfakebench import DatasetError
 from mergekit_clip.data.formats import load_frames
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, make_loader
 from mergekit_clip.detector.io import DetectorFormatError, load_detector, model_layout, read_config_json, weights_hash
-from mergekit_clip.detector.spec import ARCHITECTURE
+from mergekit_clip.detector.spec import ARCHITECTURE, PreprocessSpec
 from mergekit_clip.stats.collect import collect_fisher, collect_grams
 from mergekit_clip.stats.store import write_stats
 
@@ -56,14 +57,35 @@ def compute_stats(
     else:
         with torch.enable_grad():
             tensors, frames = collect_fisher(model, ((im, lab) for im, lab, *_ in loader), device, fisher_label)
-        extra = {"fisher_label": fisher_label}
-    metadata = {
+        extra = {}
+    metadata = stats_metadata(dataset=dataset, split=split, frame_num=frame_num, compression=compression,
+                              max_frames=max_frames, weights_sha256=digest, preprocess=model.spec.preprocess,
+                              fisher_label=fisher_label if kind == "fisher" else None)  # fmt: skip
+    return write_stats(detector_dir, kind, tensors, {**metadata, "frames": str(frames), **extra}), frames
+
+
+def stats_metadata(
+    *,
+    dataset: str,
+    split: str,
+    frame_num: int | None,
+    compression: str,
+    max_frames: int | None,
+    weights_sha256: str,
+    preprocess: PreprocessSpec,
+    fisher_label: str | None = None,
+) -> dict[str, str]:
+    """The string metadata that says what a statistics file was computed from: the one spelling both the writer
+    and a freshness check (the study's) use, so a change of any input (frames, preprocessing, label rule) is seen."""
+    meta = {
         "dataset": dataset,
         "split": split,
-        "frames": str(frames),
         "frame_num": str(frame_num) if frame_num else "all",
+        "compression": compression,
         "max_frames": str(max_frames) if max_frames else "all",
-        "weights_sha256": digest,
-        **extra,
+        "weights_sha256": weights_sha256,
+        "preprocess": json.dumps(preprocess.model_dump(mode="json"), sort_keys=True),
     }
-    return write_stats(detector_dir, kind, tensors, metadata), frames
+    if fisher_label is not None:
+        meta["fisher_label"] = fisher_label
+    return meta

@@ -8,10 +8,11 @@ Tensors are keyed by the ingredient's weight name they belong to:
 * ``fisher``: the diagonal Fisher, same shape as the weight, float32.
 
 String metadata: ``format`` (= ``mergekit-clip-merge-stats``), ``format_version``, ``kind``, ``dataset``,
-``split``, ``frames`` (count used), ``frame_num`` (per video, ``all`` when unset), ``max_frames`` (the cap asked
-for, ``all`` when unset), ``weights_sha256`` (of the
-ingredient's weight files when the statistics were computed: a different value means they are stale),
-``fisher_label`` (``predicted`` or ``true``) and ``tokens`` (Gram rows per layer).
+``split``, ``frames`` (count used), ``frame_num`` (per video, ``all`` when unset), ``compression``, ``max_frames``
+(the cap asked for, ``all`` when unset), ``weights_sha256`` (of the ingredient's weight files when the statistics
+were computed: a different value means they are stale), ``preprocess`` (the detector's preprocessing as JSON),
+``fisher_label`` (``predicted`` or ``true``) and ``tokens`` (Gram rows per layer). The fields that say what the
+statistics were computed from are spelled once, by :func:`mergekit_clip.stats.compute.stats_metadata`.
 """
 
 from __future__ import annotations
