@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from study.scores import SplitScores
-from study.selection import INGREDIENTS, best
+from study.selection import ALL_MERGES, ALL_SOUPS, INGREDIENTS, best
 
 LEVELS = ("frame", "video")
 
@@ -112,6 +112,7 @@ def build_study_json(
         "bootstrap": {**boot, "resampling": "videos, stratified by label"},
         "reference": reference,
         "family_references": dict(selection.family_reference),
+        "family_merges": dict(selection.family_merge),
         "groups": groups,
         "models": models,
         "merges": result.merges,
@@ -273,11 +274,16 @@ def write_markdown(doc: dict[str, Any], file: Path, figures: list[str], robustne
 
 
 def _roc_models(doc: dict[str, Any]) -> list[str]:
-    """The ROC plots show the val-selected model of every group and the references (oracle ingredient)."""
-    names = [g["selected_on_val"] for g in doc["groups"]]
-    ingredients = next((g for g in doc["groups"] if g["group"] == INGREDIENTS), None)
-    if ingredients is not None:
-        names.append(ingredients["oracle_best_on_test"])
+    """Few enough ROC curves to tell apart: the val-selected ingredient and the oracle ingredient (the references),
+    the val-selected merge and soup over every group, and per family its val-picked ingredient and merge or soup.
+    Every other group's pick is in the tables and the dot plot."""
+    models, groups = doc["models"], {g["group"]: g for g in doc["groups"]}
+    names = [doc["reference"], groups[INGREDIENTS]["oracle_best_on_test"]]
+    for kind, overall in (("merge", ALL_MERGES), ("soup", ALL_SOUPS)):  # "any merge" / "any soup", or the only group
+        picks = [g["selected_on_val"] for g in doc["groups"] if models[g["selected_on_val"]]["kind"] == kind]
+        names += [groups[overall]["selected_on_val"]] if overall in groups else picks[:1]
+    for family, reference in doc["family_references"].items():
+        names += [reference, *([doc["family_merges"][family]] if family in doc["family_merges"] else [])]
     return list(dict.fromkeys(names))
 
 

@@ -46,6 +46,7 @@ class Selection:
     tie_break: str | None = None  # registered frame metric that orders models tied on ``metric``
     tie_scores: dict[str, float] = field(default_factory=dict)  # model -> tie_break on source val
     family_reference: dict[str, str] = field(default_factory=dict)  # family -> its val-selected ingredient
+    family_merge: dict[str, str] = field(default_factory=dict)  # family -> its val-selected merge or soup
 
     @property
     def reference(self) -> str:
@@ -103,9 +104,12 @@ def select_on_val(
         raise ValueError("the study has no ingredients to compare merges against")
     selected = {group: best(names, scores, ties) for group, names in groups.items()}
     families: dict[str, list[str]] = {}
+    made_from: dict[str, list[str]] = {}  # family -> the merges and soups built from it
     for e in entries:
-        if e.kind == "ingredient" and e.family is not None:
-            families.setdefault(e.family, []).append(e.name)
+        if e.family is not None:
+            (families if e.kind == "ingredient" else made_from).setdefault(e.family, []).append(e.name)
     family_reference = {family: best(names, scores, ties) for family, names in families.items()}
+    family_merge = {family: best(names, scores, ties) for family, names in made_from.items()}
     return Selection(metric=metric, val_scores=scores, selected=selected, members=groups, tie_break=tie_break,
-                     tie_scores=dict(ties or {}), family_reference=family_reference)  # fmt: skip
+                     tie_scores=dict(ties or {}), family_reference=family_reference,
+                     family_merge=family_merge)  # fmt: skip
