@@ -31,6 +31,7 @@ the same resamples, so the variation the models share (which videos happen to be
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,15 +139,21 @@ def _design(name: str, frames: ScoredFrames, level: Level) -> tuple[_Design, np.
     return design, scores
 
 
-def _draw_counts(design: _Design, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, V) draw count of every video: stratified by video label, with replacement."""
-    n_video = len(design.video_labels)
+@functools.lru_cache(maxsize=32)
+def _draw_counts(seed: int, draw_name: str, n_boot: int, n_real: int, n_video: int) -> np.ndarray:
+    """(n_boot, V) draw count of every video: stratified by video label (reals are videos 0 .. n_real - 1), with
+    replacement, from the generator of (seed, draw_name). Those five values fix the draws, and a study resamples
+    every model of a dataset with the same ones (that is what pairs them), so they are drawn once per process and
+    handed out read-only."""
+    rng = _seed_of(seed, draw_name)
     flat = [
         rng.integers(lo, hi, size=(n_boot, hi - lo)) + n_video * np.arange(n_boot)[:, None]  # row offsets
-        for lo, hi in ((0, design.n_real), (design.n_real, n_video))
+        for lo, hi in ((0, n_real), (n_real, n_video))
     ]
     picks = np.concatenate([f.ravel() for f in flat])
-    return np.bincount(picks, minlength=n_boot * n_video).reshape(n_boot, n_video).astype(np.float64)
+    counts = np.bincount(picks, minlength=n_boot * n_video).reshape(n_boot, n_video).astype(np.float64)
+    counts.flags.writeable = False
+    return counts
 
 
 def _weighted_auc(design: _Design, video_weights: np.ndarray) -> np.ndarray:
@@ -192,7 +199,8 @@ def _aucs(
         design, _ = _design(name, datasets[name], level)
         observed.append(_weighted_auc(design, np.ones((1, len(design.video_labels))))[0])
         draw_name = (resample_as or {}).get(name, name)
-        resampled += _weighted_auc(design, _draw_counts(design, n_boot, _seed_of(seed, draw_name)))
+        counts = _draw_counts(seed, draw_name, n_boot, design.n_real, len(design.video_labels))
+        resampled += _weighted_auc(design, counts)
     return float(np.mean(observed)), resampled / len(datasets)
 
 

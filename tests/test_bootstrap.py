@@ -212,3 +212,21 @@ def test_demo_test_sets_pin_even_a_chance_detectors_held_out_mean_to_two_hundred
         assert abs(ci.estimate - 0.5) < 0.03
         widths.append((ci.high - ci.low) / 2)
     assert len(held_out) == 4 and np.mean(widths) <= 0.02, (per_class, widths)
+
+
+def test_draws_are_made_once_per_dataset_and_reused_read_only():
+    """Every model of a dataset is resampled with the same draws (the pairing); they are drawn once per process,
+    and the interval is the same whether they came from the cache or were drawn afresh."""
+    from eval import bootstrap
+
+    rng = np.random.default_rng(6)
+    a, b = _videos(rng, 25, 3, 1.0, 0.5), _videos(rng, 25, 3, 0.8, 0.5)
+    b = ScoredFrames(a.labels, b.scores, a.video_ids)  # the same frames, another model's scores
+    bootstrap._draw_counts.cache_clear()
+    diff = paired_auc_difference({"x": a}, {"x": b}, n_boot=200, seed=3)
+    assert bootstrap._draw_counts.cache_info()[:2] == (1, 1)  # (hits, misses): b reused a's draws
+    counts = bootstrap._draw_counts(3, "x", 200, 25, 50)
+    with pytest.raises(ValueError, match="read-only"):
+        counts[0, 0] = 7
+    bootstrap._draw_counts.cache_clear()
+    assert paired_auc_difference({"x": a}, {"x": b}, n_boot=200, seed=3) == diff
