@@ -60,7 +60,7 @@ def test_regmean_and_fisher_candidates_get_their_statistics_then_reuse_them(root
     assert result.merges == {"reused": 3, "merged": 0}
 
 
-def _set_preprocess_mean(root, _study_obj):
+def _set_preprocess_mean(root, study):
     import json
 
     for name in ("ft_lr1e-3_s0", "ft_lr1e-3_s1"):
@@ -68,7 +68,7 @@ def _set_preprocess_mean(root, _study_obj):
         cfg = json.loads(config.read_text())
         cfg["preprocess"]["mean"] = [0.5, 0.5, 0.5]  # same weights, other inputs: other activations
         config.write_text(json.dumps(cfg))
-    return _study_obj
+    return study
 
 
 # each input a statistics file is computed from; changing one must recompute it, not reuse a stale file
