@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from mergekit_clip.tracking.options import apply_tracking_options, tracking_options
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -27,7 +29,8 @@ def main() -> None:
               help="override a study key (dotted, e.g. eval.device=cuda or merges.ties.grid.density=[0.2,0.5])")
 @click.option("--dry-run", is_flag=True, help="print the plan as public commands and write its recipes; run nothing")
 @click.option("--quiet", is_flag=True, help="no progress bars")  # fmt: skip
-def run_command(study_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
+@tracking_options
+def run_command(study_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool, **tracking) -> None:
     """Run STUDY_FILE: every step whose output exists is reused, so a killed or extended study resumes."""
     from mergekit_clip.data.deepfakebench import DatasetError
     from mergekit_clip.detector.io import DetectorFormatError
@@ -36,6 +39,7 @@ def run_command(study_file: Path, overrides: tuple[str, ...], dry_run: bool, qui
 
     try:
         study = load_study(study_file, list(overrides))
+        study = study.model_copy(update={"tracking": apply_tracking_options(study.tracking, **tracking)})
         if dry_run:
             from study.dryrun import plan_commands
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mergekit_clip.options import Compression, Precision
+from mergekit_clip.tracking import TrackingConfig
 from train.config import format_validation_errors
 
 SOUP_METHODS = ("uniform", "greedy")
@@ -216,6 +217,8 @@ class StudyConfig(_Section):
     mergekit: MergekitOptions = MergekitOptions()
     stats: StatsConfig = StatsConfig()
     robustness: RobustnessConfig | None = Field(None, description="perturbation suite on the selected models")
+    # where the results are shown, not what is computed: left out of study.resolved.yaml and the cache keys
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, exclude=True, description="TensorBoard / MLflow")
     bootstrap: BootstrapConfig = BootstrapConfig()
 
     @model_validator(mode="after")

@@ -179,6 +179,7 @@ def run_study(study: StudyConfig, loader: RecordsLoader | None = None, progress:
     from study.config import dump_study
     from study.hashing import write_json_atomic
     from study.report import build_study_json, write_outputs
+    from study.tracking import log_study
 
     start = time.perf_counter()
     study.output.mkdir(parents=True, exist_ok=True)
@@ -195,4 +196,5 @@ def run_study(study: StudyConfig, loader: RecordsLoader | None = None, progress:
                         "total_s": round(time.perf_counter() - start, 2)}  # fmt: skip
     write_outputs(study, run, result, test, doc)
     write_json_atomic(study.output / "study.json", doc)
+    log_study(study, doc)
     return doc

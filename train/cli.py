@@ -18,6 +18,7 @@ import click
 from mergekit_clip.data.deepfakebench import DatasetError
 from mergekit_clip.detector.io import DetectorFormatError
 from mergekit_clip.distributed import env_is_main
+from mergekit_clip.tracking.options import apply_tracking_options, tracking_options
 from train.config import ConfigError, dump_config, load_config
 from train.sweep import RunExistsError
 
@@ -34,13 +35,17 @@ from train.sweep import RunExistsError
 @click.option("--resume", is_flag=True, help="continue the run in OUTPUT (same config) from its last checkpoint")
 @click.option("--overwrite", is_flag=True, help="replace a run already in OUTPUT")
 @click.option("--dry-run", is_flag=True, help="print the resolved config and the ingredient names, train nothing")
-def main(config_file: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool, dry_run: bool) -> None:
+@tracking_options
+def main(
+    config_file: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool, dry_run: bool, **tracking
+) -> None:
     """Train a family of CLIP detectors over a sweep (modes x datasets x lrs x seeds), plus their shared base.
 
     Modes (``sweep.modes``; docs/train.md says which paper each follows): linear_probe, full_finetune, lp_ft,
     layernorm (GenD), lora, svd_residual (Effort), bitfit. Every ingredient is a dense detector folder."""
     try:
         config = load_config(config_file, list(overrides))
+        config = config.model_copy(update={"tracking": apply_tracking_options(config.tracking, **tracking)})
         if dry_run:
             click.echo(dump_config(config))
             for plan in config.ingredients():

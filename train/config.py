@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from mergekit_clip.options import Compression
+from mergekit_clip.tracking import TrackingConfig
 from train.modes import MODES
 from train.modes.registry import NoOptions
 
@@ -132,6 +133,8 @@ class TrainConfig(_Section):
     threads: int | None = Field(
         None, gt=0, description="torch CPU threads; None = torch's default. 1 is fastest on a busy, shared CPU"
     )
+    # where curves go is not what the run computes: left out of config.resolved.yaml and the --resume checks
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, exclude=True, description="TensorBoard / MLflow")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

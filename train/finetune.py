@@ -174,6 +174,7 @@ def finetune(
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         running, counted = 0.0, 0
+        step_running, step_counted = 0.0, 0  # this optimiser step's micro-batches: the per-step log line
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{settings.epochs}", disable=not info.is_main, leave=False)
         for i, (images, labels, _, ok) in enumerate(bar):
             group_start = (i // settings.grad_accum_steps) * settings.grad_accum_steps
@@ -191,15 +192,21 @@ def finetune(
                 loss.backward()
             running += float(per_sample.detach().sum())
             counted += int(ok.sum())
+            step_running += float(per_sample.detach().sum())
+            step_counted += int(ok.sum())
             images_seen += labels.numel() * world
             if not last_of_group:
                 continue
             if settings.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            step_lr = optimizer.param_groups[0]["lr"]  # the rate this step used, before the schedule moves on
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            log.write({"ingredient": name, "stage": "step", "epoch": epoch + 1, "step": step,
+                       "loss": step_running / max(1, step_counted), "lr": step_lr})  # fmt: skip
+            step_running, step_counted = 0.0, 0
             if info.is_main:
                 bar.set_postfix(loss=f"{running / max(1, counted):.4f}")
             if step >= total_steps:

@@ -42,6 +42,7 @@ from mergekit_clip.data.deepfakebench import FrameRecord, dataset_json_path
 from mergekit_clip.data.transforms import build_eval_transform, build_train_transform
 from mergekit_clip.detector.io import save_detector
 from mergekit_clip.distributed import DistInfo, env_is_main, env_world_size, init_distributed
+from mergekit_clip.tracking import open_trackers
 from train.backbone import build_base, resolve_spec
 from train.config import ConfigError, IngredientPlan, TrainConfig, dump_config
 from train.features import backbone_fingerprint, cached_features
@@ -386,11 +387,20 @@ def _after_failure(work: Path, final: Path, error: BaseException) -> None:
 def _run_in(config, plans, records, inputs, info, device, base, out: Path, final: Path, resume: bool) -> list[dict]:
     """Train every ingredient into ``out``; provenance and the summary name paths under ``final``."""
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    trackers = open_trackers(config.tracking, out, experiment=final.name, enabled=info.is_main)
     ctx = RunContext(
         config=config, out=out, device=device, info=info, bf16=bf16 and device.type == "cuda",
-        log=MetricsLog(out / "metrics.jsonl", enabled=info.is_main), base=base.to(device).eval(),
+        log=MetricsLog(out / "metrics.jsonl", enabled=info.is_main, trackers=trackers), base=base.to(device).eval(),
         base_key=backbone_fingerprint(base), resume=resume, records=records,
     )  # fmt: skip
+    try:
+        return _train_plans(ctx, plans, inputs, final)
+    finally:
+        ctx.log.close()  # event files complete before the run folder is moved into place
+
+
+def _train_plans(ctx: RunContext, plans: list[IngredientPlan], inputs: dict, final: Path) -> list[dict]:
+    config, info, out, resume, base = ctx.config, ctx.info, ctx.out, ctx.resume, ctx.base
     if info.is_main:
         (out / "ingredients").mkdir(parents=True, exist_ok=True)
         outputs.write_text_atomic(out / "config.resolved.yaml", dump_config(config))
@@ -413,6 +423,10 @@ def _run_in(config, plans, records, inputs, info, device, base, out: Path, final
             continue
         if resume and info.is_main:  # drop the lines this resume redoes: the log reads as if never killed
             ctx.log.rewind(plan.name, checkpoint_epoch(out / "runs" / plan.name))
+        if ctx.log.trackers:
+            plan_text = yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False)
+            ctx.log.trackers.text(plan.name, "ingredient", plan_text)
+            ctx.log.trackers.text(plan.name, "config", dump_config(config))
         t0 = time.perf_counter()
         model, metrics, extra = train_ingredient(ctx, plan)
         factors = extra.pop(FACTORS_KEY, None)
