@@ -108,10 +108,10 @@ def _plain_tensor(method: str, name: str, base, xs: list, stats: list, params: d
     from mergekit_clip.plugin.methods.fisher import fisher_average
     from mergekit_clip.plugin.methods.iso_c import isotropic_update
     from mergekit_clip.plugin.methods.iso_cts import iso_cts_update
-    from mergekit_clip.plugin.methods.linalg import is_head, is_matrix, low_rank, rank_of
+    from mergekit_clip.plugin.methods.linalg import is_head, is_matrix, low_rank, rank_of, treat_as_matrix
     from mergekit_clip.plugin.methods.real_aware import real_aware_update
     from mergekit_clip.plugin.methods.regmean import regmean_solve
-    from mergekit_clip.plugin.methods.tsv_m import tsv_task_matrix
+    from mergekit_clip.plugin.methods.tsv_m import tsv_update
 
     if method == "regmean":
         grams = [s.get(name) for s in stats]
@@ -131,15 +131,17 @@ def _plain_tensor(method: str, name: str, base, xs: list, stats: list, params: d
     alpha = params["alpha"]
     if method == "real_aware" and is_head(name):
         return base + tasks.mean(0)
-    if not is_matrix(name, base, len(xs) if method == "tsv_m" else 1):
+    policy = params.get("matrix_policy", "layers")
+    if method == "real_aware" and not is_matrix(name, base):
+        return base + alpha * tasks.mean(0)
+    if method != "real_aware" and not treat_as_matrix(name, base, len(xs) if method == "tsv_m" else 1, policy):
         return base + alpha * tasks.mean(0)
     if method == "tsv_m":
-        u, s, v = tsv_task_matrix(tasks)
-        return base + alpha * (u * s) @ v.T
+        return base + alpha * tsv_update(tasks)
     if method == "iso_c":
         return base + alpha * isotropic_update(tasks.sum(0))
     if method == "iso_cts":
-        return base + alpha * iso_cts_update(tasks, params["common_fraction"])
+        return base + alpha * iso_cts_update(tasks, params["common_fraction"], params["subspace_rounding"])
     update = real_aware_update(tasks, params["shared_rank_ratio"], params["residual_rank_ratio"])
     return base + alpha * update
 

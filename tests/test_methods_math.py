@@ -119,7 +119,7 @@ def test_iso_c_has_a_flat_spectrum_equal_to_the_mean_singular_value_of_the_summe
 def _iso_cts_numpy(base, models, alpha, fraction):
     tasks = [m - base for m in models]
     r = min(base.shape)
-    s_task = (r - int(fraction * r)) // len(tasks)
+    s_task = round((r - int(fraction * r)) / len(tasks))  # the authors' rule (Python's round)
     k = r - len(tasks) * s_task
     u, s, vh = _svd(sum(tasks))
     uc, sc, vc = u[:, :k], s[:k], vh[:k].T
@@ -143,6 +143,80 @@ def test_iso_cts_matches_numpy_keeps_the_common_subspace_and_is_isotropic():
     # common_fraction = 1: no task-specific directions, the update is Iso-C's
     np.testing.assert_allclose(
         _merge("iso_cts", base, models, common_fraction=1.0), _merge("iso_c", base, models), atol=1e-5
+    )
+
+
+# (rank r, tasks T, common_fraction c) -> (common k, per task s), worked out by hand from the authors' rule
+# s = round((r - int(c r)) / T) (Python's round: half to even), k = r - T s; and the floor rule beside it.
+SUBSPACE_TABLE = [
+    # r, T, c, round (k, s), floor (k, s)      int(c r); (r - int(c r)) / T
+    (32, 4, 0.8, (24, 2), (28, 1)),  # 25; 7 / 4 = 1.75
+    (32, 3, 0.8, (26, 2), (26, 2)),  # 25; 7 / 3 = 2.33
+    (32, 8, 0.8, (24, 1), (32, 0)),  # 25; 7 / 8 = 0.875
+    (12, 8, 0.5, (4, 1), (12, 0)),  # 6; 6 / 8 = 0.75
+    (10, 2, 0.5, (6, 2), (6, 2)),  # 5; 5 / 2 = 2.5: half to even gives 2 (half up would give 3)
+    (14, 2, 0.5, (6, 4), (8, 3)),  # 7; 7 / 2 = 3.5: half to even gives 4
+    (768, 4, 0.8, (616, 38), (616, 38)),  # 614; 154 / 4 = 38.5: half to even gives 38
+    (768, 5, 0.8, (613, 31), (618, 30)),  # 614; 154 / 5 = 30.8
+    (7, 2, 0.0, (1, 3), (1, 3)),  # 0; 7 / 2 = 3.5 -> 4 needs 8 > 7 directions: falls to floor(7 / 2) = 3
+    (8, 4, 1.0, (8, 0), (8, 0)),  # 8; 0: no task-specific directions (Iso-C)
+]
+
+
+@pytest.mark.parametrize("r, t, c, by_round, by_floor", SUBSPACE_TABLE)
+def test_iso_cts_subspace_sizes_follow_the_authors_round_and_the_floor_option(r, t, c, by_round, by_floor):
+    from mergekit_clip.plugin.methods.iso_cts import subspace_sizes
+
+    assert subspace_sizes(r, t, c) == by_round
+    assert subspace_sizes(r, t, c, "floor") == by_floor
+
+
+def test_iso_cts_subspace_rounding_reaches_the_merge():
+    # r = 8, T = 4, c = 0.7: int(5.6) = 5, 3 / 4 = 0.75 -> round 1 (k 4: Iso-CTS) but floor 0 (k 8: Iso-C)
+    base, models = _family(5)
+    expected, _ = _iso_cts_numpy(base, models, 1.0, 0.7)
+    np.testing.assert_allclose(_merge("iso_cts", base, models, common_fraction=0.7), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        _merge("iso_cts", base, models, common_fraction=0.7, subspace_rounding="floor"),
+        _merge("iso_c", base, models),
+        atol=1e-5,
+    )
+    assert not np.allclose(expected, _merge("iso_c", base, models), atol=1e-3)
+
+
+# ------------------------------------------------------------------ matrix_policy
+
+POSITIONAL = "visual.positional_embedding"
+
+
+def _iso_c_numpy(base, models, alpha):
+    u, s, vh = _svd(sum(m - base for m in models))
+    return base + alpha * s.mean() * u @ vh
+
+
+@pytest.mark.parametrize("name", ["tsv_m", "iso_c", "iso_cts"])
+def test_matrix_policy_layers_averages_embeddings_and_heads_all_2d_merges_them_as_matrices(name):
+    alpha = 0.6
+    cases = [(POSITIONAL, *_family(6, shape=(10, N))), ("head.weight", *_family(7, shape=(2, N)))]  # head: rank 2 < T
+    for tensor_name, base, models in cases:
+        mean_update = base + alpha * np.mean([m - base for m in models], axis=0)
+        np.testing.assert_allclose(_merge(name, base, models, tensor_name=tensor_name, alpha=alpha), mean_update,
+                                   atol=1e-6)  # fmt: skip
+        if name == "tsv_m":  # the head: floor(2 / 4) = 0 directions per task, the authors' code adds nothing
+            as_matrix = _tsv_numpy(base, models, alpha) if min(base.shape) >= T else base
+        elif name == "iso_c":
+            as_matrix = _iso_c_numpy(base, models, alpha)
+        else:
+            as_matrix = _iso_cts_numpy(base, models, alpha, 0.8)[0]
+        all_2d = _merge(name, base, models, tensor_name=tensor_name, alpha=alpha, matrix_policy="all_2d")
+        np.testing.assert_allclose(all_2d, as_matrix, atol=1e-5)
+        assert not np.allclose(all_2d, mean_update, atol=1e-3)
+    # a bias is the mean task vector under both policies
+    base, models = _family(8, shape=(N,))
+    np.testing.assert_allclose(
+        _merge(name, base, models, tensor_name=BIAS, alpha=alpha, matrix_policy="all_2d"),
+        base + alpha * np.mean([m - base for m in models], axis=0),
+        atol=1e-6,
     )
 
 

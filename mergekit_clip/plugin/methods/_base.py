@@ -13,7 +13,7 @@ import torch
 from mergekit.merge_methods.base import BasePolicy, InputContract, OptionalTensorPolicy, TensorGroup
 from mergekit.merge_methods.easy_define import merge_method
 
-from mergekit_clip.plugin.methods.linalg import back_to, is_head, is_matrix, stacked
+from mergekit_clip.plugin.methods.linalg import MatrixPolicy, back_to, is_head, stacked, treat_as_matrix
 
 # with_base: a base and at least one other input; a tensor only the base has passes through.
 # without_base: the ingredients alone (a base is refused); a tensor only one input has passes through.
@@ -54,16 +54,18 @@ def task_arithmetic(
     *,
     rank_per_task: bool = False,
     average_heads: bool = False,
+    matrix_policy: MatrixPolicy = "layers",
 ) -> torch.Tensor:
     """``W0 + alpha * update``: ``matrix_update(task vectors (T, m, n))`` for a matrix tensor, the mean task
     vector for every other one.
 
     ``rank_per_task``: a matrix needs rank >= T to count as one (TSV-M gives each task its own directions);
-    ``average_heads``: heads and adapters become the plain average of the ingredients (``alpha`` not applied).
+    ``average_heads``: heads and adapters become the plain average of the ingredients (``alpha`` not applied);
+    ``matrix_policy``: which 2-D tensors count as matrices (see :data:`.linalg.MatrixPolicy`).
     """
     base, tasks = stacked(group)
     name = group.metadata.name
-    if is_matrix(name, base, tasks.shape[0] if rank_per_task else 1):
+    if treat_as_matrix(name, base, tasks.shape[0] if rank_per_task else 1, matrix_policy):
         update = matrix_update(tasks)
     else:
         update = tasks.mean(dim=0)

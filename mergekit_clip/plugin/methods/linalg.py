@@ -6,6 +6,8 @@ the GPU, so the SVDs run there) and returns the input dtype.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from mergekit.merge_methods.base import TensorGroup
 
@@ -13,6 +15,11 @@ from mergekit.merge_methods.base import TensorGroup
 # (present only in fine-tuned detectors; rank <= 2 for a head, so a per-task rank share is meaningless).
 _NON_MATRIX_MARKERS = ("embedding",)
 _HEAD_PREFIXES = ("head.", "classifier.", "adapter.")
+
+# Which 2-D tensors the SVD methods (TSV-M, Iso-C, Iso-CTS) treat as matrices. "layers" (the default): layer
+# weights only (:func:`is_matrix`), every other tensor gets the mean task vector; "all_2d": every 2-D tensor, as
+# the authors' code does (it excludes only the text tower's ``text_projection``, absent from a vision tower).
+MatrixPolicy = Literal["layers", "all_2d"]
 
 
 def is_head(name: str | None) -> bool:
@@ -30,6 +37,13 @@ def is_matrix(name: str | None, tensor: torch.Tensor, tasks: int = 1) -> bool:
     if name and any(marker in name for marker in _NON_MATRIX_MARKERS):
         return False
     return min(tensor.shape) >= max(tasks, 1)
+
+
+def treat_as_matrix(name: str | None, tensor: torch.Tensor, tasks: int, policy: MatrixPolicy) -> bool:
+    """Whether an SVD method merges ``tensor`` as a matrix under ``policy`` (``tasks``: the rank it needs)."""
+    if policy == "all_2d":
+        return tensor.ndim == 2
+    return is_matrix(name, tensor, tasks)
 
 
 def stacked(group: TensorGroup) -> tuple[torch.Tensor, torch.Tensor]:
