@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from mergekit_clip.data.cli import data
 from mergekit_clip.data.deepfakebench import load_frames
+from mergekit_clip.data.masks import mask_path_for, read_mask, require_masks
 from mergekit_clip.data.pretext import OPERATIONS, PRETEXT_DATASET, _process, render_scene
 from mergekit_clip.data.synthetic import (
     IMAGE_SIZE,
@@ -220,3 +221,43 @@ def test_pretext_deterministic_and_refuses_unknown_preset(pretext, tmp_path):
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         synthesize(tmp_path / "huge", "huge")  # type: ignore[arg-type]
     assert not (tmp_path / "huge").exists()
+
+
+def test_every_fake_frame_has_its_blend_mask_at_the_deepfakebench_path(synth):
+    # independent of the generator: a fake frame differs from its target's real frame (same scene, same frame
+    # name, same level) inside the swapped region, and only by camera noise outside it
+    roots = {"json_root": synth.json_root, "data_root": synth.data_root}
+    for name in [*synth.datasets, *synth.method_datasets]:
+        recs = [r for s in ("train", "val", "test") for r in load_frames(name, s, **roots)]
+        require_masks(recs, what=name)  # every fake frame has its mask file
+        assert all(r.mask is None for r in recs if r.label == 0)
+        if name in synth.method_datasets:
+            continue
+
+        def key(r):
+            return "/c40/" in str(r.path), re.search(r"\d{3}", r.path.parent.name).group(), r.path.name
+
+        reals = {key(r): r.path for r in recs if r.label == 0}
+        inside, outside = [], []
+        for r in (r for r in recs if r.label == 1):
+            assert r.mask == mask_path_for(r.path) and "/masks/" in str(r.mask)
+            mask = read_mask(r.mask, IMAGE_SIZE, IMAGE_SIZE)
+            # an ellipse of 0.65-0.8 of the face (rx 7.5-9.5 px, ry 10-12 px at 32 px): 100-230 px above 0.5
+            assert 90 <= (mask > 0.5).sum() <= 240 and mask.max() > 0.99 and mask.min() < 0.01, (name, r.mask)
+            diff = np.abs(read_image(r.path).astype(float) - read_image(reals[key(r)]).astype(float)).mean(2)
+            inside.append(diff[mask > 0.9].mean())
+            outside.append(diff[mask < 0.02].mean())
+        if name != "Synth-DFDC":  # its heavy JPEG (45-70) smears the difference over the frame
+            assert np.mean(inside) > 2 * np.mean(outside), (name, np.mean(inside), np.mean(outside))
+
+
+def test_pretext_processed_frames_have_their_region_masks(pretext):
+    recs = [
+        r
+        for s in ("train", "val", "test")
+        for r in load_frames(PRETEXT_DATASET, s, json_root=pretext.json_root, data_root=pretext.data_root)
+    ]
+    require_masks(recs, what=PRETEXT_DATASET)
+    masks = [read_mask(r.mask, IMAGE_SIZE, IMAGE_SIZE) for r in recs if r.label == 1]
+    assert masks and all(m.max() > 0.5 for m in masks)  # every processed frame has a (maybe feathered) region
+    assert any(m.min() < 0.01 for m in masks) and any(m.min() > 0.99 for m in masks)  # regions and whole frames

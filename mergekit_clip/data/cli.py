@@ -2,7 +2,7 @@
 
     mergekit-clip data synth OUT --preset small --seed 0
     mergekit-clip data validate --json-root OUT/json --data-root OUT/data            # every dataset in the folder
-    mergekit-clip data summary Synth-FF Synth-CDF --json-root OUT/json
+    mergekit-clip data summary Synth-FF Synth-CDF --json-root OUT/json [--data-root OUT/data]   # + mask files
 """
 
 from __future__ import annotations
@@ -94,16 +94,19 @@ def validate(datasets, json_root, data_root, label_dict, compression, check_imag
 @data.command()
 @click.argument("datasets", nargs=-1)
 @_json_root
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="folder the frame paths are relative to; with it the masks column counts mask files")  # fmt: skip
 @_label
 @_compression
-def summary(datasets, json_root, label_dict, compression) -> None:
-    """Videos and frames per label group and split of DATASETS (default: all in --json-root)."""
+@_allow_outside_root
+def summary(datasets, json_root, data_root, label_dict, compression, allow_outside_root) -> None:
+    """Videos, frames and forgery-mask files per label group and split of DATASETS (default: all in --json-root)."""
     from mergekit_clip.data.validate import format_report, summarize, validate_dataset
 
     labels = _label_dict(label_dict)
     reports = [
-        validate_dataset(n, json_root=json_root, data_root=None, label_dict=labels, compression=compression,
-                         check_images="none", progress=False)
+        validate_dataset(n, json_root=json_root, data_root=data_root, label_dict=labels, compression=compression,
+                         check_images="none", progress=False, allow_outside_root=allow_outside_root)
         for n in _datasets(datasets, json_root)
     ]  # fmt: skip
     click.echo(summarize(reports, labels))

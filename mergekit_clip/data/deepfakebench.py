@@ -61,12 +61,18 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class FrameRecord:
-    """One frame: its resolved path, integer label (real 0, fake 1), video id and dataset name."""
+    """One frame: its resolved path, integer label (real 0, fake 1), video id and dataset name.
+
+    ``mask``: a fake frame's forgery mask path by DeepfakeBench's rule (:func:`mask_rel_path`), checked under the
+    data root like the frame but not opened (the file may be missing: :func:`mergekit_clip.data.masks.require_masks`
+    counts those); None for real frames (their mask is all zero) and for frames or formats without masks.
+    """
 
     path: Path
     label: int
     video_id: str
     dataset: str
+    mask: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +248,40 @@ class FrameRoot:
         return Path(self.root) / rel
 
 
+FRAMES_FOLDER, MASKS_FOLDER = "frames", "masks"
+
+
+def mask_rel_path(rel: str) -> str | None:
+    """DeepfakeBench's mask rule on a normalised frame path: its ``frames`` folder replaced by ``masks``.
+
+    ``FF/manipulated_sequences/Deepfakes/c23/frames/000_003/0.png`` -> ``.../c23/masks/000_003/0.png``. None when
+    no folder of the path is named ``frames`` (the frame has no mask). DeepfakeBench replaces the substring
+    ``frames`` anywhere in the path (also inside other names); we replace the last folder named exactly ``frames``.
+    """
+    parts = rel.split("/")
+    for i in range(len(parts) - 2, -1, -1):  # folders only, never the file name
+        if parts[i] == FRAMES_FOLDER:
+            return "/".join([*parts[:i], MASKS_FOLDER, *parts[i + 1 :]])
+    return None
+
+
+def resolve_mask(rel: str, label: int, root: FrameRoot, where: str) -> Path | None:
+    """The mask path of a selected frame (``rel`` normalised) for :class:`FrameRecord`; checked like the frame.
+
+    Real frames (label 0) get None: their mask is all zero, as in DeepfakeBench. A mask path that leaves the data
+    root (a ``masks`` symlink pointing out) is a :class:`DatasetError` naming it, as for frames.
+    """
+    if label == 0:
+        return None
+    mask = mask_rel_path(rel)
+    if mask is None:
+        return None
+    problem = root.problem(mask)
+    if problem:
+        raise DatasetError(f"{where}: mask path {mask!r} {problem}; {ALLOW_OUTSIDE_HINT}")
+    return root.path(mask)
+
+
 def lookup_label(label: Any, labels: Mapping[str, int]) -> int | None:
     """The 0/1 value of a video's label string in a canonical label dict (None when unknown or not a string)."""
     if not isinstance(label, str):
@@ -334,7 +374,8 @@ def load_frames(
             problem = root.problem(rel)
             if problem:
                 raise DatasetError(f"{where}: frame path {rel!r} {problem}; {ALLOW_OUTSIDE_HINT}")
-            records.append(FrameRecord(root.path(rel), label, video_id(rel, video_id_mode), dataset))
+            mask = resolve_mask(rel, label, root, where)
+            records.append(FrameRecord(root.path(rel), label, video_id(rel, video_id_mode), dataset, mask))
     if not records:
         raise DatasetError(f"{source}: split {split!r} of {dataset} is empty")
     return records

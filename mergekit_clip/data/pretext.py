@@ -153,13 +153,17 @@ def _process(img: np.ndarray, op: str, rng: np.random.Generator) -> np.ndarray:
 
 def render_pretext_frame(
     scene: np.ndarray, rng: np.random.Generator, noise: float, quality: tuple[int, int], processed: bool, size: int
-) -> tuple[np.ndarray, list[str]]:
-    """Crop a shifted view of ``scene``, add camera noise, maybe process a region, JPEG-store; (image, ops)."""
+) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """Crop a shifted view of ``scene``, add camera noise, maybe process a region, JPEG-store.
+
+    Returns (image, operations, processed-region mask (S, S) in [0, 1] or None when untouched).
+    """
     from mergekit_clip.data.synthetic import _jpeg  # shared encoder; imported late (synthetic imports this module)
 
     dx, dy = rng.integers(0, 2 * MARGIN + 1, 2)
     img = scene[dy : dy + size, dx : dx + size] + rng.normal(0, noise, (size, size, 3)).astype(np.float32)
     ops: list[str] = []
+    mask = None
     if processed:
         ops = [str(rng.choice(OPERATIONS))]
         edited = img
@@ -167,7 +171,8 @@ def render_pretext_frame(
             edited = _process(edited, op, rng)
         mask = _region(rng, size, whole_ok="tone" not in ops)[..., None]
         img = img + mask * (edited - img)
-    return _jpeg(img, int(rng.integers(quality[0], quality[1] + 1))), ops
+        mask = mask[..., 0]
+    return _jpeg(img, int(rng.integers(quality[0], quality[1] + 1))), ops, mask
 
 
 def generate_pretext(
@@ -180,12 +185,14 @@ def generate_pretext(
     frame_names: list[str],
     splits: list[str],
     write_png: Callable[[Path, np.ndarray], None],
+    write_mask: Callable[[Path, np.ndarray], None],
     progress: Callable[[int], Any],
 ) -> dict[str, Any]:
     """Render ``videos`` untouched + ``videos`` processed clips of ``frames`` frames; returns the dataset JSON.
 
     A clip is one scene seen through small camera shifts with its own noise level and JPEG quality; a processed
-    clip draws fresh operations and regions per frame. ``splits[i]`` is the split of scene ``i``, shared by its
+    clip draws fresh operations and regions per frame, and writes each processed frame's region mask at its
+    DeepfakeBench mask path (``frames`` -> ``masks``). ``splits[i]`` is the split of scene ``i``, shared by its
     untouched and processed clips so no scene crosses splits.
     """
     groups: dict[str, Any] = {}
@@ -195,10 +202,12 @@ def generate_pretext(
             scene = render_scene(np.random.default_rng([seed, 7, scene_id]), image_size + 2 * MARGIN)
             noise, quality = rng.uniform(4.0, 8.0), (int(rng.integers(88, 95)), 98)
             group = "processed" if processed else "original"
-            rel_dir = f"{PRETEXT_DATASET}/{group}/{scene_id:05d}"
+            rel_dir = f"{PRETEXT_DATASET}/{group}/frames/{scene_id:05d}"
             for name in frame_names[:frames]:
-                img, _ = render_pretext_frame(scene, rng, noise, quality, processed, image_size)
+                img, _, mask = render_pretext_frame(scene, rng, noise, quality, processed, image_size)
                 write_png(data_root / rel_dir / f"{name}.png", img)
+                if mask is not None:
+                    write_mask(data_root / rel_dir.replace("/frames/", "/masks/") / f"{name}.png", mask)
             node = groups.setdefault(group, {}).setdefault(splits[scene_id], {})
             node[f"{scene_id:05d}"] = {
                 "label": PROCESSED_LABEL if processed else ORIGINAL_LABEL,

@@ -27,6 +27,10 @@ and uses Windows paths, as FaceForensics++ does; ``Synth-DFDCP`` uses Windows pa
 (``150, 250, 50``), so readers must sort numerically. Label strings are DeepfakeBench's defaults. Output is
 deterministic per seed (same bytes).
 
+Every fake frame's blend mask (the feathered ellipse of the swap, 8-bit grey) is written at its DeepfakeBench
+mask path, the frame path with its ``frames`` folder replaced by ``masks`` (every dataset keeps its frames under
+a ``frames`` folder), so the ForensicsAdapter boundary loss trains on them (:mod:`mergekit_clip.data.masks`).
+
 ``preset="pretrain"`` writes no detection dataset but the generic pre-training corpus of
 :mod:`mergekit_clip.data.pretext` (one dataset, same JSON layout), for the demo's tiny backbone.
 """
@@ -44,6 +48,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from mergekit_clip.data.deepfakebench import mask_rel_path
 from mergekit_clip.detector.io import atomic_directory
 
 Preset = Literal["small", "full", "pretrain"]
@@ -212,8 +217,8 @@ STYLES: tuple[DatasetStyle, ...] = (
         path_style="windows",
         jpeg={None: (75, 90)},
         noise=(3.0, 6.0),
-        real_layout="{root}/original_videos/{video}",
-        fake_layout="{root}/{method}/{video}",
+        real_layout="{root}/original_videos/frames/{video}",
+        fake_layout="{root}/{method}/frames/{video}",
         real_group="DFDCP_Real",
     ),
     DatasetStyle(
@@ -229,8 +234,8 @@ STYLES: tuple[DatasetStyle, ...] = (
         path_style="posix",
         jpeg={None: (90, 98)},
         noise=(3.0, 6.0),
-        real_layout="{root}/real/{video}",
-        fake_layout="{root}/fake/{video}",
+        real_layout="{root}/real/frames/{video}",
+        fake_layout="{root}/fake/frames/{video}",
         real_group="UADFV_Real",
         blur_real=0.1,
     ),
@@ -436,6 +441,14 @@ def _write_png(path: Path, img: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """A blend mask (S, S) in [0, 1] as an 8-bit grey PNG (255 = the swapped face), as DeepfakeBench stores them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.clip(mask * 255.0, 0, 255).round().astype(np.uint8),
+                       [cv2.IMWRITE_PNG_COMPRESSION, 3]):  # fmt: skip
+        raise OSError(f"could not write {path}")
+
+
 def _videos(style: DatasetStyle, size: PresetSize) -> tuple[int, int]:
     """(real videos, frames per video) of one dataset under ``size``."""
     return (size.real_videos, size.frames) if style.source else size.heldout
@@ -487,7 +500,7 @@ def _generate_dataset(
             frng = np.random.default_rng([seed, index, 4, target])
             video = f"{target:03d}"
         split = split_of_real[target]
-        clean_frames = []
+        clean_frames, masks = [], []
         for k in range(n_frames):
             t = 0.9 * k
             noise = frng.normal(0, scene.noise, (IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
@@ -498,6 +511,7 @@ def _generate_dataset(
                 source = _render(source_id, scene, t, IMAGE_SIZE, clean=True)
                 img, mask = _swap(img + noise, source, scene, t, forgery, frng, scale)
                 img = img + (noise * (forgery.residual_noise * mask[..., None]))
+                masks.append(mask)
             clean_frames.append(img)
         for level in levels:
             lo, hi = style.jpeg[level]
@@ -506,6 +520,8 @@ def _generate_dataset(
                                     video=video)  # fmt: skip
             for name, img in zip(names, clean_frames):
                 _write_png(data_root / rel_dir / f"{name}.png", _jpeg(img, int(frng.integers(lo, hi + 1))))
+            for name, mask in zip(names, masks):  # fakes only: DeepfakeBench's mask path, blend weights as grey
+                write_mask(data_root / mask_rel_path(f"{rel_dir}/{name}.png"), mask)
             listed = [_format_path(f"{rel_dir}/{n}.png", style.path_style) for n in sorted(names)]
             group = forgery.label if forgery is not None else style.real_group
             add(group, split, level, video, forgery.label if forgery else style.real_label, listed)
@@ -583,7 +599,7 @@ def _synthesize_pretext(out: Path, size: PresetSize, seed: int, *, overwrite: bo
         (tmp / "json").mkdir()
         doc = generate_pretext(
             size.real_videos, size.frames, seed, tmp / "data", image_size=IMAGE_SIZE, frame_names=names,
-            splits=splits, write_png=_write_png, progress=bar.update,
+            splits=splits, write_png=_write_png, write_mask=write_mask, progress=bar.update,
         )  # fmt: skip
         (tmp / "json" / f"{PRETEXT_DATASET}.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         manifest = {

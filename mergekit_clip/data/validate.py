@@ -7,6 +7,10 @@ An empty split is a note (a test-only dataset has no train split; the command th
 is empty), a dataset with no video at all an error. The official files reuse videos across
 splits by design (Celeb-DF, DFD, UADFV, DeeperForensics; docs/data.md), so the overlap is a warning unless
 ``strict``; val equal to test is a note so nobody mistakes selection on val for an honest protocol.
+
+With a data root, forgery masks are counted per label (DeepfakeBench's rule: the frame path with its ``frames``
+folder replaced by ``masks``; files are not opened): fake frames without one are a note, since only a mode that
+needs masks (``forensics_adapter``) refuses them; a mask path leaving the data root is an error like a frame's.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from mergekit_clip.data.deepfakebench import (
     frame_number,
     iter_videos,
     lookup_label,
+    mask_rel_path,
     normalize_frame_path,
     read_dataset_json,
     video_id,
@@ -61,6 +66,7 @@ class Finding:
 class SplitStats:
     videos: int = 0
     frames: int = 0
+    masks: int | None = None  # frames whose mask file exists (None: not checked, no data root)
 
 
 @dataclass
@@ -94,6 +100,7 @@ def validate_dataset(
     strict: bool = False,
     progress: bool = True,
     allow_outside_root: bool = False,
+    check_masks: bool = True,
 ) -> DatasetReport:
     """Every problem of ``dataset`` (see the module docstring); frames are checked per ``check_images``.
 
@@ -130,7 +137,10 @@ def validate_dataset(
             stats = report.stats.setdefault(key, SplitStats())
             stats.videos += 1
             stats.frames += len(video.frames)
-            if lookup_label(video.label, labels) is None:
+            label_value = lookup_label(video.label, labels)
+            if data_root is not None and check_masks:
+                stats.masks = (stats.masks or 0) + _count_masks(report, root, video, where, label_value)
+            if label_value is None:
                 report.finding(
                     "unknown_label", "error", f"label string not in the label dict {sorted(labels)} (case-insensitive)"
                 ).add(f"{where}: {video.label!r}")
@@ -167,6 +177,29 @@ def validate_dataset(
     return report
 
 
+def _count_masks(report: DatasetReport, root: FrameRoot, video: VideoEntry, where: str, label: int | None) -> int:
+    """Mask files of ``video``'s frames (one ``stat`` each); a fake frame without one is a ``missing_mask`` note."""
+    found = 0
+    for raw in video.frames:
+        mask = mask_rel_path(normalize_frame_path(str(raw)))
+        if mask is None or root.problem(mask, resolve=False):  # no 'frames' folder; or the frame's own error
+            exists = False
+        elif problem := root.problem(mask):
+            report.finding("mask_outside_root", "error", f"mask path outside the data root ({ALLOW_OUTSIDE_HINT})").add(
+                f"{where}: {mask!r} {problem}"
+            )
+            exists = False
+        else:
+            exists = root.path(mask).is_file()
+        found += exists
+        if label == 1 and not exists:
+            report.finding(
+                "missing_mask", "note", "fake frame without a forgery mask file ('frames' -> 'masks'); only a mode "
+                "that needs masks (forensics_adapter) refuses it",
+            ).add(f"{where}: {mask or str(raw) + ' (no frames folder)'}")  # fmt: skip
+    return found
+
+
 def _check_frames(report: DatasetReport, frames: list[tuple[str, Path]], mode: ImageCheck, progress: bool) -> None:
     seen: set[Path] = set()
     for raw, path in tqdm(frames, desc=f"check {report.dataset}", unit="frame", disable=not progress):
@@ -186,14 +219,33 @@ def format_report(report: DatasetReport) -> str:
     """Human-readable findings, most severe first."""
     order = {"error": 0, "warning": 1, "note": 2}
     lines = [f"{report.dataset} ({report.json_path}):"]
-    if not report.findings:
-        lines.append("  ok: no problems found")
+    if all(f.severity == "note" for f in report.findings.values()):
+        lines.append("  ok: no problems found" + (" (notes below)" if report.findings else ""))
     for f in sorted(report.findings.values(), key=lambda f: (order[f.severity], f.kind)):
         lines.append(f"  {f.severity.upper()} {f.kind}: {f.count} - {f.message}")
         lines += [f"      e.g. {e}" for e in f.examples]
         if f.count > len(f.examples):
             lines.append(f"      ... and {f.count - len(f.examples)} more")
+    coverage = mask_coverage_by_label(report)
+    if coverage:
+        cells = [f"{label} {masks}/{frames}" for label, (frames, masks) in coverage.items()]
+        lines.append(f"  masks (frames with a mask file, all splits): {', '.join(cells)}; real frames need none")
     return "\n".join(lines)
+
+
+def mask_coverage_by_label(report: DatasetReport) -> dict[str, tuple[int, int]]:
+    """``{label string: (frames, frames with a mask file)}`` over all splits; empty when masks were not checked."""
+    out: dict[str, list[int]] = {}
+    for (_, label, _), stats in report.stats.items():
+        if stats.masks is not None:
+            cell = out.setdefault(label, [0, 0])
+            cell[0] += stats.frames
+            cell[1] += stats.masks
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _split_rank(split: str) -> int:
@@ -201,28 +253,34 @@ def _split_rank(split: str) -> int:
 
 
 def summarize(reports: Iterable[DatasetReport], label_dict: Mapping[str, int] | None = None) -> str:
-    """A table of videos and frames per dataset, label group (with its label) and split."""
+    """A table of videos, frames and mask files per dataset, label group (with its label) and split.
+
+    ``masks`` is ``-`` where masks were not counted (no data root).
+    """
     labels = canonical_labels(label_dict)
     names = {0: "real", 1: "fake"}
-    rows = [("dataset", "label group", "label", "split", "videos", "frames")]
-    totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    rows = [("dataset", "label group", "label", "split", "videos", "frames", "masks")]
+    totals: dict[tuple[str, str, str], list[int | None]] = defaultdict(lambda: [0, 0, None])
     for report in reports:
         for (group, label, split), s in sorted(report.stats.items(), key=lambda kv: (kv[0][0], _split_rank(kv[0][2]))):
             value = lookup_label(label, labels)
             shown = f"{label} ({names.get(value, value) if value is not None else 'UNKNOWN'})"
-            rows.append((report.dataset, group, shown, split, str(s.videos), str(s.frames)))
+            rows.append((report.dataset, group, shown, split, str(s.videos), str(s.frames), _count(s.masks)))
             kind = names.get(value, "unknown") if value is not None else "unknown"
-            totals[(report.dataset, kind, split)][0] += s.videos
-            totals[(report.dataset, kind, split)][1] += s.frames
+            total = totals[(report.dataset, kind, split)]
+            total[0] += s.videos
+            total[1] += s.frames
+            if s.masks is not None:
+                total[2] = (total[2] or 0) + s.masks
     order = {name: i for i, name in enumerate(dict.fromkeys(k[0] for k in totals))}
 
     def rank(key: tuple[str, str, str]) -> tuple[int, str, int]:
         return order[key[0]], key[1], _split_rank(key[2])
 
-    for (dataset, kind, split), (videos, frames) in sorted(totals.items(), key=lambda kv: rank(kv[0])):
-        rows.append((dataset, "= all", kind, split, str(videos), str(frames)))
+    for (dataset, kind, split), (videos, frames, masks) in sorted(totals.items(), key=lambda kv: rank(kv[0])):
+        rows.append((dataset, "= all", kind, split, str(videos), str(frames), _count(masks)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-__all__ = ["DatasetReport", "Finding", "format_report", "summarize", "validate_dataset"]
+__all__ = ["DatasetReport", "Finding", "format_report", "mask_coverage_by_label", "summarize", "validate_dataset"]

@@ -9,14 +9,16 @@ format with the same call::
 
 Adding a format is one module here with a reader and one :func:`register_format` line below. Every reader keeps
 the same trust rules: frame paths must stay under ``data_root`` (unless ``allow_outside_root``), checked before any
-frame file is opened; labels are 0 = real, 1 = fake.
+frame file is opened; labels are 0 = real, 1 = fake; a fake frame's forgery mask (``FrameRecord.mask``) follows
+DeepfakeBench's rule, the frame path with its ``frames`` folder replaced by ``masks`` (see
+:mod:`mergekit_clip.data.masks`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mergekit_clip.data.deepfakebench import DatasetError, FrameRecord
@@ -24,12 +26,17 @@ from mergekit_clip.data.deepfakebench import DatasetError, FrameRecord
 
 @dataclass(frozen=True)
 class DatasetFormat:
-    """``locate(dataset, json_root)``: the file that would hold ``dataset``; ``reader(dataset, split, **kw)``."""
+    """``locate(dataset, json_root)``: the file that would hold ``dataset``; ``reader(dataset, split, **kw)``.
+
+    ``masks``: whether the format gives fake frames their forgery mask (``FrameRecord.mask``, DeepfakeBench's rule
+    by default); a format that says False has none, and a mode that needs masks refuses its fake frames.
+    """
 
     name: str
     locate: Callable[[str, str | os.PathLike], Path]
     reader: Callable[..., list[FrameRecord]]
     description: str
+    masks: bool = True
 
     def source(self, dataset: str, json_root: str | os.PathLike) -> Path:
         return Path(self.locate(dataset, json_root))
@@ -62,7 +69,9 @@ def dataset_format(dataset: str, json_root: str | os.PathLike) -> DatasetFormat:
 
 def load_frames(dataset: str, split: str, *, json_root: str | os.PathLike, **options) -> list[FrameRecord]:
     """The frames of ``dataset``/``split`` from whichever registered format holds it (see each reader's options)."""
-    return dataset_format(dataset, json_root).reader(dataset, split, json_root=json_root, **options)
+    fmt = dataset_format(dataset, json_root)
+    records = fmt.reader(dataset, split, json_root=json_root, **options)
+    return records if fmt.masks else [replace(r, mask=None) for r in records]
 
 
 def _register_builtin() -> None:

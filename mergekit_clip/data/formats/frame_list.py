@@ -6,7 +6,8 @@ frame's directory, as the DeepfakeBench reader's video id) and optional ``split`
 without it every row is in ``test``). Other columns are refused by name, so a misspelt header cannot pass
 silently. Videos keep the order of their first row; frames whose names are all integers are ordered numerically,
 others as listed; ``frame_num`` takes evenly spaced frames per video and the data-root rules are the DeepfakeBench
-reader's (checked before any frame is opened).
+reader's (checked before any frame is opened). A fake frame's forgery mask follows DeepfakeBench's rule, as in
+the JSON reader (its ``frames`` folder replaced by ``masks``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mergekit_clip.data.deepfakebench import (
     frame_number,
     lookup_label,
     normalize_frame_path,
+    resolve_mask,
     select_frames,
     video_id,
 )
@@ -100,7 +102,9 @@ def load_frames(
             problem = root.problem(rel)
             if problem:
                 raise DatasetError(f"{source}: video {vid!r}: frame path {rel!r} {problem}; {ALLOW_OUTSIDE_HINT}")
-            records.append(FrameRecord(root.path(rel), frames[0][1], shown, dataset))
+            label = frames[0][1]
+            mask = resolve_mask(rel, label, root, f"{source}: video {vid!r}")
+            records.append(FrameRecord(root.path(rel), label, shown, dataset, mask))
     if not records:
         raise DatasetError(f"{source}: split {split!r} of {dataset} is empty")
     return records
