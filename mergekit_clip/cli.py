@@ -16,6 +16,7 @@ _COMMANDS = {
     "import": "mergekit_clip.convert.cli:import_command",
     "export": "mergekit_clip.convert.cli:export_command",
     "create": "mergekit_clip.detector.cli:create_command",
+    "card": "mergekit_clip.detector.cli:card_command",
     "plugin": "mergekit_clip.plugin.cli:plugin",
     "stats": "mergekit_clip.stats.cli:stats_command",
     "recipe": "mergekit_clip.recipe.cli:recipe_command",

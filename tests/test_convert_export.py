@@ -56,6 +56,7 @@ def test_export_then_import_is_exact(tmp_path, images, name):
     save_detector(model, tmp_path / "det", provenance={"seed": 7})
     export_hf(tmp_path / "det", tmp_path / "hf")
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "README.md",  # the model card
         "config.json",
         "model.safetensors",
         "preprocessor_config.json",

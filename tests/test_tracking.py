@@ -12,10 +12,9 @@ import yaml  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from mergekit_clip.tracking import Trackers, scalars  # noqa: E402
+from tests.train_support import make_dataset, tiny_config  # noqa: E402
 from train.cli import main as train_main  # noqa: E402
 from train.metrics_log import MetricsLog, read_metrics  # noqa: E402
-
-from tests.train_support import make_dataset, tiny_config  # noqa: E402
 
 
 def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
@@ -138,13 +137,12 @@ def test_rewind_replays_only_the_kept_lines(tmp_path):
 def test_study_hparams_and_mlflow_equal_study_json(tmp_path, tiny_spec):
     from study_support import make_dataset as make_study_dataset
     from study_support import make_family
-
-    from study.config import StudyConfig
-    from study.runner import run_study
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     from mergekit_clip.tracking.mlflow_runs import client
+    from study.config import StudyConfig
+    from study.runner import run_study
 
     make_family(tmp_path / "family", tiny_spec, rows=tiny_rows())
     for i, name in enumerate(["Tiny-FF", "Tiny-A"]):

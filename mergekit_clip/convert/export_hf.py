@@ -18,6 +18,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from mergekit_clip.convert.base import ConversionError
+from mergekit_clip.detector.card import write_card
 from mergekit_clip.detector.io import WEIGHTS_NAME, atomic_directory, detector_spec, load_provenance, read_state_dict
 from mergekit_clip.detector.layouts import (
     ADAPTER_TENSORS,
@@ -84,5 +85,7 @@ def export_hf(
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         config.save_pretrained(str(tmp))
         (tmp / HF_PREPROCESSOR_FILE).write_text(json.dumps(processor_config(spec.preprocess), indent=2))
+        recipe = source / "mergekit_config.yml"
+        write_card(tmp, spec, load_provenance(source), recipe=recipe.read_text() if recipe.is_file() else None, hf=True)
     lines.append(f"wrote {config.architectures[0]} + {HF_PREPROCESSOR_FILE}")
     return lines

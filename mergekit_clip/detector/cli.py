@@ -48,3 +48,33 @@ def create_command(out, arch, pretrained, quick_gelu, image_size, head_feature, 
         raise click.ClickException(f"{out} already exists; pass --overwrite to replace it") from e
     head = "no head" if no_head else f"head on {head_feature} features"
     click.echo(f"wrote {out} ({arch}, {spec.backbone.act}, {head})")
+
+
+@click.command("card", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("detector", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--scores", "scores_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="clip-eval report.json or clip-study study.json whose scores of this detector go on the card")
+@click.option("--model", default=None, help="the detector's name in the scores file (default: the folder's name)")
+@click.option("--print", "print_only", is_flag=True, help="print the card, do not write DETECTOR/README.md")
+def card_command(detector: Path, scores_file: Path | None, model: str | None, print_only: bool) -> None:
+    """(Re)write DETECTOR's model card (README.md, Hugging Face format), with scores from a report or study."""
+    from mergekit_clip.detector.card import CARD_NAME, card_provenance, card_text, scores_from_file
+    from mergekit_clip.detector.io import detector_spec, read_config_json
+    from mergekit_clip.detector.spec import MODEL_TYPE
+    from mergekit_clip.outputs import write_text_atomic
+
+    try:
+        spec = detector_spec(detector)
+        cfg = read_config_json(detector)
+        scores = scores_from_file(scores_file, model or detector.name) if scores_file else []
+    except (DetectorFormatError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    provenance = card_provenance(cfg)
+    recipe = detector / "mergekit_config.yml"
+    hf = cfg.get("model_type") != MODEL_TYPE
+    text = card_text(spec, provenance, scores=scores, recipe=recipe.read_text() if recipe.is_file() else None, hf=hf)
+    if print_only:
+        click.echo(text)
+        return
+    write_text_atomic(detector / CARD_NAME, text)
+    click.echo(f"wrote {detector / CARD_NAME} ({len(scores)} score(s) from {scores_file or 'the provenance'})")

@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mergekit_clip.detector.card import write_card
 from mergekit_clip.detector.layouts import (
     ADAPTER_TENSORS,
     HF_CLIP_ARCHITECTURES,
@@ -255,7 +256,7 @@ def save_detector(
     overwrite: bool = False,
     write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` atomically; returns the directory.
+    """Write ``config.json`` + ``model.safetensors`` + a model card (``README.md``) atomically; returns the directory.
 
     ``write_extra(tmp)`` adds more files to the folder before it is published (a training mode's factors), so
     they appear together with the weights or not at all."""
@@ -264,6 +265,7 @@ def save_detector(
     with atomic_directory(path, overwrite=overwrite) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         config.save_pretrained(str(tmp))
+        write_card(tmp, model.spec, provenance or {})
         if write_extra is not None:
             write_extra(tmp)
     return Path(path)

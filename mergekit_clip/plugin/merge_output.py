@@ -123,20 +123,11 @@ def _output_tensor_names(out: Path) -> list[str]:
     return names
 
 
-def _write_card(out: Path, provenance: dict, config_source: str | None) -> None:
-    lines = [
-        "# Merged CLIP deepfake detector",
-        "",
-        f"Merged with mergekit `{provenance['method']}` via mergekit-clip.",
-        "",
-        f"- base: `{provenance['base_model']}`",
-        *[f"- model: `{m}`" for m in provenance["models"]],
-        "",
-        f"Head policy: {provenance['head_policy']}.",
-        "",
-        "Labels: 0 = real, 1 = fake; the score is the softmax probability of `fake`.",
-    ]
-    (out / "README.md").write_text("\n".join(lines) + "\n")
+def _write_card(out: Path, provenance: dict, config_source: str | None, hf: bool) -> None:
+    from mergekit_clip.detector.card import write_card
+    from mergekit_clip.detector.io import detector_spec
+
+    write_card(out, detector_spec(out), {"merge": provenance}, recipe=config_source, hf=hf)
     if config_source:
         (out / "mergekit_config.yml").write_text(config_source)
 
@@ -186,7 +177,7 @@ def install_run_merge_hook() -> None:
             else:
                 _write_hf_config(tmp, inputs, reference, provenance)
             (tmp / "merge_log.json").write_text(json.dumps(provenance, indent=2) + "\n")
-            _write_card(tmp, provenance, config_source or merge_config.to_yaml())
+            _write_card(tmp, provenance, config_source or merge_config.to_yaml(), reference.layout != ARCHITECTURE)
         LOG.warning("mergekit-clip: wrote merged detector to %s", out)
 
     run_merge._mergekit_clip = True
