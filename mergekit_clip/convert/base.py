@@ -230,10 +230,10 @@ def refuse_leftovers(leftover, source: str, what: str) -> None:
 def build_model(converted: Converted):
     """A detector holding exactly the converted tensors; any missing, extra or misshapen tensor is an error."""
     source = converted.report.source
-    from mergekit_clip.detector.model import CLIPDetector
+    from mergekit_clip.detector.model import build_detector
 
     with torch.device("meta"):  # every tensor is replaced below: skip the random init (seconds on ViT-L)
-        model = CLIPDetector(converted.spec)
+        model = build_detector(converted.spec)
     expected = model.state_dict()
     state = converted.state
     missing, wrong = compare_tensors(expected, state, "source", "detector")

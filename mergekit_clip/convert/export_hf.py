@@ -2,10 +2,11 @@
 
 Output: ``config.json`` (a ``CLIPVisionConfig`` with ``architectures`` ``CLIPVisionModelWithProjection``, or
 ``CLIPVisionModel`` with ``projection=False``), ``model.safetensors`` (``vision_model.*``,
-``visual_projection.weight``, plus ``head.*`` and ``adapter.*``, which transformers reports as unexpected
-and skips) and ``preprocessor_config.json`` (``CLIPImageProcessor``). The head and adapter specs, our exact
-preprocessing and the provenance ride in ``config.json`` as ``detector_head``/``detector_adapter``/
-``detector_preprocess``/``detector_provenance`` (written and read by :mod:`mergekit_clip.detector.layouts`), so
+``visual_projection.weight``, plus ``head.*`` and ``adapter.*`` (or a ForensicsAdapter's modules), which
+transformers reports as unexpected and skips) and ``preprocessor_config.json`` (``CLIPImageProcessor``). The head,
+adapter and ForensicsAdapter specs, our exact preprocessing and the provenance ride in ``config.json`` as
+``detector_head``/``detector_adapter``/``detector_forensics_adapter``/``detector_preprocess``/``detector_provenance``
+(written and read by :mod:`mergekit_clip.detector.layouts`), so
 ``mergekit_clip.detector.io.load_detector`` and ``import --from hf`` read the directory back bit for bit.
 """
 
@@ -21,11 +22,10 @@ from mergekit_clip.convert.base import ConversionError
 from mergekit_clip.detector.card import write_card
 from mergekit_clip.detector.io import WEIGHTS_NAME, atomic_directory, detector_spec, load_provenance, read_state_dict
 from mergekit_clip.detector.layouts import (
-    ADAPTER_TENSORS,
-    HEAD_TENSORS,
     HF_PREPROCESSOR_FILE,
     HF_PROJECTION,
     HF_PROVENANCE_KEY,
+    carried_tensor_names,
     detector_hf_fields,
     hf_vision_config_fields,
     open_clip_to_hf_vision,
@@ -65,13 +65,17 @@ def export_hf(
     if projection:
         tensors[HF_PROJECTION] = state["visual.proj"].t()
         lines.append(f"visual.proj transposed into {HF_PROJECTION}")
-    carried = [k for k in HEAD_TENSORS if spec.head is not None] + [k for k in ADAPTER_TENSORS if spec.adapter]
+    carried = carried_tensor_names(spec)
     missing = [k for k in carried if k not in state]
     if missing:
         raise ConversionError(f"{source}: config.json declares them but the weights lack {missing}")
     for key in carried:
         tensors[key] = state[key]
-    if spec.head is not None:
+    if spec.forensics_adapter is not None:
+        lines.append(
+            f"forensics_adapter: {len(carried)} adapter/head tensors kept by name, spec in detector_forensics_adapter"
+        )
+    elif spec.head is not None:
         lines.append(f"head: {tuple(state['head.weight'].shape)} as head.weight/head.bias, spec in detector_head")
     if spec.adapter is not None:
         lines.append("adapter: adapter.* tensors kept by name, spec in detector_adapter (transformers skips them)")

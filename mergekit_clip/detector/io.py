@@ -24,6 +24,7 @@ from mergekit_clip.detector.layouts import (
     HF_CLIP_ARCHITECTURES,
     HF_PREPROCESSOR_FILE,
     HF_PROJECTION,
+    carried_tensor_names,
     hf_vision_to_open_clip,
     strip_vision_prefix,
 )
@@ -203,13 +204,13 @@ def detector_spec(path: str | os.PathLike) -> DetectorSpec:
 
 def create_detector(spec: DetectorSpec, seed: int | None = 0):
     """A detector with random weights (seeded), built from a spec."""
-    from mergekit_clip.detector.model import CLIPDetector
+    from mergekit_clip.detector.model import build_detector
 
     if seed is None:
-        return CLIPDetector(spec)
+        return build_detector(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CLIPDetector(spec)
+        return build_detector(spec)
 
 
 def compare_tensors(
@@ -283,6 +284,12 @@ def open_clip_state_dict(path: str | os.PathLike, spec: DetectorSpec, cfg: dict)
     top = strip_vision_prefix(state)
     if HF_PROJECTION in top:
         out["visual.proj"] = top[HF_PROJECTION].t().contiguous()
+    if spec.forensics_adapter is not None:
+        for key in carried_tensor_names(spec):
+            if key not in top:
+                raise DetectorFormatError(f"{path}: missing ForensicsAdapter tensor {key}")
+            out[key] = top[key]
+        return out
     if spec.head is not None:
         src = "classifier" if "classifier.weight" in top and not cfg.get("detector_head") else "head"
         for kind in ("weight", "bias"):
@@ -297,14 +304,14 @@ def open_clip_state_dict(path: str | os.PathLike, spec: DetectorSpec, cfg: dict)
 
 def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", require_head: bool = True):
     """Load a detector from our format or an HF CLIP directory, in eval mode."""
-    from mergekit_clip.detector.model import CLIPDetector
+    from mergekit_clip.detector.model import build_detector
 
     cfg = read_config_json(path)
     spec = detector_spec(path)
     if require_head and spec.head is None:
         raise DetectorFormatError(f"{path} has no forensic head: it is a bare backbone, not a detector")
     state = open_clip_state_dict(path, spec, cfg)
-    model = CLIPDetector(spec)
+    model = build_detector(spec)
     expected = model.state_dict()
     if "visual.proj" not in state and "visual.proj" in expected:
         # HF vision models without a projection: `pooled`/`patch_mean` heads never read visual.proj.

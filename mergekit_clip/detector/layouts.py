@@ -147,6 +147,7 @@ def open_clip_visual_tensor_names(num_layers: int) -> tuple[list[str], list[list
 HF_HEAD_KEY = "detector_head"
 HF_ADAPTER_KEY = "detector_adapter"
 HF_PREPROCESS_KEY = "detector_preprocess"
+HF_FORENSICS_ADAPTER_KEY = "detector_forensics_adapter"
 HF_PROVENANCE_KEY = "detector_provenance"
 HF_PREPROCESSOR_FILE = "preprocessor_config.json"
 PIL_RESAMPLE = {"bilinear": 2, "bicubic": 3}  # CLIPImageProcessor's `resample` codes
@@ -206,6 +207,23 @@ def adapter_from_hf_config(cfg: dict):
     return AdapterSpec.model_validate(cfg[HF_ADAPTER_KEY]) if cfg.get(HF_ADAPTER_KEY) else None
 
 
+def forensics_adapter_from_hf_config(cfg: dict):
+    from mergekit_clip.detector.spec import ForensicsAdapterSpec
+
+    section = cfg.get(HF_FORENSICS_ADAPTER_KEY)
+    return ForensicsAdapterSpec.model_validate(section) if section else None
+
+
+def carried_tensor_names(spec) -> list[str]:
+    """Tensors a detector holds beside its vision tower and projection: the linear head and bottleneck adapter, or
+    a ForensicsAdapter's trained modules (listed from the model itself). Exporters carry these by name."""
+    if spec.forensics_adapter is not None:
+        from mergekit_clip.detector.forensics_adapter import forensics_adapter_tensor_names
+
+        return forensics_adapter_tensor_names(spec)
+    return [*(HEAD_TENSORS if spec.head is not None else ()), *(ADAPTER_TENSORS if spec.adapter is not None else ())]
+
+
 def preprocess_from_processor(pp: dict, default_size: int, source: str = HF_PREPROCESSOR_FILE):
     """Our preprocessing from a ``CLIPImageProcessor`` config (the inverse of :func:`processor_config`)."""
     from mergekit_clip.detector.spec import PreprocessSpec
@@ -246,7 +264,13 @@ def spec_from_hf_config(cfg: dict, processor: dict | None = None, source: str = 
     backbone = backbone_from_hf_config(cfg, source)
     head = head_from_hf_config(cfg, source)
     preprocess = preprocess_from_hf(cfg, processor, backbone.image_size, source)
-    return DetectorSpec(backbone=backbone, head=head, adapter=adapter_from_hf_config(cfg), preprocess=preprocess)
+    return DetectorSpec(
+        backbone=backbone,
+        head=head,
+        adapter=adapter_from_hf_config(cfg),
+        preprocess=preprocess,
+        forensics_adapter=forensics_adapter_from_hf_config(cfg),
+    )
 
 
 def hf_vision_config_fields(backbone) -> dict:
@@ -265,11 +289,14 @@ def hf_vision_config_fields(backbone) -> dict:
 
 
 def detector_hf_fields(spec) -> dict:
-    """Our keys in an exported config.json: head, adapter and exact preprocessing (read back by the loaders)."""
+    """Our keys in an exported config.json: head, adapter, ForensicsAdapter and exact preprocessing (read back by
+    the loaders)."""
+    fa = spec.forensics_adapter
     return {
         HF_HEAD_KEY: spec.head.model_dump(mode="json") if spec.head is not None else None,
         HF_ADAPTER_KEY: spec.adapter.model_dump(mode="json") if spec.adapter is not None else None,
         HF_PREPROCESS_KEY: spec.preprocess.model_dump(mode="json"),
+        HF_FORENSICS_ADAPTER_KEY: fa.model_dump(mode="json") if fa is not None else None,
     }
 
 

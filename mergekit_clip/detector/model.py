@@ -47,11 +47,22 @@ def build_visual_tower(spec: DetectorSpec) -> nn.Module:
     )
 
 
+def build_detector(spec: DetectorSpec) -> nn.Module:
+    """The model a spec describes: a :class:`CLIPDetector`, or a ForensicsAdapter detector."""
+    if spec.forensics_adapter is not None:
+        from mergekit_clip.detector.forensics_adapter import ForensicsAdapterDetector
+
+        return ForensicsAdapterDetector(spec)
+    return CLIPDetector(spec)
+
+
 class CLIPDetector(nn.Module):
     """``forward(images) -> logits`` of shape (B, num_classes); :meth:`fake_probability` gives P(fake)."""
 
     def __init__(self, spec: DetectorSpec):
         super().__init__()
+        if spec.forensics_adapter is not None:
+            raise ValueError("a forensics_adapter spec builds a ForensicsAdapterDetector (use build_detector)")
         self.spec = spec
         self.visual = build_visual_tower(spec)
         head = spec.head

@@ -102,6 +102,69 @@ class AdapterSpec(_Spec):
     hidden: int = Field(64, gt=0)
 
 
+class ForensicsAdapterSpec(_Spec):
+    """ForensicsAdapter (Cui et al., CVPR 2025): a ViT-tiny adapter and query tokens beside a frozen CLIP tower.
+
+    CLIP layers are numbered by the block whose output they are (1-based; 0 = the ``ln_pre`` output), adapter
+    blocks likewise (1-based). Defaults are the paper's ViT-L/14 setting. See ``detector/forensics_adapter.py``.
+    """
+
+    type: Literal["forensics_adapter"] = "forensics_adapter"
+    image_size: int = Field(256, gt=0, description="frame side the adapter reads (pixels); CLIP gets it resized")
+    patch_size: int = Field(16, gt=0, description="adapter patch side (pixels)")
+    width: int = Field(192, gt=0, description="adapter width (timm vit_tiny geometry)")
+    depth: int = Field(8, gt=0, description="adapter blocks kept (the original keeps blocks 1-8 of 12)")
+    heads: int = Field(3, gt=0, description="adapter attention heads")
+    mlp_ratio: float = Field(4.0, gt=0)
+    pos_grid: int = Field(14, gt=0, description="side of the stored position grid (resized to the patch grid)")
+    num_queries: int = Field(128, ge=4, description="learnable query tokens (a multiple of 4: the head halves twice)")
+    fusion_map: dict[int, int] = Field(
+        {1: 1, 2: 8, 3: 15}, description="adapter block -> CLIP layer whose patch tokens are added after it"
+    )
+    fusion_weight: float = Field(0.01, description="scale of the projected CLIP tokens added to the adapter")
+    mlp_dim: int = Field(256, gt=0, description="mask-decoder MLP hidden width")
+    mlp_out_dim: int = Field(128, gt=0, description="mask-decoder MLP output width")
+    mlp_layers: int = Field(3, ge=1, description="layers per mask-decoder MLP")
+    bias_heads: int = Field(16, gt=0, description="attention-bias heads (must equal the CLIP tower's heads)")
+    rerun_from_layer: int = Field(0, ge=0, description="CLIP layer whose tokens start the query re-run (0: all blocks)")
+    refine_layer: int = Field(7, gt=0, description="CLIP block after which the intra-block refinement is added")
+    refine_dim: int = Field(192, gt=0, description="hidden width of the intra-block refinement")
+    refine_weight: float = Field(0.05, description="scale of the refined patch tokens added to CLIP's")
+
+    @model_validator(mode="after")
+    def _check(self) -> ForensicsAdapterSpec:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.num_queries % 4:
+            raise ValueError(f"num_queries {self.num_queries} is not a multiple of 4")
+        bad = sorted(k for k in self.fusion_map if not 1 <= k <= self.depth)
+        if bad:
+            raise ValueError(f"fusion_map adapter blocks {bad} are outside 1..depth ({self.depth})")
+        if self.refine_layer <= self.rerun_from_layer:
+            raise ValueError(
+                f"refine_layer {self.refine_layer} must come after rerun_from_layer {self.rerun_from_layer}"
+            )
+        return self
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    def check_against(self, backbone: BackboneSpec) -> None:
+        """Raise ``ValueError`` where this adapter does not fit the CLIP tower."""
+        if self.bias_heads != backbone.heads:
+            raise ValueError(f"bias_heads {self.bias_heads} differs from the CLIP tower's heads {backbone.heads}")
+        bad = sorted(v for v in self.fusion_map.values() if not 0 <= v <= backbone.layers)
+        if bad:
+            raise ValueError(f"fusion_map CLIP layers {bad} are outside 0..layers ({backbone.layers})")
+        if self.refine_layer > backbone.layers:
+            raise ValueError(f"refine_layer {self.refine_layer} is beyond the CLIP tower's {backbone.layers} layers")
+        if backbone.embed_dim % 4:
+            raise ValueError(f"the head quarters embed_dim; {backbone.embed_dim} is not a multiple of 4")
+
+
 class PreprocessSpec(_Spec):
     image_size: int = Field(224, gt=0)
     mean: tuple[float, float, float] = OPENAI_MEAN
@@ -117,6 +180,10 @@ class PreprocessSpec(_Spec):
         return value
 
 
+# What a ForensicsAdapter's head computes: 2 logits from the projected, L2-normalised query tokens.
+FORENSICS_ADAPTER_HEAD = HeadSpec(feature="projected", normalize=True)
+
+
 class DetectorSpec(_Spec):
     """Everything that defines a detector's computation (provenance excluded)."""
 
@@ -124,11 +191,24 @@ class DetectorSpec(_Spec):
     head: HeadSpec | None = HeadSpec()
     adapter: AdapterSpec | None = None
     preprocess: PreprocessSpec = PreprocessSpec()
+    forensics_adapter: ForensicsAdapterSpec | None = None
 
     @model_validator(mode="after")
     def _check(self) -> DetectorSpec:
         if self.adapter is not None and self.head is None:
             raise ValueError("an adapter needs a head")
+        fa = self.forensics_adapter
+        if fa is not None:
+            fa.check_against(self.backbone)
+            if self.adapter is not None:
+                raise ValueError("forensics_adapter and a bottleneck adapter exclude each other")
+            if self.head != FORENSICS_ADAPTER_HEAD:
+                raise ValueError(f"forensics_adapter needs head {FORENSICS_ADAPTER_HEAD.model_dump()}")
+            if self.preprocess.image_size != fa.image_size:
+                raise ValueError(
+                    f"preprocess.image_size {self.preprocess.image_size} differs from the adapter's frame size "
+                    f"{fa.image_size} (CLIP gets the frame resized to {self.backbone.image_size})"
+                )
         return self
 
     @property
@@ -148,6 +228,7 @@ class DetectorConfig(PretrainedConfig):
     head: dict | None = None
     adapter: dict | None = None
     preprocess: dict | None = None
+    forensics_adapter: dict | None = None
     provenance: dict | None = None
 
     def __post_init__(self, **kwargs):
@@ -163,6 +244,7 @@ class DetectorConfig(PretrainedConfig):
             head=dumped["head"],
             adapter=dumped["adapter"],
             preprocess=dumped["preprocess"],
+            forensics_adapter=dumped["forensics_adapter"],
             provenance=dict(provenance or {}),
             architectures=[ARCHITECTURE],
         )
@@ -175,6 +257,7 @@ class DetectorConfig(PretrainedConfig):
                 head=self.head,
                 adapter=self.adapter,
                 preprocess=self.preprocess or {},
+                forensics_adapter=self.forensics_adapter,
             )
         except ValidationError as e:  # one line per problem, each led by its field path
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
@@ -230,4 +313,14 @@ def spec_from_open_clip(
         head=head if head is not None else HeadSpec(),
         adapter=adapter,
         preprocess=PreprocessSpec(image_size=size),
+    )
+
+
+def with_forensics_adapter(spec: DetectorSpec, fa: ForensicsAdapterSpec | None = None) -> DetectorSpec:
+    """``spec``'s CLIP tower with a ForensicsAdapter: its head, no bottleneck adapter, frames at ``fa.image_size``
+    (the paper's defaults, with ``bias_heads`` set to the tower's heads, when ``fa`` is None)."""
+    fa = fa if fa is not None else ForensicsAdapterSpec(bias_heads=spec.backbone.heads)
+    preprocess = spec.preprocess.model_copy(update={"image_size": fa.image_size})
+    return DetectorSpec(
+        backbone=spec.backbone, head=FORENSICS_ADAPTER_HEAD, preprocess=preprocess, forensics_adapter=fa
     )
