@@ -225,3 +225,63 @@ def test_patch_labels_by_hand():
     small[1, 14:16, 18:28] = 1.0
     assert patch_labels(small, patch=14).tolist() == [[[1, 0], [0, 0]], [[0, 0], [0, 1]]]
     assert patch_labels(mask, threshold=0.0).tolist() == [[1, 1], [1, 1]]
+
+
+# ---------------------------------------------------------------- masks through the image pipeline
+
+
+def _ellipse_frame(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    mask = np.zeros((size, size), np.uint8)
+    cv2.ellipse(mask, (9, 12), (6, 9), 20, 0, 360, 255, -1)  # off-centre, so a flip moves it
+    return np.repeat(mask[..., None], 3, axis=2), mask.astype(np.float32) / 255.0
+
+
+def _unnormalise(image: torch.Tensor, pre) -> torch.Tensor:
+    mean, std = torch.tensor(pre.mean).view(3, 1, 1), torch.tensor(pre.std).view(3, 1, 1)
+    return (image * std + mean).mean(0)
+
+
+def test_mask_moves_with_the_frame_through_augmentation_and_resize():
+    from mergekit_clip.data.transforms import AugmentSpec, build_eval_transform, build_train_transform
+    from mergekit_clip.detector.spec import PreprocessSpec
+
+    pre = PreprocessSpec(image_size=16)
+    image, mask = _ellipse_frame()
+    # eval: the mask is resized like the frame (here the frame is the mask in grey)
+    frame, moved = build_eval_transform(pre).with_mask(image, mask)
+    assert moved.shape == (16, 16) and moved.dtype == torch.float32 and 0 <= moved.min() and moved.max() <= 1
+    assert (moved - _unnormalise(frame, pre)).abs().max() < 0.02
+    # a certain flip: the mask is the eval mask mirrored
+    off = {"blur_p": 0.0, "color_p": 0.0, "jpeg_p": 0.0}
+    flip = build_train_transform(pre, augment=AugmentSpec(flip_p=1.0, rotate_p=0.0, **off), seed=0)
+    _, flipped = flip.with_mask(image, mask)
+    assert torch.allclose(flipped, moved.flip(-1), atol=1e-5)
+    # random rotations and flips, with blur/colour/JPEG on the frame only: the mask follows the frame's geometry
+    spec = AugmentSpec(flip_p=0.5, rotate_p=1.0, rotate_limit=40, blur_p=0.0, color_p=0.0, jpeg_p=0.0)
+    rotate = build_train_transform(pre, augment=spec, seed=3)
+    gaps = []
+    for _ in range(6):
+        frame, rotated = rotate.with_mask(image, mask)
+        gaps.append((rotated - _unnormalise(frame, pre)).abs().mean().item())
+        assert (rotated - moved).abs().mean() > 0.01  # it did move
+    assert max(gaps) < 0.05, gaps
+
+
+def test_frame_dataset_yields_masks(tmp_path):
+    from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, make_loader
+    from mergekit_clip.detector.spec import PreprocessSpec
+
+    data_root = tmp_path / "data"
+    _write(tmp_path / "json", data_root, "deepfakebench")
+    for method in ("Deepfakes", "FaceSwap"):
+        for n in (0, 1):
+            _png(data_root / FF / "manipulated_sequences" / method / "c23/masks/000_003" / f"{n}.png")
+    records = load_frames("Tiny", "test", json_root=tmp_path / "json", data_root=data_root)
+    pre = PreprocessSpec(image_size=16)
+    dataset = FrameDataset(records, build_eval_transform(pre), masks=True)
+    images, labels, _, oks, masks = next(iter(make_loader(dataset, batch_size=6)))
+    assert images.shape == (6, 3, 16, 16) and masks.shape == (6, 16, 16) and oks.all()
+    assert masks[labels == 0].abs().max() == 0 and (masks[labels == 1].amax(dim=(1, 2)) > 0.9).all()
+    assert len(FrameDataset(records, build_eval_transform(pre))[0]) == 4  # without masks: as before
+    with pytest.raises(TypeError, match="with_mask"):
+        FrameDataset(records, lambda image: image, masks=True)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import DataLoader, Dataset
 
 from mergekit_clip.data.deepfakebench import FrameRecord
+from mergekit_clip.data.masks import read_mask
 from mergekit_clip.detector.spec import PreprocessSpec
 
 ImageTransform = Callable[[np.ndarray], torch.Tensor]
@@ -210,7 +211,7 @@ class ClipTransform:
             self.augmentation.set_random_seed(seed)
 
     def resize(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) float in [0, 1] -> (3, S, S): ``shortest`` side to S + centre crop, or ``squash`` to S x S."""
+        """(C, H, W) float in [0, 1] -> (C, S, S): ``shortest`` side to S + centre crop, or ``squash`` to S x S."""
         size = self.image_size
         _, h, w = image.shape
         if self.preprocess.resize_mode == "squash":
@@ -234,6 +235,24 @@ class ClipTransform:
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
         return (self.resize(tensor) - self._mean) / self._std
 
+    def with_mask(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frame as :meth:`__call__` gives it, and its forgery mask ``(H, W)`` in [0, 1] moved with it.
+
+        The mask takes the augmentation's spatial steps with the same draws (flip, rotation: albumentations applies
+        those to a ``mask`` target and leaves it out of blur, colour and JPEG) and the same resize and crop; it comes
+        back as float32 ``(S, S)`` in [0, 1].
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"mask shape {mask.shape} differs from the frame's {image.shape[:2]}")
+        if self.augmentation is not None:
+            out = self.augmentation(image=image, mask=np.ascontiguousarray(mask, dtype=np.float32))
+            image, mask = out["image"], out["mask"]
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        mask_tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+        return (self.resize(tensor) - self._mean) / self._std, self.resize(mask_tensor)[0].clamp_(0.0, 1.0)
+
 
 def build_train_transform(
     preprocess: PreprocessSpec, strength: float = 1.0, augment: AugmentSpec | None = None, seed: int | None = None
@@ -249,10 +268,13 @@ def build_eval_transform(preprocess: PreprocessSpec) -> ClipTransform:
 
 
 class FrameDataset(Dataset):
-    """Frames of :class:`FrameRecord` s as ``(image, label, index, ok)``.
+    """Frames of :class:`FrameRecord` s as ``(image, label, index, ok)``, or ``(image, label, index, ok, mask)``.
 
     ``on_error="raise"`` fails on the first undecodable frame (naming it); ``"skip"`` returns a zero image with
     ``ok=False`` so a whole evaluation is not lost to one bad file, and callers drop those rows by ``ok``.
+    ``masks=True`` adds each frame's forgery mask (``FrameRecord.mask`` read by
+    :func:`mergekit_clip.data.masks.read_mask`; zeros for real frames) moved with the frame by
+    :meth:`ClipTransform.with_mask`, float32 ``(S, S)``; check them first with ``require_masks``.
     """
 
     def __init__(
@@ -260,12 +282,16 @@ class FrameDataset(Dataset):
         records: Sequence[FrameRecord],
         transform: ImageTransform,
         on_error: Literal["raise", "skip"] = "raise",
+        masks: bool = False,
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if masks and not hasattr(transform, "with_mask"):
+            raise TypeError(f"masks=True needs a transform with a with_mask method (ClipTransform), got {transform!r}")
         self.records = list(records)
         self.transform = transform
         self.on_error = on_error
+        self.masks = masks
         self._blank: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -280,14 +306,20 @@ class FrameDataset(Dataset):
                 self._blank = torch.zeros_like(self.transform(np.zeros((32, 32, 3), np.uint8)))
         return self._blank
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, bool]:
+    def __getitem__(self, index: int) -> tuple:
         record = self.records[index]
         try:
             image = read_image(record.path)
         except FrameDecodeError:
             if self.on_error == "raise":
                 raise
-            return self._blank_image().clone(), record.label, index, False
+            blank = self._blank_image().clone()
+            if self.masks:
+                return blank, record.label, index, False, torch.zeros(blank.shape[1:])
+            return blank, record.label, index, False
+        if self.masks:
+            tensor, mask = self.transform.with_mask(image, read_mask(record.mask, *image.shape[:2]))
+            return tensor, record.label, index, True, mask
         return self.transform(image), record.label, index, True
 
 
