@@ -65,7 +65,7 @@ def test_mergekit_yaml_merge_card(merged):
     card = parsed(merged / "merged")
     data = card.data
     assert {"merge", "mergekit", "mergekit-clip"} <= set(data.tags)
-    assert sorted(data.base_model) == [str(merged / "ft1"), str(merged / "ft2")]  # as mergekit lists merged models
+    assert data.base_model == [str(merged / "ft1"), str(merged / "ft2")]  # as mergekit lists the merged models
     assert data.base_model_relation == "merge"
     assert "mergekit `ties`" in card.text and "merge_method: ties" in card.text  # the recipe, verbatim
     assert "density: 0.5" in card.text

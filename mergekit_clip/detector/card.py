@@ -102,7 +102,7 @@ def _front_matter(spec, provenance: Mapping[str, Any], kind: str, scores: Sequen
 def _base_models(provenance: Mapping[str, Any], kind: str) -> list[str]:
     if kind == "merge":
         merge = provenance["merge"]
-        return [str(m) for m in merge.get("models", [])]
+        return sorted(str(m) for m in merge.get("models", []))  # mergekit plans from a set: fix one order
     if kind == "soup":
         members = set((provenance.get("soup") or {}).get("members") or [])
         return [str(i.get("model_dir") or i.get("name")) for i in provenance.get("ingredients", [])
@@ -142,7 +142,7 @@ def _how_made(provenance: Mapping[str, Any], kind: str, recipe: str | None) -> s
         text = f"Merged with mergekit `{merge.get('method')}` through the mergekit-clip plugin"
         if merge.get("base_model"):
             text += f" (base `{merge['base_model']}`)"
-        text += ":\n\n" + "\n".join(f"- `{m}`" for m in merge.get("models", []))
+        text += ":\n\n" + "\n".join(f"- `{m}`" for m in sorted(map(str, merge.get("models", []))))
         if merge.get("head_policy"):
             text += f"\n\nHead policy: {merge['head_policy']}."
         if recipe:
