@@ -133,7 +133,8 @@ def _robustness_options(f):
         "--perturb",
         "perturb",
         multiple=True,
-        help="also score under perturbations: a suite (deeperforensics, gend) or NAME:LEVEL, e.g. GB:9 (repeatable)",
+        help="also score under perturbations: a suite (deeperforensics, deeperforensics_any_size, gend, gend_extra) "
+        "or NAME:LEVEL, e.g. GB:9 (repeatable)",
     )(f)
     return f
 

@@ -1,29 +1,40 @@
 """Test-time perturbations of decoded frames: the DeeperForensics-1.0 robustness protocol and GenD's grid.
 
 Every perturbation takes a decoded RGB uint8 ``(H, W, 3)`` frame (before the model's resize) and returns a new
-uint8 frame of the same shape; inputs are never mutated. Randomness (noise, occlusion positions) comes from a
-``numpy`` generator seeded by (seed, perturbation, frame path), so a result is identical across runs, processes
-and data workers for one seed. ``h264`` works on a video's whole frame sequence through a real encoder (PyAV,
-libx264), as the protocol compresses videos, not frames.
+uint8 frame (same shape but for ``resize``); inputs are never mutated. Randomness (noise, occlusion positions)
+comes from a ``numpy`` generator seeded by (seed, perturbation, frame path), so a result is identical across runs,
+processes and data workers for one seed. ``h264`` works on a video's whole frame sequence through a real encoder
+(PyAV, libx264), as the protocol compresses videos, not frames.
 
-DeeperForensics-1.0 (Jiang et al., CVPR 2020), 7 types x 5 levels, re-implemented from the paper's description
-(the protocol abbreviation is the alias; its "JPEG" is pixelation, not JPEG coding):
+DeeperForensics-1.0 (Jiang et al., CVPR 2020), 7 types x 5 levels: each follows the function of the authors'
+``perturbation/distortions.py`` (EndlessSora/DeeperForensics-1.0) named in brackets, quirks included, on RGB frames
+(theirs are OpenCV's BGR); re-implemented from its behaviour. The protocol abbreviation is the alias; its "JPEG" is
+pixelation, not JPEG coding. docs/eval.md lists every quirk and departure.
 
-========================  =====  ======================================  ===========================
-name                      alias  level = ...                             levels (mild -> severe)
-========================  =====  ======================================  ===========================
-``saturation``            CS     HSV saturation multiplied by the level  0.4, 0.3, 0.2, 0.1, 0.0
-``contrast``              CC     RGB intensities multiplied by the level 0.85, 0.725, 0.6, 0.475, 0.35
-``block_occlusion``       BW     number of 8x8 grey (128) blocks         16, 32, 48, 64, 80
-``color_noise``           GNC    variance of Gaussian noise, YCbCr [0,1] 0.001, 0.002, 0.005, 0.01, 0.05
-``gaussian_blur``         GB     kernel size (sigma = kernel / 6)        7, 9, 13, 17, 21
-``pixelation``            JPEG   down (area) then up (nearest) factor    2, 3, 4, 5, 6
-``h264``                  VC     H.264 CRF (libx264, preset medium)      30, 32, 35, 38, 40
-========================  =====  ======================================  ===========================
+========================  =====  ===============================================  ===========================
+name                      alias  level = ... [their function]                     levels (mild -> severe)
+========================  =====  ===============================================  ===========================
+``saturation``            CS     chroma scale in their YCbCr [color_saturation]   0.4, 0.3, 0.2, 0.1, 0.0
+``contrast``              CC     RGB intensities x level [color_contrast]         0.85, 0.725, 0.6, 0.475, 0.35
+``block_occlusion``       BW     8x8 grey blocks per 256 px of short side         16, 32, 48, 64, 80
+                                 [block_wise]
+``color_noise``           GNC    noise variance in their YCbCr                    0.001, 0.002, 0.005, 0.01, 0.05
+                                 [gaussian_noise_color]
+``gaussian_blur``         GB     kernel size, sigma = kernel / 6 [gaussian_blur]  7, 9, 13, 17, 21
+``pixelation``            JPEG   bilinear down by ``//`` level, back up           2, 3, 4, 5, 6
+                                 [jpeg_compression]
+``h264``                  VC     H.264 CRF (libx264, preset medium)               30, 32, 35, 38, 40
+                                 [video_compression]
+========================  =====  ===============================================  ===========================
 
-GenD's grid (``gend`` suite): ``jpeg_quality`` 100, 80, 60, 40, 20, 10 (OpenCV's libjpeg); ``blur`` Gaussian
-sigma 1, 2, 3; ``resize`` short side to 224, 112, 64 px (area; the model's resize then brings it to its input
-size); ``noise`` RGB Gaussian noise of standard deviation 0.02, 0.05, 0.1 (of 255).
+``block_occlusion_any_size`` paints ``level`` blocks at any frame size (DeeperForensics paints none below 256 px);
+the ``deeperforensics_any_size`` suite uses it in place of ``block_occlusion``.
+
+GenD's grid (``gend`` suite), level for level as GenD's ``src/exp/wacv_rebuttal_aug_robustness.py`` (yermandy/GenD)
+with its torchvision transforms: ``jpeg_quality`` 100, 80, 60, 40, 20, 10 (OpenCV's libjpeg); ``blur`` Gaussian
+sigma 0.5, 1, 1.5, 2, 3 (kernels 5, 7, 11, 13, 19, as GenD pairs them); ``resize`` short side to 224, 112, 64 px;
+``noise`` Gaussian noise of standard deviation 0.01, 0.03, 0.05, 0.1, 0.2 (of 255), clamped and truncated as
+torchvision's ``ToPILImage`` does. ``gend_extra``: a level GenD lacks (``noise`` 0.02, in this tool's grid before).
 
 Single perturbations are written ``NAME:LEVEL`` (``CS:0.2``, ``gaussian_blur:9``, ``jpeg_quality:50``; ``JPEG:3``
 is the protocol's pixelation); a suite name expands to all its (name, level) pairs. Adding a type: one function
@@ -71,39 +82,84 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- DeeperForensics-1.0
+# Their code casts with ``astype(np.uint8)``: truncation toward zero, not rounding; kept. Their colour
+# operations convert 0-255 float BGR with OpenCV's float YCrCb (offset 0.5, meant for 0-1 values) and then apply
+# the studio-range scaling meant for 0-1 values to it; kept, so noise and chroma scale as in their code.
+
+
+def _truncate(x: np.ndarray) -> np.ndarray:
+    """``astype(np.uint8)`` of in-range floats: truncation toward zero (clipped here, where numpy would wrap)."""
+    return np.clip(np.trunc(x), 0, 255).astype(np.uint8)
+
+
+def df_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """DeeperForensics' ``bgr2ycbcr`` on an RGB frame: float32 (Y, Cb, Cr) with Y -> (219 Y + 16) / 255 and
+    C -> (224 C + 16) / 255 applied to OpenCV's float YCrCb of 0-255 values."""
+    # through BGR as theirs: OpenCV's RGB and BGR kernels differ in the last float bit, which truncation can show
+    ycrcb = cv2.cvtColor(rgb[..., ::-1].astype(np.float32), cv2.COLOR_BGR2YCrCb)
+    ycbcr = ycrcb[..., (0, 2, 1)].copy()
+    ycbcr[..., 0] = (ycbcr[..., 0] * np.float32(235 - 16) + 16) / np.float32(255.0)
+    ycbcr[..., 1:] = (ycbcr[..., 1:] * np.float32(240 - 16) + 16) / np.float32(255.0)
+    return ycbcr
+
+
+def df_ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
+    """DeeperForensics' ``ycbcr2bgr`` (the inverse scaling, then OpenCV's float YCrCb -> BGR), giving RGB floats."""
+    ycbcr = ycbcr.astype(np.float32)  # a copy
+    ycbcr[..., 0] = (ycbcr[..., 0] * np.float32(255.0) - 16) / np.float32(235 - 16)
+    ycbcr[..., 1:] = (ycbcr[..., 1:] * np.float32(255.0) - 16) / np.float32(240 - 16)
+    return cv2.cvtColor(np.ascontiguousarray(ycbcr[..., (0, 2, 1)]), cv2.COLOR_YCrCb2BGR)[..., ::-1]
 
 
 def color_saturation(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Multiply the HSV saturation by ``level`` (1 = unchanged, 0 = greyscale)."""
-    hsv = cv2.cvtColor(_check_frame(rgb), cv2.COLOR_RGB2HSV).astype(np.float32)
-    hsv[..., 1] *= level
-    return cv2.cvtColor(_to_uint8(hsv), cv2.COLOR_HSV2RGB)
+    """Scale both chroma channels of DeeperForensics' YCbCr about 0.5 by ``level`` (0 = grey), truncate."""
+    ycbcr = df_ycbcr(_check_frame(rgb))
+    ycbcr[..., 1:] = np.float32(0.5) + (ycbcr[..., 1:] - np.float32(0.5)) * np.float32(level)
+    return _truncate(df_ycbcr_to_rgb(ycbcr))
 
 
 def color_contrast(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Multiply RGB intensities by ``level`` (the protocol's contrast change: the RMS contrast scales by it)."""
-    return _to_uint8(_check_frame(rgb).astype(np.float32) * level)
+    """Multiply RGB intensities by ``level`` and truncate (the RMS contrast scales by it)."""
+    return _truncate(_check_frame(rgb).astype(np.float32) * np.float32(level))
 
 
 def block_positions(height: int, width: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``(count, 2)`` top-left corners (row, col) of occlusion blocks, uniform over positions inside the frame."""
+    """``(count, 2)`` top-left corners (row, col) of occlusion blocks, uniform over ``[0, side - 1 - 8]`` as in
+    DeeperForensics (a block never touches the last row or column)."""
     # drawn as (row, col) pairs in turn, so the first k blocks of a larger count are those of count k
-    return rng.integers(0, [max(1, height - BLOCK_SIZE + 1), max(1, width - BLOCK_SIZE + 1)], size=(count, 2))
+    return rng.integers(0, [max(1, height - BLOCK_SIZE), max(1, width - BLOCK_SIZE)], size=(count, 2))
 
 
-def block_occlusion(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Paint ``level`` grey 8x8 blocks at random positions (they may overlap, as in the protocol)."""
-    out = _check_frame(rgb).copy()
-    for row, col in block_positions(out.shape[0], out.shape[1], int(level), rng):
+def block_count(height: int, width: int, level: float) -> int:
+    """DeeperForensics' count: ``min(h, w) // 256 * level`` (none below 256 px, twice as many at 512 px)."""
+    return min(height, width) // 256 * int(level)
+
+
+def _paint_blocks(rgb: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    out = rgb.copy()
+    for row, col in block_positions(out.shape[0], out.shape[1], count, rng):
         out[row : row + BLOCK_SIZE, col : col + BLOCK_SIZE] = BLOCK_VALUE
     return out
 
 
+def block_occlusion(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Paint :func:`block_count` grey 8x8 blocks at random positions (they may overlap, as in the protocol)."""
+    h, w = _check_frame(rgb).shape[:2]
+    return _paint_blocks(rgb, block_count(h, w, level), rng)
+
+
+def block_occlusion_any_size(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Paint ``level`` grey 8x8 blocks whatever the frame size (the protocol's count for a 256-511 px frame)."""
+    return _paint_blocks(_check_frame(rgb), int(level), rng)
+
+
 def color_noise(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Add Gaussian noise of variance ``level`` to every YCbCr channel (values scaled to [0, 1])."""
-    ycc = cv2.cvtColor(_check_frame(rgb), cv2.COLOR_RGB2YCrCb).astype(np.float32) / 255.0
-    ycc += rng.standard_normal(ycc.shape, dtype=np.float32) * np.float32(math.sqrt(level))
-    return cv2.cvtColor(_to_uint8(ycc * 255.0), cv2.COLOR_YCrCb2RGB)
+    """DeeperForensics' colour noise: ``(ycbcr / 255 + sqrt(level) * N(0, 1)) * 255`` in its YCbCr, back to RGB,
+    clipped to 0-255 and truncated. Because their YCbCr holds 0-255-scale values, the RGB noise std is about
+    ``sqrt(level) * 255 * 255 / 219`` in Y (not ``sqrt(level) * 255``)."""
+    ycbcr = df_ycbcr(_check_frame(rgb)) / np.float32(255.0)
+    ycbcr += rng.standard_normal(ycbcr.shape, dtype=np.float32) * np.float32(math.sqrt(level))
+    return _truncate(df_ycbcr_to_rgb(ycbcr * np.float32(255.0)))
 
 
 def gaussian_blur(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
@@ -113,10 +169,11 @@ def gaussian_blur(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np
 
 
 def pixelation(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Down-scale by ``level`` (area averaging), then back up with nearest neighbour: the protocol's "JPEG"."""
+    """Down-scale to ``(h // level, w // level)`` and back up, both with OpenCV's default bilinear: the
+    protocol's "JPEG". A side that would be 0 (frame smaller than the factor: their code fails) is 1."""
     h, w = _check_frame(rgb).shape[:2]
-    small = cv2.resize(rgb, (max(1, int(w / level)), max(1, int(h / level))), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    small = cv2.resize(rgb, (max(1, int(w // level)), max(1, int(h // level))), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def h264_sequence(
@@ -184,9 +241,13 @@ def jpeg_quality(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.
 
 
 def blur_sigma(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian blur with sigma ``level`` px (kernel covers +-3 sigma)."""
+    """Gaussian blur with sigma ``level`` px and kernel ``2 ceil(3 sigma) + 1`` (GenD's pairs: 0.5 -> 5, 1 -> 7,
+    1.5 -> 11, 2 -> 13, 3 -> 19); edges reflected without repeating the border pixel, in float and rounded, as
+    torchvision's ``GaussianBlur`` does (OpenCV's 8-bit fixed-point path differs by 1 in ~4 % of values)."""
     k = 2 * math.ceil(3 * level) + 1
-    return cv2.GaussianBlur(_check_frame(rgb), (k, k), float(level))
+    blurred = cv2.GaussianBlur(_check_frame(rgb).astype(np.float32), (k, k), float(level),
+                               borderType=cv2.BORDER_REFLECT_101)  # fmt: skip
+    return _to_uint8(blurred)
 
 
 def resize_short_side(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
@@ -200,9 +261,11 @@ def resize_short_side(rgb: np.ndarray, level: float, rng: np.random.Generator) -
 
 
 def rgb_noise(rgb: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Add Gaussian noise of standard deviation ``level`` (fraction of 255) to each RGB value."""
-    noise = rng.standard_normal(_check_frame(rgb).shape, dtype=np.float32) * np.float32(level * 255.0)
-    return _to_uint8(rgb.astype(np.float32) + noise)
+    """GenD's noise: ``x / 255 + N(0, level)`` per RGB value, clamped to [0, 1], times 255, truncated (torchvision's
+    ``ToTensor``, ``GaussianNoise`` and ``ToPILImage``)."""
+    x = _check_frame(rgb).astype(np.float32) / np.float32(255.0)
+    x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(level)
+    return (np.clip(x, 0, 1) * np.float32(255.0)).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- registry
@@ -330,12 +393,15 @@ def _odd(x: float) -> bool:
 
 
 register(PerturbationType("saturation", color_saturation, (0.4, 0.3, 0.2, 0.1, 0.0), lambda x: 0 <= x <= 1,
-                          "in [0, 1]", "colour saturation change (HSV S x level)", ("CS",)))  # fmt: skip
+                          "in [0, 1]", "colour saturation change (YCbCr chroma x level)", ("CS",)))  # fmt: skip
 register(PerturbationType("contrast", color_contrast, (0.85, 0.725, 0.6, 0.475, 0.35), lambda x: 0 <= x <= 1,
                           "in [0, 1]", "colour contrast change (intensities x level)", ("CC",)))  # fmt: skip
 register(PerturbationType("block_occlusion", block_occlusion, (16, 32, 48, 64, 80), lambda x: 0 <= x <= 10_000,
-                          "a block count in [0, 10000]", "block-wise occlusion, 8x8 grey blocks", ("BW",),
+                          "a block count in [0, 10000]", "block-wise occlusion, 8x8 grey blocks per 256 px", ("BW",),
                           integer=True))  # fmt: skip
+register(PerturbationType("block_occlusion_any_size", block_occlusion_any_size, (16, 32, 48, 64, 80),
+                          lambda x: 0 <= x <= 10_000, "a block count in [0, 10000]",
+                          "block-wise occlusion, level 8x8 grey blocks at any frame size", integer=True))  # fmt: skip
 register(PerturbationType("color_noise", color_noise, (0.001, 0.002, 0.005, 0.01, 0.05), lambda x: 0 <= x <= 1,
                           "a variance in [0, 1]", "colour Gaussian noise in YCbCr", ("GNC",)))  # fmt: skip
 register(PerturbationType("gaussian_blur", gaussian_blur, (7, 9, 13, 17, 21), _odd, "an odd kernel size >= 1",
@@ -346,17 +412,19 @@ register(PerturbationType("h264", h264_sequence, (30, 32, 35, 38, 40), lambda x:
                           "H.264 video compression (libx264)", ("VC",), kind="video", integer=True))  # fmt: skip
 register(PerturbationType("jpeg_quality", jpeg_quality, (100, 80, 60, 40, 20, 10), lambda x: 1 <= x <= 100,
                           "a quality in [1, 100]", "JPEG compression (GenD grid)", integer=True))  # fmt: skip
-register(PerturbationType("blur", blur_sigma, (1, 2, 3), lambda x: 0 < x <= 20, "a sigma in (0, 20]",
+register(PerturbationType("blur", blur_sigma, (0.5, 1, 1.5, 2, 3), lambda x: 0 < x <= 20, "a sigma in (0, 20]",
                           "Gaussian blur by sigma (GenD grid)"))  # fmt: skip
 register(PerturbationType("resize", resize_short_side, (224, 112, 64), lambda x: 8 <= x <= 4096,
                           "a short side in [8, 4096] px", "down-scaling (GenD grid)", integer=True))  # fmt: skip
-register(PerturbationType("noise", rgb_noise, (0.02, 0.05, 0.1), lambda x: 0 <= x <= 1, "a std in [0, 1]",
+register(PerturbationType("noise", rgb_noise, (0.01, 0.03, 0.05, 0.1, 0.2), lambda x: 0 <= x <= 1, "a std in [0, 1]",
                           "RGB Gaussian noise (GenD grid)"))  # fmt: skip
 
+_DEEPERFORENSICS = ("saturation", "contrast", "block_occlusion", "color_noise", "gaussian_blur", "pixelation", "h264")
 SUITES: dict[str, list[tuple[str, tuple[float, ...]]]] = {
-    "deeperforensics": [
-        (n, PERTURBATIONS[n].levels)
-        for n in ("saturation", "contrast", "block_occlusion", "color_noise", "gaussian_blur", "pixelation", "h264")
+    "deeperforensics": [(n, PERTURBATIONS[n].levels) for n in _DEEPERFORENSICS],
+    "deeperforensics_any_size": [
+        (n if n != "block_occlusion" else "block_occlusion_any_size", PERTURBATIONS[n].levels) for n in _DEEPERFORENSICS
     ],
     "gend": [(n, PERTURBATIONS[n].levels) for n in ("jpeg_quality", "blur", "resize", "noise")],
+    "gend_extra": [("noise", (0.02,))],  # levels of this tool's earlier grid that GenD's script lacks
 }
