@@ -193,13 +193,12 @@ def _with_label_groups(records: list, dataset: str, split: str, data: DataOption
     return with_label_groups(records, dataset, split, data.json_root, data.compression)
 
 
-def _json_sha(json_root: str, dataset: str) -> str | None:
-    from eval.provenance import file_sha256
+def _dataset_sha(json_root: str, dataset: str) -> str | None:
     from mergekit_clip.data.deepfakebench import DatasetError
-    from mergekit_clip.data.formats import dataset_format
+    from mergekit_clip.data.formats import dataset_identity
 
-    try:  # the file the dataset was read from, whichever format holds it
-        return file_sha256(dataset_format(dataset, json_root).source(dataset, json_root))
+    try:  # the files the dataset was read from, whichever format holds it
+        return dataset_identity(dataset, json_root).digest
     except DatasetError:
         return None
 
@@ -305,7 +304,7 @@ def score_command(
                     "split": split,
                     "frame_num": frame_num,
                     "compression": compression,
-                    "dataset_json_sha256": _json_sha(json_root, dataset),
+                    "dataset_sha256": _dataset_sha(json_root, dataset),
                 }
                 try:
                     pred = predictor.predict(model, records[dataset], name, dataset, **meta)
@@ -449,7 +448,7 @@ def soup_command(
         out,
         overwrite,
         val_note,
-        dataset_json_sha256=_json_sha(data.json_root, config.val_dataset) if config.val_dataset else None,
+        dataset_sha256=_dataset_sha(data.json_root, config.val_dataset) if config.val_dataset else None,
         threshold_records=_load_records(config.threshold_val, "val", data) if config.threshold_val else None,
     )
     click.echo(f"soup written to {path}", err=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -42,14 +41,6 @@ def model_provenance(path: str | os.PathLike) -> dict[str, Any]:
         "selection": model_selection(cfg),
         "layout": cfg.get("model_type"),
     }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def unique_names(dirs: list[str]) -> list[str]:

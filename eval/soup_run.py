@@ -54,7 +54,7 @@ def run_soup(
     out: str | os.PathLike,
     overwrite: bool = False,
     val_note: str | None = None,
-    dataset_json_sha256: str | None = None,
+    dataset_sha256: str | None = None,
     threshold_records: Sequence | None = None,
 ) -> Path:
     """Select (greedy) or average (uniform) ``dirs`` into a soup written to ``out``; with
@@ -99,7 +99,7 @@ def run_soup(
         "selection_log": log,
         "heldout_frames": len(records) if records is not None else 0,
         "val_note": val_note,
-        "val_dataset_json_sha256": dataset_json_sha256,
+        "val_dataset_sha256": dataset_sha256,
         "merge_method": "mergekit linear (uniform weights, in process)",
     }
     if config.threshold_val:

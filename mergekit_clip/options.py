@@ -43,10 +43,12 @@ class RunOptions(_Options):
     workers: int | None = Field(None, ge=0, description="frame-decoding DataLoader workers (default: by CPU count)")
 
 
+JSON_ROOT_HELP = "folder holding one file per dataset in any registered format (<Name>.json, <Name>.csv)"
+
 class DataOptions(_Options):
     """Which frames a command reads: the same names as ``clip-train``'s ``data.*`` keys."""
 
-    json_root: Path = Field(description="folder of DeepfakeBench <Dataset>.json files")
+    json_root: Path = Field(description=JSON_ROOT_HELP)
     data_root: Path = Field(description="root the relative frame paths resolve against")
     frame_num: int | None = Field(None, gt=0, description="frames per video, evenly spaced (default: all)")
     compression: Compression = Field("c23", description="level read where a split nests them (FF++ family)")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mergekit_clip.options import Compression, Precision
+from mergekit_clip.options import JSON_ROOT_HELP, Compression, Precision
 from mergekit_clip.tracking import TrackingConfig
 from train.config import format_validation_errors
 
@@ -40,7 +40,7 @@ class SynthStep(_Section):
 
 
 class DataConfig(_Section):
-    json_root: Path = Field(description="folder of DeepfakeBench <Dataset>.json files")
+    json_root: Path = Field(description=JSON_ROOT_HELP)
     data_root: Path = Field(description="root the relative frame paths resolve against")
     source: str | list[str] = Field(description="training dataset(s) of the family: val split selects, test split "
                                     "is the in-domain score")  # fmt: skip

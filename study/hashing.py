@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mergekit_clip.detector.io import weight_files
+from mergekit_clip.digest import update_from_file
 from mergekit_clip.plugin.methods import STATS_KINDS
 from mergekit_clip.stats.store import stats_path
 
@@ -82,8 +83,7 @@ class FileHashes:
                 size = int.from_bytes(f.read(8), "little")
                 header = json.loads(f.read(size))
                 digest.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
+            update_from_file(digest, f)
         self._known[self._entry(path, content)] = {**seen, "sha256": digest.hexdigest()}
         self._dirty = True
         return digest.hexdigest()

@@ -66,13 +66,15 @@ def records_loader(data) -> RecordsLoader:
     return load
 
 
-def _json_digest(json_root: Path, dataset: str) -> str:
-    from mergekit_clip.data.deepfakebench import dataset_json_path
+def _digest(json_root: Path, dataset: str) -> str:
+    """The dataset file's digest, whichever format holds it (an edited file keys new scores)."""
+    from mergekit_clip.data.deepfakebench import DatasetError
+    from mergekit_clip.data.formats import dataset_identity
 
     try:
-        return hashlib.sha256(dataset_json_path(dataset, json_root).read_bytes()).hexdigest()[:16]
-    except OSError:
-        return "missing"
+        return dataset_identity(dataset, json_root).digest[:16]
+    except DatasetError:
+        return "missing"  # the read that follows names the problem
 
 
 class ScoreStore:
@@ -99,7 +101,7 @@ class ScoreStore:
         base, _ = split_dataset_name(dataset)
         condition = () if perturbation is None else (perturbation.key, seed)  # clean files keep their old key
         frames_key = hashlib.sha256(
-            repr((_json_digest(self.data.json_root, base), dataset, split, self.data.frame_num, self.data.compression,
+            repr((_digest(self.data.json_root, base), dataset, split, self.data.frame_num, self.data.compression,
                   self.eval_cfg.resize, effective_precision(self.eval_cfg), *condition)).encode()
         ).hexdigest()[:12]  # fmt: skip
         tag = "" if perturbation is None else f"__{perturbation.key.replace(':', '-')}"

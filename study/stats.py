@@ -5,7 +5,7 @@ A candidate whose method reads statistics (``regmean``: Gram matrices, ``fisher`
 what is missing with the same code as ``mergekit-clip stats`` (:func:`mergekit_clip.stats.compute.compute_stats`),
 on each ingredient's own training data by default (a specialist's own forgery family, as RegMean and Fisher
 merging use each model's own task data), and reuses a file computed for the same weights and preprocessing on
-the same frames (dataset, split, frames per video, compression, cap) and, for Fisher, the same label rule.
+the same frames (dataset file's digest, split, frames per video, compression, cap) and, for Fisher, the same label rule.
 Selection never depends on them: they are inputs of a merge, read from train (or val) splits only.
 """
 
@@ -33,6 +33,7 @@ class StatsJob:
     frame_num: int | None
     compression: str
     fisher_label: str | None  # fisher only: the label its gradients use
+    json_root: Path | None = None  # where the dataset's file lies (its digest is part of what fresh means)
 
 
 def _dataset_of(ingredient, study) -> str:
@@ -54,7 +55,8 @@ def plan_stats(study, candidates, families: dict[str, Family]) -> list[StatsJob]
             ingredient = by_name[name]
             jobs.setdefault((str(ingredient.path), kind), StatsJob(
                 ingredient.path, kind, _dataset_of(ingredient, study), study.stats.split, study.stats.max_frames,
-                study.data.frame_num, study.data.compression, study.stats.fisher_label if kind == "fisher" else None))
+                study.data.frame_num, study.data.compression, study.stats.fisher_label if kind == "fisher" else None,
+                study.data.json_root))
     return list(jobs.values())  # fmt: skip
 
 
@@ -64,6 +66,7 @@ def is_fresh(job: StatsJob, hashes=None) -> bool:
     again). A file from before a field was recorded is stale once."""
     from safetensors import safe_open
 
+    from mergekit_clip.data.formats import dataset_identity
     from mergekit_clip.detector.io import detector_spec, weights_hash
     from mergekit_clip.stats.compute import stats_metadata
 
@@ -75,7 +78,8 @@ def is_fresh(job: StatsJob, hashes=None) -> bool:
     digest = hashes.weights_sha256(job.ingredient) if hashes is not None else weights_hash(job.ingredient)
     wanted = stats_metadata(dataset=job.dataset, split=job.split, frame_num=job.frame_num,
                             compression=job.compression, max_frames=job.max_frames, weights_sha256=digest,
-                            preprocess=detector_spec(job.ingredient).preprocess, fisher_label=job.fisher_label)
+                            preprocess=detector_spec(job.ingredient).preprocess, fisher_label=job.fisher_label,
+                            dataset_sha256=dataset_identity(job.dataset, job.json_root).digest)
     return all(meta.get(k) == v for k, v in wanted.items())  # fmt: skip
 
 

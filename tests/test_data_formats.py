@@ -4,13 +4,14 @@ escaping paths, and the dispatch picks the format by which file exists."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from mergekit_clip.data.deepfakebench import DatasetError, FrameRecord
-from mergekit_clip.data.formats import FORMATS, DatasetFormat, dataset_format, load_frames, register_format
+from mergekit_clip.data.formats import FORMATS, dataset_format, load_frames, register_format
 
 # one dataset, as (split, video dir, label string, frame numbers in listed order)
 VIDEOS = [
@@ -115,4 +116,4 @@ def test_register_is_idempotent_and_refuses_conflicts():
     fmt = FORMATS["frame_list"]
     assert register_format(fmt) is fmt and list(FORMATS).count("frame_list") == 1
     with pytest.raises(ValueError, match="frame_list"):
-        register_format(DatasetFormat("frame_list", fmt.locate, fmt.reader, "another"))
+        register_format(dataclasses.replace(fmt, description="another"))

@@ -65,7 +65,7 @@ def test_scores_match_direct_forward_and_report_is_complete(setup):
     cell = next(r for r in report["results"] if r["model"] == "det1" and r["dataset"] == "Celeb-DF-v2")
     assert cell["frame_auc"] == pytest.approx(binary_auc_score(labels, expected), abs=1e-9)
     assert cell["frames"] == 18 and cell["frames_failed"] == 0 and cell["videos"] == 6
-    assert len(cell["dataset_json_sha256"]) == 64
+    assert len(cell["dataset_sha256"]) == 64
 
     prov = report["models"]["det0"]
     assert prov["kind"] == "ingredient" and prov["selection"].startswith("ingredient (held-out X/val)")

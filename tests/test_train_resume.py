@@ -155,7 +155,7 @@ def test_resume_refuses_changed_training_data(tmp_path, monkeypatch):
     assert result.output.count("Error:") == 1 and "Traceback" not in result.output
     (work,) = temp_runs(tmp_path / "run")
     recorded = json.loads((work / "run_inputs.json").read_text())
-    assert str(dataset) in recorded["dataset_json_sha256"]
+    assert str(dataset) in recorded["dataset_sha256"]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from mergekit_clip.options import Compression
+from mergekit_clip.options import JSON_ROOT_HELP, Compression
 from mergekit_clip.tracking import TrackingConfig
 from train.modes import MODES
 from train.modes.registry import NoOptions
@@ -55,7 +55,7 @@ class HeadConfig(_Section):
 
 
 class DataConfig(_Section):
-    json_root: Path = Field(description="folder of DeepfakeBench <Dataset>.json files")
+    json_root: Path = Field(description=JSON_ROOT_HELP)
     data_root: Path = Field(description="root the relative frame paths resolve against")
     train_dataset: str | list[str] = Field(description="dataset name(s) to train on (a list = one pooled set)")
     train_split: str = "train"

@@ -7,7 +7,7 @@ Layout of ``OUT`` (the interface ``mergekit-yaml`` and ``clip-eval soup`` rely o
     OUT/ingredients/<name>/     one detector dir per sweep point, provenance with held-out scores
     OUT/metrics.jsonl           epoch records and held-out scores
     OUT/summary.json            the ingredients with their held-out scores
-    OUT/run_inputs.json         sha256 of the resolved config and of every dataset JSON the run reads
+    OUT/run_inputs.json         sha256 of the resolved config and of every dataset file the run reads
     OUT/runs/<name>/            epoch checkpoints of the ingredient in progress (removed once it is saved)
     OUT/cache/                  cached frozen-backbone features (keyed by weights, frames and transform)
 
@@ -18,7 +18,7 @@ swapped into ``OUT`` only when every ingredient and the summary are written, so 
 run until the new one is complete. A run that fails before it saved any epoch removes its folder; one that is
 killed (or fails later) leaves it for ``--resume``, which continues in it and swaps at the end; ``--overwrite``
 discards it, and a plain run refuses, naming it. ``--resume`` of a run in ``OUT`` itself continues in place.
-``--resume`` refuses a changed configuration or a changed dataset JSON (``run_inputs.json``).
+``--resume`` refuses a changed configuration or a changed dataset file, in any format (``run_inputs.json``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import torch
 import yaml
 
 from mergekit_clip import outputs
-from mergekit_clip.data.deepfakebench import FrameRecord, dataset_json_path
+from mergekit_clip.data.deepfakebench import FrameRecord
+from mergekit_clip.data.formats import dataset_identity
 from mergekit_clip.data.transforms import build_eval_transform, build_train_transform
 from mergekit_clip.detector.io import save_detector
 from mergekit_clip.distributed import DistInfo, env_is_main, env_world_size, init_distributed
@@ -174,31 +175,25 @@ def _diff(a, b, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def run_inputs(config: TrainConfig, plans: list[IngredientPlan]) -> dict:
-    """sha256 of the resolved config and of each dataset JSON the sweep reads (``OUT/run_inputs.json``)."""
+    """sha256 of the resolved config and of each file the sweep's datasets are read from, whichever format holds
+    them (``OUT/run_inputs.json``)."""
     names = sorted({name for plan in plans for name in plan.datasets})
-    files = {str(dataset_json_path(name, config.data.json_root).absolute()) for name in names}
+    files = {f: sha for name in names for f, sha in dataset_identity(name, config.data.json_root).files.items()}
     return {
         "config_sha256": hashlib.sha256(dump_config(config).encode()).hexdigest(),
-        "dataset_json_sha256": {file: _sha256(Path(file)) for file in sorted(files)},
+        "dataset_sha256": dict(sorted(files.items())),
     }
 
 
 def check_same_inputs(inputs: dict, folder: Path) -> None:
-    """Refuse to resume a run whose dataset JSONs (or resolved config) changed since it started."""
+    """Refuse to resume a run whose dataset files (or resolved config) changed since it started."""
     file = folder / INPUTS_FILE
     if not file.exists():
         return  # a run from before the inputs were recorded: the config check above is all there is
     saved = json.loads(file.read_text())
-    old, new = saved.get("dataset_json_sha256", {}), inputs["dataset_json_sha256"]
+    # runs started before the record covered every format named it dataset_json_sha256
+    old, new = saved.get("dataset_sha256", saved.get("dataset_json_sha256", {})), inputs["dataset_sha256"]
     changed = [f"{f} (sha256 {old.get(f, 'absent')[:12]} at the start, {new.get(f, 'absent')[:12]} now)"
                for f in sorted(set(old) | set(new)) if old.get(f) != new.get(f)]  # fmt: skip
     if changed:

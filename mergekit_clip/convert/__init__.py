@@ -7,7 +7,6 @@ by name, and the result is written atomically. :func:`export_hf` goes the other 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from mergekit_clip.convert.effort import import_effort
 from mergekit_clip.convert.export_hf import export_hf
 from mergekit_clip.convert.hf import import_hf
 from mergekit_clip.convert.openclip import import_openclip
+from mergekit_clip.digest import files_sha256
 
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth"}
 
@@ -50,12 +50,7 @@ def convert_source(kind: str, source: str | os.PathLike, options: ImportOptions 
 def source_sha256(source: Path) -> str:
     """SHA-256 over the source's weight files (sorted by name), so an import names exactly what it read."""
     files = sorted(p for p in source.iterdir() if p.suffix in _WEIGHT_SUFFIXES) if source.is_dir() else [source]
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return files_sha256(files)
 
 
 def import_detector(

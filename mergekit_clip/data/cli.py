@@ -1,4 +1,4 @@
-"""``mergekit-clip data``: validate and summarise DeepfakeBench-format datasets; generate the synthetic benchmark.
+"""``mergekit-clip data``: validate and summarise datasets of every registered format; generate the synthetic benchmark.
 
     mergekit-clip data synth OUT --preset small --seed 0
     mergekit-clip data validate --json-root OUT/json --data-root OUT/data            # every dataset in the folder
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from mergekit_clip.data.deepfakebench import DatasetError, list_datasets
+from mergekit_clip.data.deepfakebench import DatasetError
+from mergekit_clip.data.formats import list_datasets
 from mergekit_clip.options import DataOptions, option_for, output_folder
 
 
@@ -43,7 +44,7 @@ def _datasets(names: tuple[str, ...], json_root: Path) -> list[str]:
 
 _json_root = click.option(
     "--json-root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="folder holding <Name>.json dataset files",
+    help="folder holding one file per dataset in any registered format (<Name>.json, <Name>.csv)",
 )  # fmt: skip
 _label = click.option(
     "--label-dict", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -57,7 +58,7 @@ _allow_outside_root = option_for("allow_outside_root", DataOptions.model_fields[
 # -h also when the group is invoked on its own first (click caches its help option per command object)
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def data() -> None:
-    """DeepfakeBench-format datasets: validate, summarise, synthesise."""
+    """Datasets (DeepfakeBench JSON, frame lists, any registered format): validate, summarise, synthesise."""
 
 
 @data.command()

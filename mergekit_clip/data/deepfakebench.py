@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from mergekit_clip.detector.labels import canonical_label, canonical_label_dict
 
@@ -86,6 +86,13 @@ class VideoEntry:
     name: str
     label: Any
     frames: tuple[Any, ...]
+
+
+class DatasetVideos(NamedTuple):
+    """A dataset's videos of the known splits as written, and every split name the file uses (unknown ones too)."""
+
+    videos: list[VideoEntry]
+    splits: list[str]
 
 
 def split_dataset_name(dataset: str) -> tuple[str, str | None]:
@@ -177,6 +184,15 @@ def iter_videos(
             if not isinstance(frames, list):
                 raise DatasetError(f"{source}: video {group}/{split}/{name}: 'frames' must be a list")
             yield VideoEntry(dataset, group, split, used, str(name), video.get("label"), tuple(frames))
+
+
+def dataset_videos(dataset: str, json_root: str | os.PathLike, compression: str = "c23"):
+    """The videos of every known split of ``dataset`` as the JSON writes them, and every split name it uses."""
+    groups = read_dataset_json(dataset, json_root)
+    source = str(dataset_json_path(dataset, json_root))
+    splits = list(dict.fromkeys(s for g in groups.values() if isinstance(g, dict) for s in g))
+    videos = [v for split in SPLITS for v in iter_videos(dataset, groups, split, compression, source=source)]
+    return DatasetVideos(videos, splits)
 
 
 def normalize_frame_path(raw: str) -> str:

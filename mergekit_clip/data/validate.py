@@ -1,6 +1,6 @@
-"""Validation and summary of DeepfakeBench-format datasets.
+"""Validation and summary of datasets in every registered format (``mergekit_clip.data.formats``).
 
-:func:`validate_dataset` walks one dataset JSON and reports every problem it finds, grouped by kind with counts
+:func:`validate_dataset` walks one dataset file and reports every problem it finds, grouped by kind with counts
 and example paths, instead of stopping at the first: frame paths outside the data root (never opened), missing
 or unreadable frames, unknown label strings, non-integer frame names, and videos shared between train and test.
 An empty split is a note (a test-only dataset has no train split; the command that reads a split refuses it if it
@@ -31,15 +31,12 @@ from mergekit_clip.data.deepfakebench import (
     FrameRoot,
     VideoEntry,
     canonical_labels,
-    dataset_json_path,
     frame_number,
-    iter_videos,
-    lookup_label,
     mask_rel_path,
     normalize_frame_path,
-    read_dataset_json,
     video_id,
 )
+from mergekit_clip.data.formats import FORMATS, dataset_format, get_format
 from mergekit_clip.data.transforms import FrameDecodeError, FrameMissingError, ImageCheck, check_image
 
 Severity = Literal["error", "warning", "note"]
@@ -72,7 +69,8 @@ class SplitStats:
 @dataclass
 class DatasetReport:
     dataset: str
-    json_path: Path
+    json_path: Path  # the file the dataset is read from (whichever format holds it)
+    format: str = "deepfakebench"
     findings: dict[str, Finding] = field(default_factory=dict)
     # (label group, label string, split) -> counts
     stats: dict[tuple[str, str, str], SplitStats] = field(default_factory=dict)
@@ -83,10 +81,6 @@ class DatasetReport:
     @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings.values() if f.severity == "error"]
-
-
-def _split_videos(groups: Mapping, split: str, compression: str, dataset: str, source: str) -> list[VideoEntry]:
-    return list(iter_videos(dataset, groups, split, compression, source=source))
 
 
 def validate_dataset(
@@ -107,18 +101,21 @@ def validate_dataset(
     A JSON that cannot be parsed at all is reported as a single ``json`` error. Frame paths outside ``data_root``
     (absolute, ``..``, symlinks pointing out; see ``FrameRoot``) are errors and are never opened.
     """
-    json_path = dataset_json_path(dataset, json_root)
-    report = DatasetReport(dataset, json_path)
     root = FrameRoot(data_root, allow_outside_root)
     labels = canonical_labels(label_dict)
     try:
-        groups = read_dataset_json(dataset, json_root)
-        by_split = {s: _split_videos(groups, s, compression, dataset, str(json_path)) for s in SPLITS}
+        fmt = dataset_format(dataset, json_root)
+        report = DatasetReport(dataset, fmt.source(dataset, json_root), fmt.name)
+        listed = fmt.videos(dataset, json_root, compression)
     except DatasetError as e:
-        report.finding("json", "error", "the dataset JSON cannot be read").add(str(e))
+        tried = [f.source(dataset, json_root) for f in FORMATS.values()]
+        report = DatasetReport(dataset, next((t for t in tried if t.exists()), tried[0]))
+        report.finding("json", "error", "the dataset file cannot be read").add(str(e))
         return report
-    extra = sorted({s for splits in groups.values() if isinstance(splits, dict) for s in splits} - set(SPLITS))
-    for name in extra:
+    by_split: dict[str, list[VideoEntry]] = {s: [] for s in SPLITS}
+    for video in listed.videos:
+        by_split[video.split].append(video)
+    for name in (s for s in listed.splits if s not in SPLITS):
         report.finding("unknown_split", "warning", f"split names other than {list(SPLITS)} are ignored").add(name)
 
     ids: dict[str, set[str]] = {}
@@ -137,7 +134,7 @@ def validate_dataset(
             stats = report.stats.setdefault(key, SplitStats())
             stats.videos += 1
             stats.frames += len(video.frames)
-            label_value = lookup_label(video.label, labels)
+            label_value = fmt.label_value(video.label, labels)
             if data_root is not None and check_masks:
                 stats.masks = (stats.masks or 0) + _count_masks(report, root, video, where, label_value)
             if label_value is None:
@@ -262,8 +259,9 @@ def summarize(reports: Iterable[DatasetReport], label_dict: Mapping[str, int] | 
     rows = [("dataset", "label group", "label", "split", "videos", "frames", "masks")]
     totals: dict[tuple[str, str, str], list[int | None]] = defaultdict(lambda: [0, 0, None])
     for report in reports:
+        lookup = get_format(report.format).label_value
         for (group, label, split), s in sorted(report.stats.items(), key=lambda kv: (kv[0][0], _split_rank(kv[0][2]))):
-            value = lookup_label(label, labels)
+            value = lookup(label, labels)
             shown = f"{label} ({names.get(value, value) if value is not None else 'UNKNOWN'})"
             rows.append((report.dataset, group, shown, split, str(s.videos), str(s.frames), _count(s.masks)))
             kind = names.get(value, "unknown") if value is not None else "unknown"

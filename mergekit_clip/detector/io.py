@@ -7,7 +7,6 @@ files are written into a hidden temporary sibling that is renamed into place onl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -35,6 +34,7 @@ from mergekit_clip.detector.spec import (
     DetectorConfig,
     DetectorSpec,
 )
+from mergekit_clip.digest import files_sha256
 from mergekit_clip.outputs import atomic_directory  # noqa: F401  (the one output-folder writer)
 
 WEIGHTS_NAME = "model.safetensors"
@@ -137,12 +137,7 @@ def _raise_on_nonfinite(path, items) -> None:
 
 def weights_hash(path: str | os.PathLike) -> str:
     """SHA-256 over the weight files of a model directory (provenance in reports)."""
-    digest = hashlib.sha256()
-    for file in weight_files(path):
-        with open(file, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return files_sha256(weight_files(path))
 
 
 # ---------------------------------------------------------------- config discovery

@@ -10,7 +10,7 @@ import click
 import torch
 
 from mergekit_clip.data.deepfakebench import DatasetError
-from mergekit_clip.data.formats import load_frames
+from mergekit_clip.data.formats import dataset_identity, load_frames
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, make_loader
 from mergekit_clip.detector.io import DetectorFormatError, load_detector, model_layout, read_config_json, weights_hash
 from mergekit_clip.detector.spec import ARCHITECTURE, PreprocessSpec
@@ -46,6 +46,7 @@ def compute_stats(
         model = load_detector(detector_dir, device=device)
         records = load_frames(dataset, split, json_root=json_root, data_root=data_root, frame_num=frame_num,
                               compression=compression, allow_outside_root=allow_outside_root)  # fmt: skip
+        dataset_digest = dataset_identity(dataset, json_root).digest
     except (DetectorFormatError, DatasetError) as e:
         raise click.ClickException(str(e)) from e
     if max_frames is not None:
@@ -60,7 +61,8 @@ def compute_stats(
         extra = {}
     metadata = stats_metadata(dataset=dataset, split=split, frame_num=frame_num, compression=compression,
                               max_frames=max_frames, weights_sha256=digest, preprocess=model.spec.preprocess,
-                              fisher_label=fisher_label if kind == "fisher" else None)  # fmt: skip
+                              fisher_label=fisher_label if kind == "fisher" else None,
+                              dataset_sha256=dataset_digest)  # fmt: skip
     return write_stats(detector_dir, kind, tensors, {**metadata, "frames": str(frames), **extra}), frames
 
 
@@ -74,11 +76,13 @@ def stats_metadata(
     weights_sha256: str,
     preprocess: PreprocessSpec,
     fisher_label: str | None = None,
+    dataset_sha256: str,
 ) -> dict[str, str]:
     """The string metadata that says what a statistics file was computed from: the one spelling both the writer
     and a freshness check (the study's) use, so a change of any input (frames, preprocessing, label rule) is seen."""
     meta = {
         "dataset": dataset,
+        "dataset_sha256": dataset_sha256,
         "split": split,
         "frame_num": str(frame_num) if frame_num else "all",
         "compression": compression,

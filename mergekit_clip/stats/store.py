@@ -8,6 +8,7 @@ Tensors are keyed by the ingredient's weight name they belong to:
 * ``fisher``: the diagonal Fisher, same shape as the weight, float32.
 
 String metadata: ``format`` (= ``mergekit-clip-merge-stats``), ``format_version``, ``kind``, ``dataset``,
+``dataset_sha256`` (the dataset file's digest, :func:`mergekit_clip.data.formats.dataset_identity`),
 ``split``, ``frames`` (count used), ``frame_num`` (per video, ``all`` when unset), ``compression``, ``max_frames``
 (the cap asked for, ``all`` when unset), ``weights_sha256`` (of the ingredient's weight files when the statistics
 were computed: a different value means they are stale), ``preprocess`` (the detector's preprocessing as JSON),
