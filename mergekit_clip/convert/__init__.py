@@ -15,6 +15,7 @@ from mergekit_clip.convert.base import ConversionError, Converted, ImportOptions
 from mergekit_clip.convert.deepfakebench import import_deepfakebench
 from mergekit_clip.convert.effort import import_effort
 from mergekit_clip.convert.export_hf import export_hf
+from mergekit_clip.convert.forensics_adapter import import_forensics_adapter
 from mergekit_clip.convert.hf import import_hf
 from mergekit_clip.convert.openclip import import_openclip
 from mergekit_clip.digest import files_sha256
@@ -26,11 +27,17 @@ IMPORTERS: dict[str, Callable[[Path, ImportOptions], Converted]] = {
     "deepfakebench": import_deepfakebench,
     "effort": import_effort,
     "hf": import_hf,
+    "forensics-adapter": import_forensics_adapter,
 }
 
 
 # Options that only one kind reads: refusing them elsewhere beats silently ignoring a user's intent.
-_ONLY_FOR = {"head": ("openclip",), "trust_torchscript": ("openclip",), "hf_config": ("deepfakebench", "effort", "hf")}
+_ONLY_FOR = {
+    "head": ("openclip",),
+    "trust_torchscript": ("openclip",),
+    "hf_config": ("deepfakebench", "effort", "hf"),
+    "forensics_adapter": ("forensics-adapter",),
+}
 
 
 def convert_source(kind: str, source: str | os.PathLike, options: ImportOptions | None = None) -> Converted:

@@ -53,6 +53,11 @@ class ImportOptions(BaseModel):
     trust_torchscript: bool = Field(
         False, description="allow OpenAI TorchScript .pt archives (loading them runs TorchScript code)"
     )
+    forensics_adapter: Path | None = Field(
+        None,
+        description="YAML/JSON of forensics_adapter fields a ForensicsAdapter checkpoint cannot tell (heads, depth, "
+        "fusion_map, image_size, ...); default: the paper's setting",
+    )
 
     @field_validator("labels", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ mergekit-clip import open_clip_pytorch_model.bin --out base/ --from openclip --a
 mergekit-clip import ckpt_best.pth dfb_clip/ --from deepfakebench --hf-config clip-vit-base-patch16/
 mergekit-clip import effort.pth effort/ --from effort --arch ViT-L-14 --quick-gelu
 mergekit-clip import gend_dir/ gend/ --from hf --head-normalize
+mergekit-clip import ckpt_best.pth fa/ --from forensics-adapter [--forensics-adapter fa.yaml]
 mergekit-clip export merged/ merged_hf/ --to hf
 
 The output folder is ``--out DIR`` or the last positional argument (``import SRC OUT``), as in every command.
@@ -40,7 +41,7 @@ def _options(values: dict) -> ImportOptions:
     "--from",
     "kind",
     required=True,
-    type=click.Choice(["openclip", "deepfakebench", "effort", "hf"]),
+    type=click.Choice(["openclip", "deepfakebench", "effort", "hf", "forensics-adapter"]),
     help="layout of SOURCE",
 )
 @import_options
