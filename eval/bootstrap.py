@@ -230,6 +230,20 @@ def bootstrap_auc(
     return _interval(estimate, samples, confidence)
 
 
+def resampled_auc(
+    datasets: Mapping[str, ScoredFrames], *, level: Level = "frame", n_boot: int = 1000, seed: int = 0
+) -> tuple[float, np.ndarray]:
+    """(observed mean AUC over ``datasets``, its ``(n_boot,)`` values on the resamples): the draws every other
+    function here makes for the same seed and datasets, so statistics across models (a rank correlation, the
+    regret of a pick) can be bootstrapped on the same resamples."""
+    return _aucs(datasets, level, n_boot, seed)
+
+
+def percentile_interval(estimate: float, samples: np.ndarray, confidence: float = 0.95) -> Interval:
+    """The percentile interval of ``samples`` around ``estimate`` (what :func:`bootstrap_auc` returns)."""
+    return _interval(estimate, samples, confidence)
+
+
 def paired_auc_difference(
     a: Mapping[str, ScoredFrames],
     b: Mapping[str, ScoredFrames],
@@ -276,4 +290,5 @@ def verdict(diff: Interval) -> Verdict:
     return "within noise"
 
 
-__all__ = ["Interval", "ScoredFrames", "bootstrap_auc", "paired_auc_difference", "verdict"]
+__all__ = ["Interval", "ScoredFrames", "bootstrap_auc", "paired_auc_difference", "percentile_interval", "resampled_auc",
+           "verdict"]  # fmt: skip

@@ -121,12 +121,100 @@ class SoupCandidate(_Section):
     tie_rule: Literal["keep", "drop"] = "drop"
 
 
+PROTOCOL_KINDS = ("source_val", "held_out_forgery", "dev", "perturbed_val", "target_unlabelled")
+UNLABELLED_SIGNALS = ("entropy", "confidence")
+# the keys each protocol kind reads besides ``kind``, ``metric`` and ``tie_break`` (anything else is refused)
+_PROTOCOL_KEYS = {
+    "source_val": (),
+    "held_out_forgery": ("hold_out", "families"),
+    "dev": ("datasets", "split"),
+    "perturbed_val": ("perturbations", "seed"),
+    "target_unlabelled": ("datasets",),
+}
+
+
+def _check_frame_metric(value: str, where: str) -> str:
+    from mergekit_clip.metrics import get_metric, metric_names
+
+    usable = [n for n in metric_names() if not get_metric(n).uses_val_threshold]
+    if value not in usable:
+        raise ValueError(f"{where} {value!r}: choose a registered metric from {usable}")
+    return value
+
+
+class ProtocolConfig(_Section):
+    """One selection protocol: where a candidate's proxy score comes from (``study.protocols``).
+
+    ``kind`` defaults to the protocol's name; each kind reads only its own keys (``_PROTOCOL_KEYS``)."""
+
+    kind: Literal["source_val", "held_out_forgery", "dev", "perturbed_val", "target_unlabelled"] | None = Field(
+        None, description="None = the protocol's name"
+    )  # fmt: skip
+    metric: str | None = Field(None, description="registered metric (video_auc, log_loss, ece, ...; lower-is-better "
+                               "ones are negated); target_unlabelled: entropy or confidence. None = video_auc / "
+                               "entropy")  # fmt: skip
+    tie_break: str | None = Field("log_loss", description="frame metric ordering models tied on `metric`")
+    hold_out: list[str] = Field(default_factory=list, description="held_out_forgery: label groups (FF-NT) the "
+                                "families are retrained without and selected on")  # fmt: skip
+    families: list[str] | None = Field(None, description="held_out_forgery: families to retrain (None = every "
+                                       "ingredient family the study trains on its source)")  # fmt: skip
+    datasets: list[str] | None = Field(None, description="dev: labelled datasets; target_unlabelled: test sets "
+                                       "whose frames are read without labels (None = data.test)")  # fmt: skip
+    split: str = Field("val", description="dev: the split of the dev datasets")
+    perturbations: list[str] = Field(default_factory=list, description="perturbed_val: suites or NAME:LEVEL specs")
+    seed: int = Field(0, description="perturbed_val: seeds the perturbations")
+
+    def resolved(self, name: str) -> ProtocolConfig:
+        kind = self.kind or name
+        if kind not in PROTOCOL_KINDS:
+            raise ValueError(f"protocol {name!r}: set kind to one of {list(PROTOCOL_KINDS)} (or name it so)")
+        metric = self.metric or ("entropy" if kind == "target_unlabelled" else "video_auc")
+        tie = None if kind == "target_unlabelled" else self.tie_break
+        return self.model_copy(update={"kind": kind, "metric": metric, "tie_break": tie})
+
+    def check(self, name: str) -> None:
+        """Refuse the keys of other kinds and what this kind needs but lacks; ``self`` is :meth:`resolved`."""
+        kind = self.kind
+        assert kind is not None
+        allowed = {"kind", "metric", "tie_break", *_PROTOCOL_KEYS[kind]}
+        stray = sorted(k for k in self.model_fields_set if k not in allowed)
+        if stray:
+            raise ValueError(f"protocols.{name} ({kind}): {stray} belong to another kind; {kind} reads "
+                             f"{sorted(allowed)}")  # fmt: skip
+        where = f"protocols.{name}.metric"
+        if kind == "target_unlabelled":
+            if self.metric not in UNLABELLED_SIGNALS:
+                raise ValueError(f"{where} {self.metric!r}: target_unlabelled reads no labels; choose "
+                                 f"{list(UNLABELLED_SIGNALS)}")  # fmt: skip
+        else:
+            _check_frame_metric(self.metric, where)
+            if self.tie_break is not None:
+                _check_frame_metric(self.tie_break, f"protocols.{name}.tie_break")
+        if kind == "held_out_forgery" and not self.hold_out:
+            raise ValueError(f"protocols.{name}.hold_out: name the label groups to hold out (e.g. [FF-NT])")
+        if kind == "dev" and not self.datasets:
+            raise ValueError(f"protocols.{name}.datasets: name the labelled development datasets")
+        if kind == "perturbed_val":
+            from mergekit_clip.data.perturbations import PerturbationError, expand_perturbations
+
+            try:
+                if not expand_perturbations(self.perturbations):
+                    raise ValueError(f"protocols.{name}.perturbations: list a suite or NAME:LEVEL perturbations")
+            except PerturbationError as e:
+                raise ValueError(f"protocols.{name}.perturbations: {e}") from e
+
+
 class SelectionConfig(_Section):
     metric: Literal["frame_auc", "video_auc"] = Field("video_auc", description="score on the source val split")
     tie_break: str | None = Field(
         "log_loss", description="registered frame metric ordering models tied on `metric` (same val frames); "
         "None = study order"
     )  # fmt: skip
+    protocols: dict[str, ProtocolConfig] = Field(
+        default_factory=dict, description="selection protocols scored side by side (source_val is always one: "
+        "`metric` and `tie_break` above)"
+    )  # fmt: skip
+    protocol: str = Field("source_val", description="the protocol whose picks drive the verdicts")
 
     @field_validator("tie_break")
     @classmethod
@@ -137,6 +225,26 @@ class SelectionConfig(_Section):
             raise ValueError(f"tie_break {value!r}: choose a frame metric from "
                              f"{[n for n in metric_names('frame') if not get_metric(n).uses_val_threshold]}")
         return value
+
+    @model_validator(mode="after")
+    def _protocols(self) -> SelectionConfig:
+        for name, entry in self.protocols.items():
+            entry.resolved(name).check(name)
+        if "source_val" in self.protocols:
+            raise ValueError("protocols.source_val: the source_val protocol is selection.metric and "
+                             "selection.tie_break; do not list it")  # fmt: skip
+        names = list(self.all_protocols())
+        if self.protocol not in names:
+            raise ValueError(f"protocol {self.protocol!r}: choose from {names}")
+        if self.all_protocols()[self.protocol].kind == "target_unlabelled":
+            raise ValueError(f"protocol {self.protocol!r} is transductive (reads the test frames): it is reported "
+                             "beside the honest protocols, never used for the verdicts")  # fmt: skip
+        return self
+
+    def all_protocols(self) -> dict[str, ProtocolConfig]:
+        """Every protocol, resolved, ``source_val`` first (built from ``metric`` and ``tie_break``)."""
+        source = ProtocolConfig(kind="source_val", metric=self.metric, tie_break=self.tie_break)
+        return {"source_val": source, **{n: p.resolved(n) for n, p in self.protocols.items()}}
 
 
 class EvalConfig(_Section):
@@ -254,10 +362,39 @@ class StudyConfig(_Section):
             unknown = [g for g in robust.groups if g not in known]
             if unknown:
                 raise ValueError(f"robustness.groups {unknown}: choose from {known}")
+        self._check_protocols()
         clash = set(self.merges) & set(self.soups)
         if clash:
             raise ValueError(f"candidate names used twice (merges and soups): {sorted(clash)}")
         return self
+
+    def _check_protocols(self) -> None:
+        trainable = [n for n in self.ingredient_families()
+                     if self.families[n].config is not None and self.families[n].data == "study"]  # fmt: skip
+        named_tests = {*self.data.test, *self.data.sources}
+        for name, p in self.selection.all_protocols().items():
+            if p.kind == "held_out_forgery":
+                wrong = [f for f in p.families or [] if f not in trainable]
+                if wrong:
+                    raise ValueError(f"selection.protocols.{name}.families {wrong}: choose families the study "
+                                     f"trains on its source ({trainable})")  # fmt: skip
+                if not (p.families or trainable):
+                    raise ValueError(f"selection.protocols.{name}: no family is trained on the source here "
+                                     "(held_out_forgery retrains families from their config)")  # fmt: skip
+                if name == self.selection.protocol and set(p.families or trainable) != set(self.ingredient_families()):
+                    raise ValueError(f"selection.protocol {name!r} drives the verdicts, so it must score every "
+                                     f"model: its families must be every ingredient family "
+                                     f"({self.ingredient_families()})")  # fmt: skip
+            if p.kind == "dev":
+                shared = [d for d in p.datasets or [] if d in named_tests]
+                if shared:
+                    raise ValueError(f"selection.protocols.{name}.datasets {shared}: a dev set must not be a test "
+                                     f"set or the source ({sorted(named_tests)})")  # fmt: skip
+            if p.kind == "target_unlabelled":
+                unknown = [d for d in p.datasets or [] if d not in self.data.test]
+                if unknown:
+                    raise ValueError(f"selection.protocols.{name}.datasets {unknown}: choose held-out test sets "
+                                     f"({self.data.test})")  # fmt: skip
 
     def ingredient_families(self) -> list[str]:
         return [n for n, f in self.families.items() if f.role == "ingredients"]

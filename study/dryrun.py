@@ -77,6 +77,7 @@ def plan_commands(study: StudyConfig, study_file: str = "STUDY.yml") -> list[str
     tests = list(dict.fromkeys([*d.test, *d.sources]))
     lines.append(shlex.join(["clip-eval", *models, "--datasets", *tests, "--split", d.test_split, *data_args,
                              *run_args, "--out", str(plan_dir / "eval_test"), "--overwrite"]))  # fmt: skip
+    lines += protocol_lines(study, study_file)
     if study.robustness is not None:
         r = study.robustness
         perturb = [arg for spec in r.perturbations for arg in ("--perturb", spec)]
@@ -87,3 +88,17 @@ def plan_commands(study: StudyConfig, study_file: str = "STUDY.yml") -> list[str
                                  "--overwrite"]))  # fmt: skip
     lines.append(f"# then: clip-study run {study_file}  (selects on val, bootstraps, reports; reuses every step)")
     return lines
+
+
+def protocol_lines(study: StudyConfig, study_file: str) -> list[str]:
+    """What each selection protocol besides source_val reads, trains or scores (nothing without protocols)."""
+    from study.protocols import get_protocol
+
+    protocols = study.selection.all_protocols()
+    if len(protocols) == 1:
+        return []
+    lines = []
+    for name, config in protocols.items():
+        if name != "source_val":
+            lines += get_protocol(config.kind).plan_lines(name, config, study, study_file)
+    return lines + [f"# selection protocol for the verdicts: {study.selection.protocol}"]

@@ -5,7 +5,8 @@
   group's val pick filled (the others hollow: what a test-set pick would have reported instead);
 - :func:`plot_val_vs_test`: source-val against test AUC of every merge candidate, one colour per method
   (does selection on val transfer to test?), with the diagonal;
-- :func:`plot_param_sweep`: val and test AUC of one method's candidates against one searched parameter.
+- :func:`plot_param_sweep`: val and test AUC of one method's candidates against one searched parameter;
+- :func:`plot_proxy_vs_held_out`: one panel per selection protocol, proxy score against held-out AUC.
 
 Inputs are plain dicts (the study report's rows); a missing key, an unknown kind, a non-finite value or an
 interval that does not contain its estimate raises ``ValueError`` naming the row, before anything is drawn.
@@ -213,3 +214,53 @@ def plot_param_sweep(candidates: list[dict], method: str, param: str, out: Path)
 
 
 __all__ = ["KINDS", "plot_did_merging_help", "plot_param_sweep", "plot_val_vs_test", "val_pick"]
+
+
+def plot_proxy_vs_held_out(panels: list[dict], out: Path) -> Path:
+    """One panel per selection protocol: each model's proxy score against its held-out mean AUC.
+
+    ``panels``: ``{"protocol", "metric", "transductive", "tau", "regret", "pick", "points"}`` with ``points`` a list
+    of ``{"name", "kind", "proxy", "held_out"}`` (models the protocol does not score are left out). The
+    protocol's overall pick is ringed, the oracle (best held-out) marked with a star; the title carries tau and
+    the regret."""
+    what = "proxy-vs-held-out plot"
+    _require(panels, ("protocol", "metric", "points", "pick"), what)
+    plt = _pyplot()
+    n = len(panels)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.8 * rows), squeeze=False)
+    for ax, panel in zip(axes.ravel(), panels):
+        points = [p for p in panel["points"] if p["proxy"] is not None and math.isfinite(p["proxy"])]
+        for p in points:
+            _number(p, "held_out", what, f"model {p['name']!r}")
+        for kind in KINDS:
+            mine = [p for p in points if p["kind"] == kind]
+            if mine:
+                ax.scatter([p["proxy"] for p in mine], [p["held_out"] for p in mine], s=20, alpha=0.8,
+                           color=_KIND_COLOURS[kind], label=kind, zorder=3)  # fmt: skip
+        pick = [p for p in points if p["name"] == panel["pick"]]
+        if pick:
+            ax.scatter([pick[0]["proxy"]], [pick[0]["held_out"]], s=160, facecolors="none", edgecolors="black",
+                       linewidths=1.5, zorder=4, label="pick")  # fmt: skip
+        if points:
+            top = max(points, key=lambda p: p["held_out"])
+            ax.scatter([top["proxy"]], [top["held_out"]], marker="*", s=140, color="gold", edgecolors="black",
+                       linewidths=0.6, zorder=5, label="oracle")  # fmt: skip
+        tau, regret = panel.get("tau"), panel.get("regret")
+        stats = []
+        if tau is not None:
+            stats.append(f"tau {tau:+.2f}")
+        if regret is not None:
+            stats.append(f"regret {regret:.3f}")
+        mark = " (transductive)" if panel.get("transductive") else ""
+        ax.set_title(f"{panel['protocol']}{mark}\n{', '.join(stats)}", fontsize=9)
+        ax.set_xlabel(f"proxy: {panel['metric']} (higher = better)", fontsize=8)
+        ax.set_ylabel("held-out mean frame AUC", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=7, loc="best", framealpha=0.9)
+    fig.suptitle("Does the selection proxy track held-out AUC? (one dot per model)", fontsize=10)
+    return _save(fig, out)

@@ -46,25 +46,32 @@ def _clean(value: Any) -> Any:
 def build_study_json(
     study, run, result, test: dict[str, dict[str, SplitScores]], robustness: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    from eval.bootstrap import bootstrap_auc, paired_auc_difference, verdict
+    from eval.bootstrap import paired_auc_difference, percentile_interval, resampled_auc, verdict
 
     b = study.bootstrap
     boot = {"n_boot": b.n_boot, "seed": b.seed, "confidence": b.confidence}
     held_out = list(study.data.test)
     sources = study.data.sources
     selection = result.selection
+    source_val = result.selections.get("source_val", selection)
     models: dict[str, Any] = {}
+    resampled: dict[str, np.ndarray] = {}  # model -> held-out mean frame AUC on every resample (proxy quality)
     for entry in result.entries:
         held = {d: test[entry.name][d] for d in held_out}
-        intervals = {level: _interval(bootstrap_auc(_frames(held), level=level, **boot)) for level in LEVELS}
+        intervals = {}
+        for level in LEVELS:
+            estimate, samples = resampled_auc(_frames(held), level=level, n_boot=b.n_boot, seed=b.seed)
+            intervals[level] = _interval(percentile_interval(estimate, samples, b.confidence))
+            if level == "frame":
+                resampled[entry.name] = samples
         models[entry.name] = {
             "kind": entry.kind, "group": entry.group, "family": entry.family, "method": entry.method,
             "params": dict(entry.params),
             "path": str(entry.path), "model_sha256": entry.model_hash,
             "weights_sha256": run.hashes.weights_sha256(entry.path),
-            "val": {"metric": selection.metric, "score": selection.val_scores[entry.name],
-                    **({"tie_break": {"metric": selection.tie_break, "value": _unsigned(selection, entry.name)}}
-                       if selection.tie_break else {}),
+            "val": {"metric": source_val.metric, "score": source_val.val_scores[entry.name],
+                    **({"tie_break": {"metric": source_val.tie_break, "value": _unsigned(source_val, entry.name)}}
+                       if source_val.tie_break else {}),
                     **{d: {"frame_auc": s.auc("frame"), "video_auc": s.auc("video"), "frames": int(s.labels.size)}
                        for d, s in result.val[entry.name].items()}},
             "test": {d: {"frame_auc": s.auc("frame"), "video_auc": s.auc("video"), "frames": int(s.labels.size),
@@ -72,6 +79,7 @@ def build_study_json(
                      for d, s in test[entry.name].items()},
             "in_domain": {d: test[entry.name][d].auc("frame") for d in sources if d in test[entry.name]},
             "held_out_mean": intervals,
+            "proxies": {name: p.scores.get(entry.name) for name, p in result.proxies.items()},
         }  # fmt: skip
     reference = selection.reference
     ref_held = _frames({d: test[reference][d] for d in held_out})
@@ -100,7 +108,7 @@ def build_study_json(
         oracle_auc = models[oracle]["held_out_mean"]["frame"]["estimate"]
         groups.append({
             "group": group, "candidates": len(names), "selected_on_val": picked,
-            "val_score": selection.val_scores[picked], "oracle_best_on_test": oracle,
+            "protocol": selection.protocol, "val_score": selection.val_scores[picked], "oracle_best_on_test": oracle,
             "selected_held_out": picked_auc, "oracle_held_out": oracle_auc, "gap": oracle_auc - picked_auc,
         })  # fmt: skip
     return _clean({
@@ -108,7 +116,9 @@ def build_study_json(
         "name": study.name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source": sources, "val_split": study.data.val_split, "test_datasets": held_out,
-        "selection_metric": selection.metric, "tie_break": selection.tie_break,
+        "selection_metric": source_val.metric, "tie_break": source_val.tie_break,
+        "selection_protocol": selection.protocol,
+        "protocols": protocols_json(result, models, resampled, b.confidence),
         "bootstrap": {**boot, "resampling": "videos, stratified by label"},
         "reference": reference,
         "family_references": dict(selection.family_reference),
@@ -126,6 +136,29 @@ def build_study_json(
             "held_out_mean": "mean over the held-out test datasets of each dataset's AUC",
         },
     })  # fmt: skip
+
+
+def protocols_json(result, models: dict[str, Any], resampled: dict[str, np.ndarray], confidence: float) -> dict:
+    """Per protocol: what it read, its picks per group, its proxy quality against held-out AUC (tau, rho, regret
+    with video-bootstrap intervals on the shared resamples)."""
+    from study.proxy_quality import overall_pick, proxy_quality
+    from study.selection import select_by_scores
+
+    held = {n: m["held_out_mean"]["frame"]["estimate"] for n, m in models.items()}
+    out = {}
+    for name, p in result.proxies.items():
+        selection = result.selections.get(name) or select_by_scores(result.entries, p.scores, p.ties, p.metric,
+                                                                    p.tie_break, name)  # fmt: skip
+        pick = overall_pick([e.name for e in result.entries], p.scores, p.ties)
+        details = {k: v for k, v in p.details.items() if k != "counterparts"}
+        out[name] = {
+            "kind": p.kind, "metric": p.metric, "tie_break": p.tie_break, "transductive": p.transductive,
+            "reads": p.reads, **details,
+            "counterparts": p.details.get("counterparts"),
+            "picks": dict(selection.selected),
+            "quality": proxy_quality(p.scores, pick, held, resampled, confidence),
+        }  # fmt: skip
+    return out
 
 
 def _unsigned(selection, name: str) -> float:
@@ -174,7 +207,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def verdict_table(doc: dict[str, Any]) -> str:
     """One row per group: the candidate selected on source val, its intervals and its verdict."""
-    models, metric = doc["models"], doc["selection_metric"]
+    models = doc["models"]
     pct = round(100 * doc["bootstrap"]["confidence"])
     rows = []
     for g in doc["groups"]:
@@ -187,7 +220,7 @@ def verdict_table(doc: dict[str, Any]) -> str:
             _signed_ci(vs["frame"]) if vs else "(reference)", vs["frame"]["verdict"] if vs else "",
             _signed_ci(vs["video"]) if vs else "", vs["video"]["verdict"] if vs else "",
         ])  # fmt: skip
-    header = ["group", "selected on source val", f"val {metric}", "in-domain AUC",
+    header = ["group", _picked_by(doc), f"{_score_label(doc)}", "in-domain AUC",
               f"held-out mean frame AUC [{pct}% CI]", f"held-out mean video AUC [{pct}% CI]",
               "frame Δ vs val-picked ingredient", "verdict", "video Δ", "verdict"]  # fmt: skip
     return _table(header, rows)
@@ -212,10 +245,89 @@ def family_table(doc: dict[str, Any]) -> str | None:
     return _table(header, rows)
 
 
+def _picked_by(doc: dict[str, Any]) -> str:
+    protocol = doc.get("selection_protocol", "source_val")
+    return "selected on source val" if protocol == "source_val" else f"selected by {protocol}"
+
+
+def _score_label(doc: dict[str, Any]) -> str:
+    protocol = doc.get("selection_protocol", "source_val")
+    if protocol == "source_val":
+        return f"val {doc['selection_metric']}"
+    return f"{protocol} {doc['protocols'][protocol]['metric']}"
+
+
+def _q(iv: Mapping[str, Any] | None, signed: bool = True) -> str:
+    if not iv or iv.get("estimate") is None:
+        return "n/a"
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    if iv.get("low") is None:
+        return fmt.format(iv["estimate"])
+    return f"{fmt.format(iv['estimate'])} [{fmt.format(iv['low'])}, {fmt.format(iv['high'])}]"
+
+
+def protocol_table(doc: dict[str, Any], transductive: bool = False) -> str | None:
+    """Proxy quality per protocol: tau and rho against held-out AUC, the overall pick and its regret."""
+    rows = []
+    for name, p in doc.get("protocols", {}).items():
+        if p["transductive"] != transductive:
+            continue
+        q = p["quality"]
+        drives = " (drives the verdicts)" if name == doc.get("selection_protocol") else ""
+        pick = f"`{q['pick']}` ({_f(q.get('pick_held_out'))})" if q.get("pick_held_out") is not None else "n/a"
+        rows.append([f"{name}{drives}", p["reads"], str(q["models"]), _q(q["kendall_tau"]), _q(q["spearman_rho"]),
+                     pick, _q(q["regret"], signed=False)])  # fmt: skip
+    if not rows:
+        return None
+    pct = round(100 * doc["bootstrap"]["confidence"])
+    header = ["protocol", "reads", "models", f"Kendall tau [{pct}% CI]", f"Spearman rho [{pct}% CI]",
+              "overall pick (held-out AUC)", f"regret [{pct}% CI]"]  # fmt: skip
+    return _table(header, rows)
+
+
+def picks_table(doc: dict[str, Any], transductive: bool = False) -> str | None:
+    """Each group's pick under every protocol, with its held-out mean frame AUC."""
+    names = [n for n, p in doc.get("protocols", {}).items() if p["transductive"] == transductive]
+    if not names:
+        return None
+    models = doc["models"]
+    rows = []
+    for g in doc["groups"]:
+        cells = [g["group"]]
+        for n in names:
+            pick = doc["protocols"][n]["picks"].get(g["group"])
+            cells.append("n/a" if pick is None else
+                         f"`{pick}` ({_f(models[pick]['held_out_mean']['frame']['estimate'])})")  # fmt: skip
+        cells.append(f"`{g['oracle_best_on_test']}` ({_f(g['oracle_held_out'])})")
+        rows.append(cells)
+    return _table(["group", *names, "oracle (best on test)"], rows)
+
+
+def protocol_markdown(doc: dict[str, Any]) -> list[str]:
+    if len(doc.get("protocols", {})) < 2:
+        return []
+    honest, trans = protocol_table(doc), protocol_table(doc, transductive=True)
+    lines = [
+        "## Which selection proxy sees generalisation? (selection protocols side by side)", "",
+        f"Verdicts above use the picks of **{doc['selection_protocol']}** (`selection.protocol`). Over every model "
+        "a protocol scores: Kendall tau and Spearman rho between its proxy score and the held-out mean frame AUC, "
+        "and the regret (best held-out AUC of any model minus its pick's), with video-bootstrap intervals on the "
+        "resamples of every other interval here (proxy scores fixed). No honest protocol read a test label.", "",
+        honest or "", "",
+    ]  # fmt: skip
+    if trans:
+        lines += ["### Transductive (reads the test frames, not their labels; never used for the verdicts)", "",
+                  trans, ""]  # fmt: skip
+    lines += ["### Picks per group (held-out mean frame AUC)", "", picks_table(doc) or "", ""]
+    if trans:
+        lines += ["Transductive picks:", "", picks_table(doc, transductive=True) or "", ""]
+    return lines
+
+
 def inflation_table(doc: dict[str, Any]) -> str:
     rows = [[g["group"], g["selected_on_val"], _f(g["selected_held_out"]), g["oracle_best_on_test"],
              _f(g["oracle_held_out"]), f"{g['gap']:+.4f}", str(g["candidates"])] for g in doc["groups"]]  # fmt: skip
-    header = ["group", "selected on source val", "its held-out AUC", "oracle (best on test)", "oracle held-out AUC",
+    header = ["group", _picked_by(doc), "its held-out AUC", "oracle (best on test)", "oracle held-out AUC",
               "gap (inflation)", "candidates"]  # fmt: skip
     return _table(header, rows)
 
@@ -245,15 +357,18 @@ def write_markdown(doc: dict[str, Any], file: Path, figures: list[str], robustne
         f"Intervals: {round(100 * b['confidence'])}% percentile bootstrap, {b['n_boot']} resamples of videos "
         f"(stratified by label, seed {b['seed']}); Δ = paired difference against the val-picked ingredient "
         f"**{doc['reference']}** on the same resamples.",
+        f"Selection protocol for the verdicts: **{doc.get('selection_protocol', 'source_val')}** "
+        f"({doc['protocols'][doc.get('selection_protocol', 'source_val')]['reads']}).",
         "",
-        "## Did merging help? (each group's candidate selected on source val)",
+        f"## Did merging help? (each group's candidate {_picked_by(doc)})",
         "",
         verdict_table(doc),
         "",
         *(["## Within each family (against the family's own val-picked ingredient)", "",
             "Does merging a family beat its best member? (e.g. specialists merged against the best specialist)", "",
             within, ""] if within else []),
-        "## Selected on source val vs oracle (best on test)",
+        *protocol_markdown(doc),
+        f"## {_picked_by(doc).capitalize()} vs oracle (best on test)",
         "",
         "The oracle column is what selecting on the test sets would report; the gap is that inflation.",
         "",
@@ -306,6 +421,14 @@ def write_figures(doc: dict[str, Any], test: dict[str, dict[str, SplitScores]], 
                   for n, m in merges]  # fmt: skip
     if candidates:
         written.append(figures.plot_val_vs_test(candidates, directory / "val_vs_test.png"))
+    if len(doc.get("protocols", {})) > 1:
+        panels = [{"protocol": name, "metric": p["metric"], "transductive": p["transductive"],
+                   "pick": p["quality"]["pick"], "tau": (p["quality"]["kendall_tau"] or {}).get("estimate"),
+                   "regret": (p["quality"]["regret"] or {}).get("estimate"),
+                   "points": [{"name": n, "kind": m["kind"], "proxy": m["proxies"].get(name),
+                               "held_out": m["held_out_mean"]["frame"]["estimate"]} for n, m in models.items()]}
+                  for name, p in doc["protocols"].items()]  # fmt: skip
+        written.append(figures.plot_proxy_vs_held_out(panels, directory / "proxy_vs_held_out.png"))
     for group in dict.fromkeys(c["method"] for c in candidates):
         members = [c for c in candidates if c["method"] == group]
         for param in members[0]["params"]:
@@ -342,13 +465,20 @@ def write_outputs(study, run, result, test, doc: dict[str, Any]) -> None:
 
 
 def print_summary(doc: dict[str, Any]) -> None:
-    click.echo(f"\nDid merging help? (selected on source val; reference = {doc['reference']})\n")
+    click.echo(f"\nDid merging help? ({_picked_by(doc)}; reference = {doc['reference']})\n")
     click.echo(verdict_table(doc))
     within = family_table(doc)
     if within:
         click.echo("\nWithin each family (against the family's own val-picked ingredient):\n")
         click.echo(within)
-    click.echo("\nSelected on source val vs oracle (best on test):\n")
+    if len(doc.get("protocols", {})) > 1:
+        click.echo(f"\nSelection protocols (verdicts use {doc['selection_protocol']}): proxy vs held-out AUC\n")
+        click.echo(protocol_table(doc))
+        trans = protocol_table(doc, transductive=True)
+        if trans:
+            click.echo("\nTransductive (test frames read without labels; never used for the verdicts):\n")
+            click.echo(trans)
+    click.echo(f"\n{_picked_by(doc).capitalize()} vs oracle (best on test):\n")
     click.echo(inflation_table(doc))
     if doc.get("robustness"):
         from study.robustness import robustness_table

@@ -9,7 +9,7 @@ splits. Selection is finished before any test split is read (a test checks it wi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 import numpy as np
@@ -20,9 +20,10 @@ from study.candidates import MergeCandidate, plan_merges, run_merges
 from study.config import StudyConfig
 from study.families import FamilyPlan, ensure_family, plan_families
 from study.hashing import FileHashes, canonical_hash
+from study.protocols import honest_protocols, score_protocols, transductive_protocols
 from study.robustness import run_robustness
 from study.scores import RecordsLoader, ScoreStore, SplitScores, make_predictor, metric_value, records_loader
-from study.selection import INGREDIENTS, Entry, Selection, select_on_val
+from study.selection import INGREDIENTS, Entry, Selection, select_by_scores
 from study.soups import SoupPlan, make_soup, plan_soups
 from study.stats import plan_stats, run_stats
 
@@ -42,8 +43,10 @@ def run_synth_steps(study: StudyConfig) -> None:
 class ValidationResult:
     entries: list[Entry]
     val: dict[str, dict[str, SplitScores]]  # model -> source dataset -> val scores
-    selection: Selection
+    selection: Selection  # the driving protocol's (selection.protocol)
     merges: dict[str, int]
+    proxies: dict = field(default_factory=dict)  # protocol name -> study.protocols.ProxyScores
+    selections: dict[str, Selection] = field(default_factory=dict)  # protocol name -> its picks
 
 
 class StudyRun:
@@ -60,6 +63,8 @@ class StudyRun:
         self.soups: list[SoupPlan] = []
         self.timings: dict[str, float] = {}
         self.stats_counts: dict[str, int] = {}
+        self.val: dict[str, dict[str, SplitScores]] = {}  # model -> source dataset -> val scores
+        self.protocol_state: dict[str, dict] = {}  # what a protocol keeps between calls (a shadow study)
 
     # ------------------------------------------------------------ phase 0: data and families
 
@@ -124,9 +129,26 @@ class StudyRun:
             if entry.name not in val:
                 val[entry.name] = {d: s for (d, _), s in self.score(entry, pairs).items()}
         self.hashes.save()
+        self.val = val
         self.timings["val_s"] = time.perf_counter() - t0
-        selection = select_on_val(val, entries, self.study.selection.metric, self.study.selection.tie_break)
-        return ValidationResult(entries=entries, val=val, selection=selection, merges=counts)
+        proxies = {}
+        for name, config in honest_protocols(self.study).items():  # none of them reads a test label
+            t0 = time.perf_counter()
+            proxies |= score_protocols(self, entries, {name: config})
+            if name != "source_val":
+                self.timings[f"protocol_{name}_s"] = time.perf_counter() - t0
+        selections = {name: select_by_scores(entries, p.scores, p.ties, p.metric, p.tie_break, name)
+                      for name, p in proxies.items()}  # fmt: skip
+        selection = selections[self.study.selection.protocol]
+        return ValidationResult(entries=entries, val=val, selection=selection, merges=counts, proxies=proxies,
+                                selections=selections)  # fmt: skip
+
+    def val_scores(self, entries: list[Entry]) -> dict[str, dict[str, SplitScores]]:
+        """Each model's scores on the source val split (already computed by :meth:`validation`, else now)."""
+        for entry in entries:
+            if entry.name not in self.val:
+                self.val[entry.name] = {d: s for (d, _), s in self.score(entry, self._val_pairs()).items()}
+        return {e.name: self.val[e.name] for e in entries}
 
     def _soups(self, val: dict[str, dict[str, SplitScores]], pairs) -> list[Entry]:
         """Uniform and greedy soups; greedy admits members by the selection metric on source val."""
@@ -188,6 +210,9 @@ def run_study(study: StudyConfig, loader: RecordsLoader | None = None, progress:
     run.prepare()
     result = run.validation()
     test = run.testing(result.entries)
+    t0 = time.perf_counter()
+    result.proxies |= score_protocols(run, result.entries, transductive_protocols(study))  # after selection
+    run.timings["protocols_transductive_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     robustness = run_robustness(run, result, test)
     run.timings["robustness_s"] = time.perf_counter() - t0

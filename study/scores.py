@@ -123,6 +123,39 @@ class ScoreStore:
         found = self._collect(model_dir, model_hash, jobs, name, seed)
         return {(d, s, p.key): scores for (d, s, p), scores in found.items()}
 
+    def get_unlabelled(self, model_dir: Path, model_hash: str, pairs: Sequence[tuple[str, str]], name: str) -> dict:
+        """``{(dataset, split): P(fake) per frame}`` read without labels (the transductive protocols): the scores
+        array of a stored score file (its labels are never loaded), else the frames scored from their paths alone
+        and kept in an ``__unlabelled`` file that holds no labels."""
+        out, todo = {}, []
+        for dataset, split in pairs:
+            labelled = self._file(model_hash, dataset, split)
+            tag = f"{dataset}__{split}__"
+            bare = labelled.with_name(labelled.name.replace(tag, f"{tag}unlabelled__"))
+            for file in (labelled, bare):
+                if file.exists():
+                    with np.load(file, allow_pickle=False) as z:  # lazy: only the arrays named are read
+                        out[(dataset, split)] = np.asarray(z["scores"])
+                    break
+            else:
+                todo.append((dataset, split, bare))
+        if todo:
+            model = self._model(model_dir, model_hash)
+            for dataset, split, bare in todo:
+                records = self.loader(dataset, split)
+                paths = [str(r.path) for r in records]
+                videos = [str(r.video_id) for r in records]
+                scores, ok = self.predictor.score_paths(model, paths, desc=f"{name} | {dataset}/{split} unlabelled",
+                                                        video_ids=videos)  # fmt: skip
+                bare.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{bare.stem}.", suffix=".npz", dir=bare.parent)
+                os.close(fd)
+                np.savez(tmp, scores=scores[ok], video_ids=np.asarray(videos)[ok].astype(str))
+                os.replace(tmp, bare)
+                self.computed += 1
+                out[(dataset, split)] = scores[ok]
+        return out
+
     def _collect(self, model_dir: Path, model_hash: str, jobs, name: str, seed: int) -> dict:
         out, todo = {}, []
         for dataset, split, perturbation in jobs:

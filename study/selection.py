@@ -47,6 +47,7 @@ class Selection:
     tie_scores: dict[str, float] = field(default_factory=dict)  # model -> tie_break on source val
     family_reference: dict[str, str] = field(default_factory=dict)  # family -> its val-selected ingredient
     family_merge: dict[str, str] = field(default_factory=dict)  # family -> its val-selected merge or soup
+    protocol: str = "source_val"  # the selection protocol whose scores these are (study.protocols)
 
     @property
     def reference(self) -> str:
@@ -99,6 +100,16 @@ def select_on_val(
         raise ValueError(f"no val scores for {missing[:3]}: selection needs every model scored on val")
     scores = {e.name: metric_value(val[e.name], metric) for e in entries}
     ties = {e.name: tie_break_value(val[e.name], tie_break) for e in entries} if tie_break else None
+    return select_by_scores(entries, scores, ties, metric, tie_break)
+
+
+def select_by_scores(
+    entries: Sequence[Entry], scores: Mapping[str, float], ties: Mapping[str, float] | None, metric: str,
+    tie_break: str | None = None, protocol: str = "source_val",
+) -> Selection:
+    """Per group (and per family), the model with the highest proxy score of a selection protocol; equal scores
+    go to the higher ``ties`` value, then to study order. Scores are higher-is-better; NaN ranks last."""
+    scores = {e.name: float(scores[e.name]) for e in entries}
     groups = groups_of(entries)
     if INGREDIENTS not in groups:
         raise ValueError("the study has no ingredients to compare merges against")
@@ -112,4 +123,4 @@ def select_on_val(
     family_merge = {family: best(names, scores, ties) for family, names in made_from.items()}
     return Selection(metric=metric, val_scores=scores, selected=selected, members=groups, tie_break=tie_break,
                      tie_scores=dict(ties or {}), family_reference=family_reference,
-                     family_merge=family_merge)  # fmt: skip
+                     family_merge=family_merge, protocol=protocol)  # fmt: skip

@@ -1,0 +1,94 @@
+"""How well does a selection protocol's proxy score predict held-out performance?
+
+Across every model a protocol scores, with the held-out mean frame AUC (the mean over the held-out test sets):
+
+- Kendall's tau-b and Spearman's rho between proxy score and held-out AUC;
+- the regret: the best held-out AUC of any model (the oracle) minus that of the protocol's pick (its highest proxy
+  score, ties broken as selection breaks them).
+
+Intervals come from the study's video bootstrap (``eval.bootstrap.resampled_auc``: the same draws as every other
+interval of the study, so all models and protocols are resampled together): the proxy scores stay fixed, the
+held-out AUCs are recomputed on each resample, and tau, rho and regret with them; percentile intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along the last axis, ties sharing their mean rank (scipy's ``rankdata(method='average')``)."""
+    v = np.asarray(values, dtype=np.float64)
+    below = (v[..., None, :] < v[..., :, None]).sum(-1)
+    equal = (v[..., None, :] == v[..., :, None]).sum(-1)
+    return below + (equal + 1) / 2
+
+
+def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of ``x`` (n,) against each row of ``y`` (n,) or (R, n); NaN when either is constant."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    sx = np.sign(x[:, None] - x[None, :])
+    sy = np.sign(y[..., :, None] - y[..., None, :])
+    concordant = (sx * sy).sum((-1, -2))
+    denom = np.sqrt(np.abs(sx).sum() * np.abs(sy).sum((-1, -2)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, concordant / np.where(denom > 0, denom, 1), np.nan)
+
+
+def spearman_rho(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho (Pearson's r of average ranks) of ``x`` (n,) against each row of ``y``; NaN when constant."""
+    rx = average_ranks(x)
+    ry = average_ranks(y)
+    rx = rx - rx.mean()
+    ry = ry - ry.mean(-1, keepdims=True)
+    denom = np.sqrt((rx**2).sum() * (ry**2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (ry * rx).sum(-1) / np.where(denom > 0, denom, 1), np.nan)
+
+
+def _interval(estimate: float, samples: np.ndarray, confidence: float) -> dict[str, float | None]:
+    samples = samples[np.isfinite(samples)]
+    if not math.isfinite(estimate) or samples.size == 0:
+        return {"estimate": None if not math.isfinite(estimate) else estimate, "low": None, "high": None}
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(samples, [alpha, 1 - alpha])
+    return {"estimate": float(estimate), "low": float(low), "high": float(high)}
+
+
+def proxy_quality(
+    proxy: Mapping[str, float], pick: str, held_out: Mapping[str, float], resampled: Mapping[str, np.ndarray],
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """tau, rho and regret of one protocol over the models with a finite proxy score.
+
+    ``pick`` is the protocol's overall choice; ``held_out[m]`` the observed held-out AUC of model ``m`` and
+    ``resampled[m]`` its (n_boot,) values on the shared resamples."""
+    names = [m for m, v in proxy.items() if v is not None and math.isfinite(v)]
+    if len(names) < 2:
+        return {"models": len(names), "pick": pick, "kendall_tau": None, "spearman_rho": None, "regret": None}
+    x = np.array([proxy[m] for m in names])
+    observed = np.array([held_out[m] for m in names])
+    boot = np.stack([resampled[m] for m in names], axis=1)  # (n_boot, models)
+    i = names.index(pick)
+    regret_boot = boot.max(1) - boot[:, i]
+    return {
+        "models": len(names),
+        "pick": pick,
+        "pick_held_out": float(observed[i]),
+        "oracle": names[int(np.argmax(observed))],
+        "oracle_held_out": float(observed.max()),
+        "kendall_tau": _interval(float(kendall_tau_b(x, observed)), kendall_tau_b(x, boot), confidence),
+        "spearman_rho": _interval(float(spearman_rho(x, observed)), spearman_rho(x, boot), confidence),
+        "regret": _interval(float(observed.max() - observed[i]), regret_boot, confidence),
+    }
+
+
+def overall_pick(names: Sequence[str], proxy: Mapping[str, float], ties: Mapping[str, float] | None) -> str:
+    """The protocol's choice over every model it scores (ties broken as selection breaks them)."""
+    from study.selection import best
+
+    return best([n for n in names if proxy[n] is not None and math.isfinite(proxy[n])] or list(names), proxy, ties)
