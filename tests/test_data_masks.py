@@ -122,6 +122,10 @@ def test_a_format_without_masks_gives_none(tmp_path, monkeypatch):
     monkeypatch.setitem(FORMATS, "frame_list", replace(FORMATS["frame_list"], masks=False))
     records = load_frames("Tiny", "test", json_root=tmp_path / "json", data_root=tmp_path / "data")
     assert all(r.mask is None for r in records)
+    from mergekit_clip.data.validate import validate_dataset
+
+    report = validate_dataset("Tiny", json_root=tmp_path / "json", data_root=tmp_path / "data", progress=False)
+    assert all(s.masks is None for s in report.stats.values()) and "missing_mask" not in report.findings
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
@@ -152,9 +156,10 @@ def test_read_mask_grey_colour_resized_and_missing(tmp_path):
         read_mask(tmp_path / "nope.png", 2, 2)
 
 
-def test_validate_and_summary_report_mask_coverage(tmp_path):
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_validate_and_summary_report_mask_coverage(tmp_path, fmt):
     data_root, json_root = tmp_path / "data", tmp_path / "json"
-    _write(json_root, data_root, "deepfakebench")
+    _write(json_root, data_root, fmt)
     _png(data_root / FF / "manipulated_sequences/Deepfakes/c23/masks/000_003/0.png")
     runner = CliRunner()
     out = runner.invoke(data, ["validate", "--json-root", str(json_root), "--data-root", str(data_root)])

@@ -135,7 +135,7 @@ def validate_dataset(
             stats.videos += 1
             stats.frames += len(video.frames)
             label_value = fmt.label_value(video.label, labels)
-            if data_root is not None and check_masks:
+            if data_root is not None and check_masks and fmt.masks:  # a format without masks: not counted
                 stats.masks = (stats.masks or 0) + _count_masks(report, root, video, where, label_value)
             if label_value is None:
                 report.finding(
