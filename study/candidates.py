@@ -17,7 +17,14 @@ from typing import Any
 from tqdm import tqdm
 
 from mergekit_clip.recipe import Family, build_recipe, recipe_yaml, select_ingredients, validate_recipe
-from study.hashing import FileHashes, key_files, recipe_key, write_json_atomic
+from study.hashing import (
+    MODEL_DIGEST,
+    FileHashes,
+    key_files,
+    recipe_key,
+    verified_model,
+    write_json_atomic,
+)
 
 
 @dataclass(frozen=True)
@@ -101,42 +108,50 @@ def merge_candidate(candidate: MergeCandidate, out: Path, study) -> Path:
 
 
 def run_merges(
-    candidates: list[MergeCandidate], out: Path, study, *, progress: bool = True, hashes: FileHashes | None = None
+    candidates: list[MergeCandidate],
+    out: Path,
+    study,
+    *,
+    progress: bool = True,
+    hashes: FileHashes | None = None,
+    rebuild: bool = True,
 ) -> dict[str, int]:
     """Merge every candidate whose model dir is missing; a finished one is never merged again.
 
     With ``hashes``, each new model is hashed (its score key) right after it is written, while its files are still
     in the page cache (after many candidates, the early ones would be read back from disk); the study's later
-    ``hashes.model(model_dir)`` is then a lookup.
+    ``hashes.model(model_dir)`` is then a lookup. A finished candidate is reused only if its model still hashes to
+    the digest its ``candidate.json`` recorded (:func:`study.hashing.verified_model`; ``rebuild=False`` refuses a
+    mismatch instead of merging it again).
     """
-    todo = [c for c in candidates if not (c.model_dir(out) / "config.json").exists()]
+    todo = [
+        c for c in candidates
+        if not (c.model_dir(out) / "config.json").exists()
+        or (hashes is not None and not verified_model(c.directory(out), hashes, rebuild=rebuild))
+    ]  # fmt: skip
     counts = {"reused": len(candidates) - len(todo), "merged": 0}
     # mergekit and the plugin log a few warnings per merge (and a traceback when mergekit's architecture
     # inference probes transformers): they would bury the progress bar; merge_log.json keeps what the plugin did.
     logging.disable(logging.WARNING)
     try:
         for candidate in tqdm(todo, desc="merge candidates", unit="merge", disable=not progress or not todo):
-            _merge_and_record(candidate, out, study)
-            if hashes is not None:
-                hashes.model(candidate.model_dir(out))
+            merge_candidate(candidate, out, study)
+            _record(candidate, out, hashes)
             counts["merged"] += 1
     finally:
         logging.disable(logging.NOTSET)
     for candidate in candidates:  # killed between the model and its record: write the record now
         if not (candidate.directory(out) / "candidate.json").exists():
-            _record(candidate, out)
+            _record(candidate, out, hashes)
     return counts
 
 
-def _merge_and_record(candidate: MergeCandidate, out: Path, study) -> None:
-    merge_candidate(candidate, out, study)
-    _record(candidate, out)
-
-
-def _record(candidate: MergeCandidate, out: Path) -> None:
+def _record(candidate: MergeCandidate, out: Path, hashes: FileHashes | None) -> None:
     record = {
         "name": candidate.name, "group": candidate.group, "method": candidate.method,
         "family": candidate.family, "params": candidate.params, "ingredients": list(candidate.ingredients),
         "key": candidate.key, "recipe": candidate.recipe,
     }  # fmt: skip
+    if hashes is not None:  # the new model's digest (also its score key), read while it is in the page cache
+        record[MODEL_DIGEST] = hashes.model(candidate.model_dir(out))
     write_json_atomic(candidate.directory(out) / "candidate.json", record)

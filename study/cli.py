@@ -28,9 +28,14 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override a study key (dotted, e.g. eval.device=cuda or merges.ties.grid.density=[0.2,0.5])")
 @click.option("--dry-run", is_flag=True, help="print the plan as public commands and write its recipes; run nothing")
-@click.option("--quiet", is_flag=True, help="no progress bars")  # fmt: skip
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option(
+    "--no-rebuild", is_flag=True, help="refuse a cache entry (merge, scores, statistics) that fails its digest"
+)
 @tracking_options
-def run_command(study_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool, **tracking) -> None:
+def run_command(
+    study_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool, no_rebuild: bool, **tracking
+) -> None:
     """Run STUDY_FILE: every step whose output exists is reused, so a killed or extended study resumes."""
     from mergekit_clip.data.deepfakebench import DatasetError
     from mergekit_clip.detector.io import DetectorFormatError
@@ -51,7 +56,7 @@ def run_command(study_file: Path, overrides: tuple[str, ...], dry_run: bool, qui
         from train.config import ConfigError
 
         try:
-            doc = run_study(study, progress=not quiet)
+            doc = run_study(study, progress=not quiet, rebuild=not no_rebuild)
         except ConfigError as e:
             raise click.ClickException(f"family config: {e}") from e
     except (StudyConfigError, FamilyError, RecipeError, DatasetError, DetectorFormatError) as e:

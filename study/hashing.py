@@ -135,6 +135,57 @@ class FileHashes:
             self._dirty = False
 
 
+MODEL_DIGEST = "model_sha256"  # candidate.json's field: FileHashes.model of the candidate's model/ when written
+
+
+def read_record(directory: Path) -> dict | None:
+    try:
+        record = json.loads((directory / "candidate.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def record_model_digest(directory: Path, hashes: FileHashes) -> None:
+    """Add the model's digest to ``directory/candidate.json`` (merges and soups write it this way)."""
+    record = read_record(directory) or {}
+    record[MODEL_DIGEST] = hashes.model(directory / "model")
+    write_json_atomic(directory / "candidate.json", record)
+
+
+def verified_model(directory: Path, hashes: FileHashes, *, rebuild: bool = True) -> bool:
+    """Whether the finished candidate (or soup) in ``directory`` may be reused: its ``model/`` must hash to the
+    digest ``candidate.json`` recorded. A mismatch (weights or config rewritten, a record without a digest) removes
+    the candidate with one warning (it is built again) or refuses (``rebuild=False``)."""
+    import shutil
+
+    from mergekit_clip.detector.io import DetectorFormatError
+    from mergekit_clip.integrity import distrust
+
+    record = read_record(directory)
+    if record is None and not (directory / "candidate.json").exists():
+        return True  # killed between the atomic model/ and its record: the record is written now
+    recorded = record.get(MODEL_DIGEST) if record else None
+    try:
+        actual = hashes.model(directory / "model")
+    except (DetectorFormatError, OSError, ValueError) as e:
+        actual, reason = None, f"is unreadable ({e})"
+    if actual is not None:
+        if recorded is None:
+            reason = f"has no recorded digest (candidate.json lacks {MODEL_DIGEST})"
+        elif recorded != actual:
+            reason = f"does not match its recorded digest (now {actual[:12]}, recorded {str(recorded)[:12]})"
+        else:
+            return True
+
+    def remove(model: Path) -> None:
+        shutil.rmtree(model, ignore_errors=True)
+        (directory / "candidate.json").unlink(missing_ok=True)
+
+    distrust(directory / "model", reason, rebuild=rebuild, what="candidate model", remove=remove)
+    return False
+
+
 def _model_paths(recipe: Mapping[str, Any]) -> list[str]:
     """Every model a recipe references: its base (if any), then its models, in order."""
     base = [recipe["base_model"]] if recipe.get("base_model") else []

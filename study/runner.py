@@ -19,7 +19,7 @@ from mergekit_clip.recipe import Family
 from study.candidates import MergeCandidate, plan_merges, run_merges
 from study.config import StudyConfig
 from study.families import FamilyPlan, ensure_family, plan_families
-from study.hashing import FileHashes, canonical_hash
+from study.hashing import FileHashes, canonical_hash, record_model_digest, verified_model
 from study.protocols import honest_protocols, score_protocols, transductive_protocols
 from study.robustness import run_robustness
 from study.scores import RecordsLoader, ScoreStore, SplitScores, make_predictor, metric_value, records_loader
@@ -52,11 +52,14 @@ class ValidationResult:
 class StudyRun:
     """One run of a study file; ``loader`` reads (dataset, split) records (the study's data section by default)."""
 
-    def __init__(self, study: StudyConfig, loader: RecordsLoader | None = None, progress: bool = True):
-        self.study, self.out, self.progress = study, study.output, progress
+    def __init__(
+        self, study: StudyConfig, loader: RecordsLoader | None = None, progress: bool = True, rebuild: bool = True
+    ):
+        self.study, self.out, self.progress, self.rebuild = study, study.output, progress, rebuild
         self.loader = loader or records_loader(study.data)
         self.hashes = FileHashes(self.out / "cache" / "file_hashes.json")
-        self.store = ScoreStore(self.out / "scores", study.data, study.eval, self.loader, make_predictor(study.eval))
+        self.store = ScoreStore(self.out / "scores", study.data, study.eval, self.loader, make_predictor(study.eval),
+                                rebuild=rebuild)  # fmt: skip
         self.family_plans: dict[str, FamilyPlan] = plan_families(study)
         self.families: dict[str, Family] = {}
         self.candidates: list[MergeCandidate] = []
@@ -106,11 +109,13 @@ class StudyRun:
         t0 = time.perf_counter()
         # statistics first: a data-aware candidate's key hashes the statistics files it reads
         jobs = plan_stats(self.study, plan_merges(self.study, self.families, None), self.families)
-        self.stats_counts = run_stats(jobs, self.study, progress=self.progress, hashes=self.hashes)
+        self.stats_counts = run_stats(jobs, self.study, progress=self.progress, hashes=self.hashes,
+                                      rebuild=self.rebuild)  # fmt: skip
         self.timings["stats_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.candidates = plan_merges(self.study, self.families, self.hashes)
-        counts = run_merges(self.candidates, self.out, self.study, progress=self.progress, hashes=self.hashes)
+        counts = run_merges(self.candidates, self.out, self.study, progress=self.progress, hashes=self.hashes,
+                            rebuild=self.rebuild)  # fmt: skip
         self.hashes.save()
         self.timings["merge_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -158,12 +163,14 @@ class StudyRun:
         entries = []
         for plan in self.soups:
             model_dir = plan.model_dir(self.out)
-            if not (model_dir / "config.json").exists():
+            built = (model_dir / "config.json").exists()
+            if not built or not verified_model(plan.directory(self.out), self.hashes, rebuild=self.rebuild):
                 names = [f"{plan.family}/{n}" if multi else n for n in plan.pool]
                 individual = [metric_value(val[n], metric) for n in names]
 
                 click.echo(f"soup {plan.name} ({plan.method}) over {len(plan.pool)} ingredients")
                 make_soup(plan, self.out, individual, lambda model: self._val_metric(model, pairs))
+                record_model_digest(plan.directory(self.out), self.hashes)
             entries.append(Entry(plan.name, "soup", plan.name, model_dir, self.hashes.model(model_dir),
                                  method=f"{plan.method} soup", family=plan.family))  # fmt: skip
         return entries
@@ -196,8 +203,42 @@ class StudyRun:
         return test
 
 
-def run_study(study: StudyConfig, loader: RecordsLoader | None = None, progress: bool = True) -> dict:
-    """The whole study; returns the study.json document (also written with report.md and the figures)."""
+def check_plan(study: StudyConfig) -> None:
+    """Everything that can be refused before the output folder exists: every family (as it is, or as its config
+    will train it), every candidate's recipe (methods, parameters, ingredients) and every soup's pool."""
+    from study.families import planned_family
+
+    plans = plan_families(study)
+    families = {name: planned_family(plan) for name, plan in plans.items() if plan.role == "ingredients"}
+    plan_merges(study, families, None)
+    plan_soups(study, families, None, "")
+
+
+# what a refusal raises (the CLI turns each into one Error: line); an interrupt or a crash is not one
+REFUSALS = (click.ClickException, ValueError, OSError)
+
+
+def run_study(
+    study: StudyConfig, loader: RecordsLoader | None = None, progress: bool = True, rebuild: bool = True
+) -> dict:
+    """The whole study; returns the study.json document (also written with report.md and the figures).
+
+    ``rebuild=False`` refuses a cache entry that fails its digest instead of rebuilding it. The plan is checked
+    before the output folder is created, and a refusal later on removes an output folder this call created (but
+    never a trained family in it, nor a folder an earlier run made: those are resumed from)."""
+    check_plan(study)
+    created = not study.output.exists()
+    try:
+        return _run_study(study, loader, progress, rebuild)
+    except REFUSALS:
+        if created and not (study.output / "families").exists():
+            import shutil
+
+            shutil.rmtree(study.output, ignore_errors=True)
+        raise
+
+
+def _run_study(study: StudyConfig, loader: RecordsLoader | None, progress: bool, rebuild: bool) -> dict:
     from study.config import dump_study
     from study.hashing import write_json_atomic
     from study.report import build_study_json, write_outputs
@@ -206,7 +247,7 @@ def run_study(study: StudyConfig, loader: RecordsLoader | None = None, progress:
     start = time.perf_counter()
     study.output.mkdir(parents=True, exist_ok=True)
     (study.output / "study.resolved.yaml").write_text(dump_study(study))
-    run = StudyRun(study, loader, progress)
+    run = StudyRun(study, loader, progress, rebuild)
     run.prepare()
     result = run.validation()
     test = run.testing(result.entries)

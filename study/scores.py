@@ -1,6 +1,7 @@
 """Per-frame scores of every model on every split, computed once and kept on disk.
 
-``OUT/scores/<model hash>/<dataset>__<split>__<frames key>.npz`` holds P(fake), decode success, labels and
+``OUT/scores/<model hash>/<dataset>__<split>__<frames key>.npz`` (with its sha256 beside it, checked before
+reuse: :mod:`mergekit_clip.integrity`) holds P(fake), decode success, labels and
 video ids; the frames key hashes the dataset JSON, split, frame_num, compression and the eval settings that
 change a score (resize, precision), so a changed setting re-scores and an unchanged one never does. One
 :class:`~eval.predict.Predictor` with one :class:`~eval.predict.FrameCache` serves every model: frames are
@@ -10,15 +11,16 @@ decoded once for all of them.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import io
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mergekit_clip.integrity import distrust, read_verified, save_verified
 from mergekit_clip.metrics import binary_auc_score, video_level
 
 # (dataset, split) -> frame records; the study's own loader, or a test's
@@ -82,8 +84,11 @@ class ScoreStore:
 
     KEEP_LOADED = 4
 
-    def __init__(self, root: Path, data, eval_cfg, loader: RecordsLoader, predictor_factory: Callable):
+    def __init__(
+        self, root: Path, data, eval_cfg, loader: RecordsLoader, predictor_factory: Callable, rebuild: bool = True
+    ):
         self.root, self.data, self.eval_cfg, self.loader = root, data, eval_cfg, loader
+        self.rebuild = rebuild  # a file that fails its digest: rebuilt (True) or refused
         self._predictor_factory = predictor_factory
         self._predictor = None
         self.computed = 0  # model x split scorings run in this process (tests count them)
@@ -160,9 +165,9 @@ class ScoreStore:
         out, todo = {}, []
         for dataset, split, perturbation in jobs:
             file = self._file(model_hash, dataset, split, perturbation, seed)
-            if file.exists():
-                with np.load(file, allow_pickle=False) as z:
-                    out[(dataset, split, perturbation)] = SplitScores(z["labels"], z["scores"], z["video_ids"])
+            found = self._read(file) if file.exists() else None
+            if found is not None:
+                out[(dataset, split, perturbation)] = found
             else:
                 todo.append((dataset, split, perturbation))
         if not todo:
@@ -193,13 +198,30 @@ class ScoreStore:
             self._models[model_hash] = load_detector(model_dir)
         return self._models[model_hash]
 
+    def _read(self, file: Path) -> SplitScores | None:
+        """The stored scores if their bytes match the recorded digest (read once, hashed in memory); else the
+        file is rebuilt (``None``, one warning) or refused."""
+        data, reason = read_verified(file)
+        if reason is None:
+            try:
+                with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                    found = SplitScores(z["labels"], z["scores"], z["video_ids"])
+                if found.labels.shape == found.scores.shape == found.video_ids.shape == (len(found.labels),):
+                    return found
+                reason = "holds arrays of different lengths"
+            except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:
+                reason = f"is not a readable score file ({e})"
+        distrust(file, reason, rebuild=self.rebuild, what="score file")
+        return None
+
     @staticmethod
     def _save(file: Path, result: SplitScores) -> None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=".npz", dir=file.parent)
-        os.close(fd)
-        np.savez(tmp, labels=result.labels, scores=result.scores, video_ids=result.video_ids.astype(str))
-        os.replace(tmp, file)
+        save_verified(lambda tmp: _savez(tmp, result), file)
+
+
+def _savez(path: Path, result: SplitScores) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a name
+        np.savez(f, labels=result.labels, scores=result.scores, video_ids=result.video_ids.astype(str))
 
 
 def effective_precision(eval_cfg) -> str:

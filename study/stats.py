@@ -60,21 +60,34 @@ def plan_stats(study, candidates, families: dict[str, Family]) -> list[StatsJob]
     return list(jobs.values())  # fmt: skip
 
 
-def is_fresh(job: StatsJob, hashes=None) -> bool:
-    """The stats file exists and its metadata says it was computed as ``job`` asks, from these weights and this
-    preprocessing (``hashes``: the study's :class:`~study.hashing.FileHashes`, so unchanged weights are not read
-    again). A file from before a field was recorded is stale once."""
-    from safetensors import safe_open
+def is_fresh(job: StatsJob, hashes=None, rebuild: bool = True) -> bool:
+    """The stats file exists, matches the digest recorded beside it, and its metadata says it was computed as
+    ``job`` asks, from these weights and this preprocessing (``hashes``: the study's
+    :class:`~study.hashing.FileHashes`, so unchanged files are not read again). A file from before a field (or
+    its digest) was recorded is stale once; a file that fails its digest is recomputed with one warning, or
+    refused when ``rebuild`` is off."""
+    from safetensors import SafetensorError, safe_open
 
     from mergekit_clip.data.formats import dataset_identity
     from mergekit_clip.detector.io import detector_spec, weights_hash
+    from mergekit_clip.integrity import distrust, mismatch, recorded_digest, sha256_file
     from mergekit_clip.stats.compute import stats_metadata
 
     path = stats_path(job.ingredient, job.kind)
     if not path.exists():
         return False
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        meta = dict(handle.metadata() or {})
+    reason = mismatch(path, hashes.file(path) if hashes is not None else sha256_file(path))
+    if reason is not None:
+        if recorded_digest(path) is None:
+            return False  # computed before digests were recorded: recomputed like any stale file
+        distrust(path, reason, rebuild=rebuild, what="statistics file")
+        return False
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            meta = dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        distrust(path, f"is not a readable safetensors file ({e})", rebuild=rebuild, what="statistics file")
+        return False
     digest = hashes.weights_sha256(job.ingredient) if hashes is not None else weights_hash(job.ingredient)
     wanted = stats_metadata(dataset=job.dataset, split=job.split, frame_num=job.frame_num,
                             compression=job.compression, max_frames=job.max_frames, weights_sha256=digest,
@@ -83,13 +96,15 @@ def is_fresh(job: StatsJob, hashes=None) -> bool:
     return all(meta.get(k) == v for k, v in wanted.items())  # fmt: skip
 
 
-def run_stats(jobs: list[StatsJob], study, *, progress: bool = True, hashes=None) -> dict[str, int]:
+def run_stats(
+    jobs: list[StatsJob], study, *, progress: bool = True, hashes=None, rebuild: bool = True
+) -> dict[str, int]:
     """Compute every job whose statistics are missing or stale; returns counts (``computed``, ``reused``)."""
     from mergekit_clip.options import resolve_device
     from mergekit_clip.stats.compute import compute_stats
     from mergekit_clip.stats.store import clear_cache
 
-    todo = [j for j in jobs if not is_fresh(j, hashes)]
+    todo = [j for j in jobs if not is_fresh(j, hashes, rebuild)]
     d, s = study.data, study.stats
     for job in tqdm(todo, desc="merge statistics", unit="ingredient", disable=not progress or not todo):
         compute_stats(

@@ -1,10 +1,11 @@
 """Frozen-backbone features, computed once and cached on disk for linear probing.
 
-A cache entry is ``<cache_dir>/<key>.safetensors`` holding ``features`` (N, D) float32, ``labels`` (N,) and
-``ok`` (N,) (False for a skipped undecodable frame). The key hashes everything the features depend on: the
-visual tower's weights, the head's feature kind, the frame list (paths, labels, sizes, mtimes) and the eval
-transform's preprocessing. A changed frame, weight or preprocessing therefore misses, never returns stale
-features. Under torchrun every rank computes a stride of the frames and the rows are gathered; rank 0 writes.
+A cache entry is ``<cache_dir>/<key>.safetensors`` (its sha256 beside it, checked before reuse) holding ``features``
+(N, D) float32, ``labels`` (N,) and ``ok`` (N,) (False for a skipped undecodable frame). The key hashes everything
+the features depend on: the visual tower's weights, the head's feature kind, the frame list (paths, labels, sizes,
+mtimes) and the eval transform's preprocessing. A changed frame, weight or preprocessing therefore misses, never
+returns stale features. Under torchrun every rank computes a stride of the frames and the rows are gathered; rank 0
+writes.
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from mergekit_clip.data.deepfakebench import FrameRecord
 from mergekit_clip.distributed import DistInfo
-from mergekit_clip.outputs import follow_umask
+from mergekit_clip.integrity import distrust, read_verified, save_verified
 from train.frames import TrainFrames, records_fingerprint
 
 
@@ -95,16 +95,24 @@ def map_frames(
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        follow_umask(tmp)  # mkstemp made it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Temp file + rename, with the file's sha256 recorded beside it (checked on reuse)."""
+    save_verified(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), path)
+
+
+def _read_entry(file: Path, rows: int) -> dict[str, torch.Tensor] | None:
+    """The cached tensors if the file matches its recorded digest and holds ``rows`` frames; otherwise the entry
+    is removed with one warning naming it (and computed again)."""
+    data, reason = read_verified(file)
+    if reason is None:
+        try:
+            stored = load(data)
+            if {"features", "labels", "ok"} <= stored.keys() and stored["features"].shape[0] == rows:
+                return stored
+            reason = f"does not hold {rows} frames' features, labels and ok flags"
+        except (SafetensorError, ValueError) as e:
+            reason = f"is not a readable safetensors file ({e})"
+    distrust(file, reason, what="features cache entry")
+    return None
 
 
 def cached_features(
@@ -129,8 +137,8 @@ def cached_features(
     file = cache_dir / f"{key}.safetensors" if cache_dir is not None else None
     labels = torch.tensor([r.label for r in dataset.records], dtype=torch.long)
     if file is not None and file.exists():
-        stored = load_file(str(file))
-        if stored["features"].shape[0] == len(dataset):
+        stored = _read_entry(file, len(dataset))
+        if stored is not None:
             return stored["features"], stored["labels"], stored["ok"].bool(), True
     was_training = model.training
     model.eval()

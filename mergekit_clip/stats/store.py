@@ -26,10 +26,11 @@ from pathlib import Path
 
 import click
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mergekit_clip.detector.io import DetectorFormatError, weight_files, weights_hash
+from mergekit_clip.integrity import mismatch, recorded_digest, save_verified, sha256_file
 
 STATS_DIR = "merge_stats"
 FORMAT = "mergekit-clip-merge-stats"
@@ -60,10 +61,8 @@ def write_stats(model_dir: str | os.PathLike, kind: str, tensors: dict[str, torc
     path.parent.mkdir(exist_ok=True)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()}, str(tmp), meta)
-    os.replace(tmp, path)
-    return path
+    tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()}
+    return save_verified(lambda tmp: save_file(tensors, str(tmp), meta), path)  # with its sha256 beside it
 
 
 @dataclass
@@ -106,8 +105,18 @@ def open_stats(model_dir: str | os.PathLike, kind: str, method: str) -> StatsFil
                 f"{method}: ingredient {model_dir} has no {kind} statistics ({path} missing); "
                 f"compute them with: {stats_command(model_dir, kind)}"
             )
-        handle = safe_open(str(path), framework="pt", device="cpu")
-        metadata = dict(handle.metadata() or {})
+        reason = mismatch(path, sha256_file(path)) if recorded_digest(path) is not None else None
+        if reason is not None:  # a file without a digest (written by hand or before digests) is checked below only
+            raise StatsError(f"{method}: statistics file {path} {reason}; recompute it with: "
+                             f"{stats_command(model_dir, kind)}")  # fmt: skip
+        try:
+            handle = safe_open(str(path), framework="pt", device="cpu")
+            metadata = dict(handle.metadata() or {})
+        except (SafetensorError, OSError) as e:
+            raise StatsError(
+                f"{method}: statistics file {path} is not a readable safetensors file ({e}); recompute it with: "
+                f"{stats_command(model_dir, kind)}"
+            ) from e
         if metadata.get("format") != FORMAT or metadata.get("kind") != kind:
             raise StatsError(
                 f"{path}: not a mergekit-clip {kind} statistics file (format={metadata.get('format')!r}, "
