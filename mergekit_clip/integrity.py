@@ -21,6 +21,8 @@ from pathlib import Path
 
 import click
 
+from mergekit_clip.digest import file_sha256
+
 SUFFIX = ".sha256"
 
 
@@ -35,14 +37,6 @@ def digest_path(file: str | os.PathLike) -> Path:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(file: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def recorded_digest(file: str | os.PathLike) -> str | None:
@@ -101,7 +95,7 @@ def save_verified(write: Callable[[Path], None], file: str | os.PathLike) -> Pat
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())
-        write_digest(file, sha256_file(tmp))
+        write_digest(file, file_sha256(tmp))
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -138,9 +138,9 @@ class ScoreStore:
             tag = f"{dataset}__{split}__"
             bare = labelled.with_name(labelled.name.replace(tag, f"{tag}unlabelled__"))
             for file in (labelled, bare):
-                if file.exists():
-                    with np.load(file, allow_pickle=False) as z:  # lazy: only the arrays named are read
-                        out[(dataset, split)] = np.asarray(z["scores"])
+                found = self._read_scores_only(file) if file.exists() else None
+                if found is not None:
+                    out[(dataset, split)] = found
                     break
             else:
                 todo.append((dataset, split, bare))
@@ -152,11 +152,8 @@ class ScoreStore:
                 videos = [str(r.video_id) for r in records]
                 scores, ok = self.predictor.score_paths(model, paths, desc=f"{name} | {dataset}/{split} unlabelled",
                                                         video_ids=videos)  # fmt: skip
-                bare.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{bare.stem}.", suffix=".npz", dir=bare.parent)
-                os.close(fd)
-                np.savez(tmp, scores=scores[ok], video_ids=np.asarray(videos)[ok].astype(str))
-                os.replace(tmp, bare)
+                kept = {"scores": scores[ok], "video_ids": np.asarray(videos)[ok].astype(str)}
+                save_verified(lambda tmp, kept=kept: _savez(tmp, **kept), bare)
                 self.computed += 1
                 out[(dataset, split)] = scores[ok]
         return out
@@ -214,14 +211,27 @@ class ScoreStore:
         distrust(file, reason, rebuild=self.rebuild, what="score file")
         return None
 
+    def _read_scores_only(self, file: Path) -> np.ndarray | None:
+        """The ``scores`` array of a verified score file (its labels are never parsed); ``None``: rebuild."""
+        data, reason = read_verified(file)
+        if reason is None:
+            try:
+                with np.load(io.BytesIO(data), allow_pickle=False) as z:  # lazy: only the arrays named are read
+                    return np.asarray(z["scores"])
+            except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:
+                reason = f"is not a readable score file ({e})"
+        distrust(file, reason, rebuild=self.rebuild, what="score file")
+        return None
+
     @staticmethod
     def _save(file: Path, result: SplitScores) -> None:
-        save_verified(lambda tmp: _savez(tmp, result), file)
+        arrays = {"labels": result.labels, "scores": result.scores, "video_ids": result.video_ids.astype(str)}
+        save_verified(lambda tmp: _savez(tmp, **arrays), file)
 
 
-def _savez(path: Path, result: SplitScores) -> None:
+def _savez(path: Path, **arrays: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append .npz to a name
-        np.savez(f, labels=result.labels, scores=result.scores, video_ids=result.video_ids.astype(str))
+        np.savez(f, **arrays)
 
 
 def effective_precision(eval_cfg) -> str:

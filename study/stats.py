@@ -70,13 +70,14 @@ def is_fresh(job: StatsJob, hashes=None, rebuild: bool = True) -> bool:
 
     from mergekit_clip.data.formats import dataset_identity
     from mergekit_clip.detector.io import detector_spec, weights_hash
-    from mergekit_clip.integrity import distrust, mismatch, recorded_digest, sha256_file
+    from mergekit_clip.digest import file_sha256
+    from mergekit_clip.integrity import distrust, mismatch, recorded_digest
     from mergekit_clip.stats.compute import stats_metadata
 
     path = stats_path(job.ingredient, job.kind)
     if not path.exists():
         return False
-    reason = mismatch(path, hashes.file(path) if hashes is not None else sha256_file(path))
+    reason = mismatch(path, hashes.file(path) if hashes is not None else file_sha256(path))
     if reason is not None:
         if recorded_digest(path) is None:
             return False  # computed before digests were recorded: recomputed like any stale file

@@ -30,7 +30,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mergekit_clip.detector.io import DetectorFormatError, weight_files, weights_hash
-from mergekit_clip.integrity import mismatch, recorded_digest, save_verified, sha256_file
+from mergekit_clip.digest import file_sha256
+from mergekit_clip.integrity import mismatch, recorded_digest, save_verified
 
 STATS_DIR = "merge_stats"
 FORMAT = "mergekit-clip-merge-stats"
@@ -105,7 +106,7 @@ def open_stats(model_dir: str | os.PathLike, kind: str, method: str) -> StatsFil
                 f"{method}: ingredient {model_dir} has no {kind} statistics ({path} missing); "
                 f"compute them with: {stats_command(model_dir, kind)}"
             )
-        reason = mismatch(path, sha256_file(path)) if recorded_digest(path) is not None else None
+        reason = mismatch(path, file_sha256(path)) if recorded_digest(path) is not None else None
         if reason is not None:  # a file without a digest (written by hand or before digests) is checked below only
             raise StatsError(f"{method}: statistics file {path} {reason}; recompute it with: "
                              f"{stats_command(model_dir, kind)}")  # fmt: skip
