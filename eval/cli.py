@@ -240,6 +240,7 @@ def score_command(
     **options,
 ) -> None:
     """Score MODEL_DIRS (detector dirs, mergekit outputs, HF CLIP classifier dirs) on --datasets; write --out."""
+    from eval.boundary import boundary_panel, predicts_boundaries
     from eval.predict import (
         FrameDecodeError,
         TooManyFailedFramesError,
@@ -278,7 +279,7 @@ def score_command(
         predictor = _predictor(
             run, device, cache_mb, fail_on_undecodable, dist=ctx, resize=resize, perturb_seed=perturb_seed
         )
-        preds = []
+        preds, boundaries = [], []
         for name, model_dir in zip(unique_names(list(model_dirs)), model_dirs):
             try:
                 model = load_detector(model_dir, device=device)
@@ -326,9 +327,14 @@ def score_command(
                             err=True,
                         )
                 preds += _score_perturbed(predictor, model, records[dataset], name, dataset, perturbations, meta, ctx)
+                if ctx.is_main and predicts_boundaries(model):  # ForensicsAdapter: frame, mask, predicted boundary
+                    boundaries.append(boundary_panel(model, records[dataset], name, dataset))
             del model
         if ctx.is_main:
-            write_report(preds, out, video_id=video_id, overwrite=overwrite, aggregate=video_aggregate)
+            boundaries = [b for b in boundaries if b is not None]
+            write_report(
+                preds, out, video_id=video_id, overwrite=overwrite, aggregate=video_aggregate, boundaries=boundaries
+            )
             click.echo(f"report written to {out}", err=True)
         ctx.barrier()
     finally:

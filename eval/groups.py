@@ -30,6 +30,7 @@ class GroupedRecord:
     video_id: str
     dataset: str
     label_group: str
+    mask: Path | None = None  # the frame's forgery mask (FrameRecord.mask), for the boundary figure
 
 
 def with_label_groups(
@@ -42,4 +43,9 @@ def with_label_groups(
     for video in iter_videos(dataset, groups, split, compression, source=source):
         for raw in video.frames[:1]:  # every frame of a video lies in one folder: the first names it
             by_video[video_id(normalize_frame_path(str(raw)))] = video.label_group
-    return [GroupedRecord(r.path, r.label, r.video_id, r.dataset, by_video.get(str(r.video_id), "")) for r in records]
+    return [
+        GroupedRecord(
+            r.path, r.label, r.video_id, r.dataset, by_video.get(str(r.video_id), ""), getattr(r, "mask", None)
+        )
+        for r in records
+    ]

@@ -444,8 +444,13 @@ def write_report(
     video_id: VideoIdMode = "full",
     overwrite: bool = False,
     aggregate: VideoAggregate = "mean",
+    boundaries: Sequence = (),
 ) -> dict[str, Any]:
-    """Write the whole report folder atomically; returns the JSON report."""
+    """Write the whole report folder atomically; returns the JSON report.
+
+    ``boundaries``: :class:`eval.boundary.BoundaryPanel` s of detectors that predict blending boundaries, drawn as
+    ``boundary_<model>.png`` (one row per dataset).
+    """
     if not preds:
         raise ReportError("no predictions to report")
     out = Path(out)
@@ -460,6 +465,10 @@ def write_report(
             from eval.robustness import write_robustness
 
             report["plots"] += write_robustness(report["robustness"], tmp)
+        if boundaries:
+            from eval.boundary import write_boundary_figures
+
+            report["plots"] += write_boundary_figures(boundaries, tmp)
         write_group_csv(report, tmp / "group_auc.csv")
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         write_csv(report, tmp / "metrics.csv")
