@@ -60,6 +60,8 @@ def plan_merges(study, families: dict[str, Family], hashes: FileHashes | None) -
     """Every candidate of every group, in study-file order; recipes use absolute paths."""
     planned = []
     for group, entry in study.merges.items():
+        if entry.search is not None:
+            continue  # an Optuna search proposes its candidates as it runs (study.search)
         method = entry.method or group
         fam_name = study.family_of(entry)
         family = families[fam_name]

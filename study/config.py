@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mergekit_clip.options import JSON_ROOT_HELP, Compression, Precision
 from mergekit_clip.tracking import TrackingConfig
+from study.search_config import SearchSpec
 from train.config import format_validation_errors
 
 SOUP_METHODS = ("uniform", "greedy")
@@ -100,6 +101,17 @@ class MergeCandidates(_Section):
     grid: dict[str, Any] = Field(default_factory=dict, description="parameter -> value or list of values")
     select: dict[str, Any] = Field(default_factory=dict, description="ingredient selection (mode, lr, seed, ...)")
     family: str | None = Field(None, description="family to merge; None = the last ingredient family")
+    search: SearchSpec | None = Field(None, description="an Optuna search instead of a grid (study/search_config.py)")
+
+    @model_validator(mode="after")
+    def _search_or_grid(self) -> MergeCandidates:
+        if self.search is not None:
+            listed = [k for k, v in self.grid.items() if isinstance(v, list)]
+            both = sorted(set(self.grid) & set(self.search.space))
+            if listed or both:
+                raise ValueError(f"grid {listed or both}: with 'search', grid values are fixed scalars and the "
+                                 "searched parameters live in search.space only")  # fmt: skip
+        return self
 
     def points(self) -> list[dict[str, Any]]:
         """The grid's points in a fixed order (keys as written, values as listed)."""

@@ -23,6 +23,7 @@ from study.hashing import FileHashes, canonical_hash, record_model_digest, verif
 from study.protocols import honest_protocols, score_protocols, transductive_protocols
 from study.robustness import run_robustness
 from study.scores import RecordsLoader, ScoreStore, SplitScores, make_predictor, metric_value, records_loader
+from study.search import SearchOutcome, run_searches
 from study.selection import INGREDIENTS, Entry, Selection, select_by_scores
 from study.soups import SoupPlan, make_soup, plan_soups
 from study.stats import plan_stats, run_stats
@@ -64,6 +65,7 @@ class StudyRun:
         self.families: dict[str, Family] = {}
         self.candidates: list[MergeCandidate] = []
         self.soups: list[SoupPlan] = []
+        self.searches: list[SearchOutcome] = []
         self.timings: dict[str, float] = {}
         self.stats_counts: dict[str, int] = {}
         self.val: dict[str, dict[str, SplitScores]] = {}  # model -> source dataset -> val scores
@@ -118,6 +120,10 @@ class StudyRun:
                             rebuild=self.rebuild)  # fmt: skip
         self.hashes.save()
         self.timings["merge_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.searches = run_searches(self)  # Optuna searches: each trial a keyed candidate, scored as it runs
+        self.candidates += [c for outcome in self.searches for c in outcome.candidates]
+        self.timings["search_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         entries = self.ingredient_entries()
         entries += [
