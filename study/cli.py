@@ -65,5 +65,35 @@ def run_command(
     click.echo(f"\nreport: {study.output / 'report.md'}  (every number: {study.output / 'study.json'})")
 
 
+@main.command("search", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--group", "groups", multiple=True, metavar="GROUP", help="search group(s) to run; default: all")
+@click.option("--worker", default=0, show_default=True, type=click.IntRange(min=0),
+              help="this worker's index: give each concurrent worker its own (its sampler seed derives from it)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a study key (dotted)")
+def search_command(study_file: Path, groups: tuple[str, ...], worker: int, overrides: tuple[str, ...]) -> None:
+    """Run trials of STUDY_FILE's Optuna searches until their budgets are met; start several (on one storage,
+    e.g. search.storage: postgresql://... or journal:/shared/search.log) to share a search between workers."""
+    from mergekit_clip.recipe import FamilyError, RecipeError
+    from study.config import StudyConfigError, load_study
+    from study.runner import StudyRun
+    from study.search import SearchError, run_searches, search_groups
+
+    try:
+        study = load_study(study_file, list(overrides))
+        known = search_groups(study)
+        unknown = [g for g in groups if g not in known]
+        if unknown or not known:
+            raise StudyConfigError(f"--group {unknown or ''}: the study's search groups are {known or 'none'} "
+                                   "(merges.<group>.search)")  # fmt: skip
+        run = StudyRun(study, progress=False)
+        run.prepare()
+        for outcome in run_searches(run, worker, list(groups) or None):
+            click.echo(f"{outcome.group}: {len(outcome.candidates)} finished candidates ({outcome.study_name} in "
+                       f"{outcome.storage}); this worker: {outcome.counts}")  # fmt: skip
+    except (StudyConfigError, FamilyError, RecipeError, SearchError) as e:
+        raise click.ClickException(str(e)) from e
+
+
 if __name__ == "__main__":
     sys.exit(main())

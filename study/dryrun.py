@@ -53,6 +53,11 @@ def plan_commands(study: StudyConfig, study_file: str = "STUDY.yml") -> list[str
         lines.append(shlex.join(["mergekit-yaml", str(recipe), str(out), "--random-seed",
                                  str(study.mergekit.random_seed)]))  # fmt: skip
         models.append(str(out))
+    for group, entry in study.merges.items():
+        if entry.search is not None:
+            lines.append(f"# search {group}: {entry.search.trials} Optuna trials, each merged and scored like a grid "
+                         f"point; more workers: " + shlex.join(["clip-study", "search", study_file, "--group", group,
+                                                                "--worker", "1"]))  # fmt: skip
     d = study.data
     data_args = ["--json-root", str(d.json_root), "--data-root", str(d.data_root), "--compression", d.compression]
     if d.frame_num is not None:

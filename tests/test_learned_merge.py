@@ -1,0 +1,92 @@
+"""Learned layer-wise merging: the learned merge equals ``mergekit-yaml`` on its emitted recipe to 1e-6."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from study_support import make_family
+
+from eval.learned_merge import LearnedMergeError, LearnOptions, layer_group, learn_merge, write_learned_merge
+from mergekit_clip.detector.io import read_state_dict
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory, tiny_spec):
+    return make_family(tmp_path_factory.mktemp("learned") / "family", tiny_spec)
+
+
+def _data(n=24, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    frames = torch.randn(n, 3, 32, 32, generator=gen) + labels.view(-1, 1, 1, 1) * 0.5
+    return frames, labels
+
+
+def _ingredients(family):
+    return [family / "ingredients" / n for n in ("ft_lr3e-4_s0", "ft_lr1e-3_s0", "ft_lr1e-3_s1")]
+
+
+def test_layer_groups_of_the_detector_layout():
+    assert layer_group("visual.conv1.weight") == layer_group("visual.positional_embedding") == "patch_embed"
+    assert layer_group("visual.transformer.resblocks.1.attn.in_proj_weight") == "block1"
+    assert layer_group("visual.transformer.resblocks.10.mlp.c_fc.bias") == "block10"
+    assert layer_group("visual.proj") == layer_group("head.bias") == layer_group("visual.ln_post.weight") == "head"
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert set(a) == set(b)
+    return max((a[n].float() - b[n].float()).abs().max().item() for n in a)
+
+
+def test_learned_soup_equals_mergekit_yaml_on_its_recipe(family, tmp_path):
+    frames, labels = _data()
+    ingredients = _ingredients(family)
+    result = learn_merge(ingredients, frames, labels, LearnOptions(form="linear", steps=6, lr=0.2, batch_size=8))
+    w = result.weights
+    assert list(result.groups) == ["patch_embed", "block0", "block1", "head"] and w.shape == (4, 3)
+    assert torch.allclose(w.sum(dim=1), torch.ones(4)) and (w - 1 / 3).abs().max() > 1e-3  # learned, per group
+    assert result.log[-1]["loss"] < result.log[0]["loss"] + 0.5  # moved without diverging
+    # independently: a block tensor is its group's weighted sum of the ingredients' tensors
+    states = [read_state_dict(p) for p in ingredients]
+    name = "visual.transformer.resblocks.1.mlp.c_fc.weight"
+    expected = sum(float(w[2, i]) * states[i][name] for i in range(3))
+    assert torch.allclose(result.state[name], expected, atol=1e-6)
+    recipe_file = tmp_path / "learned.yml"
+    import yaml
+
+    recipe_file.write_text(yaml.safe_dump(result.recipe(), sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get(
+        "PYTHONPATH", "")])}  # fmt: skip
+    done = subprocess.run([str(BIN / "mergekit-yaml"), str(recipe_file), str(tmp_path / "yaml_out"),
+                           "--no-write-model-card"], capture_output=True, text=True, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _max_diff(result.state, read_state_dict(tmp_path / "yaml_out")) <= 1e-6
+
+
+def test_adamerging_task_arithmetic_equals_its_recipe(family, tmp_path):
+    frames, _ = _data(seed=1)
+    result = learn_merge(_ingredients(family), frames, None,
+                         LearnOptions(form="task_arithmetic", objective="entropy", steps=4, lr=0.05, batch_size=8),
+                         base=family / "base")  # fmt: skip
+    assert result.transductive and result.recipe()["merge_method"] == "task_arithmetic"
+    assert (result.weights - 0.3).abs().max() > 1e-4  # entropy moved the lambdas off their start
+    model = write_learned_merge(result, tmp_path / "ta")
+    assert _max_diff(result.state, read_state_dict(model)) <= 1e-6
+    assert (tmp_path / "ta" / "recipe.yml").is_file() and (tmp_path / "ta" / "learned.json").is_file()
+
+
+def test_learned_merge_refuses_bad_input(family):
+    frames, labels = _data()
+    with pytest.raises(LearnedMergeError, match="needs frames of both labels"):
+        learn_merge(_ingredients(family), frames, torch.zeros_like(labels), LearnOptions())
+    with pytest.raises(LearnedMergeError, match="give the base model"):
+        learn_merge(_ingredients(family), frames, labels, LearnOptions(form="task_arithmetic"))
+    with pytest.raises(LearnedMergeError, match="at least 2 ingredients"):
+        learn_merge(_ingredients(family)[:1], frames, labels, LearnOptions())
