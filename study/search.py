@@ -144,11 +144,16 @@ class GroupSearch:
                                                                                    else {})})  # fmt: skip
         except RecipeError as e:
             raise SearchError(f"merges.{group}.search: {e}") from e
+        kind = study.selection.all_protocols()[study.selection.protocol].kind
+        if kind == "held_out_forgery" and self.weight_names:
+            raise SearchError(f"merges.{group}.search.weights: the held_out_forgery protocol scores each candidate's "
+                              "counterpart on the retrained family, whose ingredients differ: search the method's "
+                              "parameters only (space)")  # fmt: skip
         self.storage_url = storage_url(study, self.spec)
         content = {
             "method": self.method, "fixed": self.fixed, "space": self.spec.model_dump(include={"space", "weights"}),
             "ingredients": [run.hashes.model(i.path) for i in self.chosen], "options": merge_options(study),
-            "protocol": protocol_name(study), "val": run._val_key(), "tie_break": study.selection.tie_break,
+            "protocol": protocol_name(study), "val": run._val_key(),
         }  # fmt: skip
         self.study_name = f"{group}-{canonical_hash(content, 12)}"
         self.counts = {"trials": 0, "merged": 0, "reused": 0, "retried": 0}
@@ -183,7 +188,7 @@ class GroupSearch:
                      method=candidate.method, params=candidate.params, searched=candidate.searched,
                      family=candidate.family)  # fmt: skip
 
-    def evaluate(self, candidate: MergeCandidate) -> tuple[float, float]:
+    def evaluate(self, candidate: MergeCandidate) -> float:
         """Merge (if missing) and score one candidate; one worker at a time per key."""
         lock = self.run.out / "search" / "locks" / f"{candidate.key}.lock"
         with key_lock(lock):
@@ -242,8 +247,7 @@ class GroupSearch:
             candidate = self.candidate(self.suggest(trial))
             trial.set_user_attr("key", candidate.key)
             trial.set_user_attr("name", candidate.name)
-            score, tie = self.evaluate(candidate)
-            trial.set_user_attr("tie_break", tie)
+            score = self.evaluate(candidate)
             self.counts["trials"] += 1
             return score
 

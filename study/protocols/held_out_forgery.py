@@ -140,7 +140,9 @@ def shadow_study(study, name: str, config, write: bool = True):
             # a start the covered families need: reused as it is (same config, same folder)
             families[fam] = entry.model_copy(update={"role": "backbone", "output": plans[fam].output})
     sources = [derived.train[s] for s in study.data.sources if derived.train.get(s)]
-    merges = {g: m.model_copy(update={"family": study.family_of(m)}) for g, m in study.merges.items()
+    # a search group is one fixed point here (its grid scalars): a searched candidate's counterpart is merged on
+    # demand with its own parameters (score_entry), the shadow runs no search of its own
+    merges = {g: m.model_copy(update={"family": study.family_of(m), "search": None}) for g, m in study.merges.items()
               if study.family_of(m) in covered}  # fmt: skip
     soups = {g: s.model_copy(update={"family": study.family_of(s)}) for g, s in study.soups.items()
              if study.family_of(s) in covered}  # fmt: skip
