@@ -163,6 +163,7 @@ def _load_records(dataset: str, split: str, data: DataOptions):
             frame_num=data.frame_num,
             compression=data.compression,
             allow_outside_root=data.allow_outside_root,
+            follow_symlinks=data.follow_symlinks,
         )
     except (DatasetError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e

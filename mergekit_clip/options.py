@@ -53,8 +53,12 @@ class DataOptions(_Options):
     frame_num: int | None = Field(None, gt=0, description="frames per video, evenly spaced (default: all)")
     compression: Compression = Field("c23", description="level read where a split nests them (FF++ family)")
     allow_outside_root: bool = Field(
-        False, description="accept frame paths that are absolute, climb out with '..' or symlink out of data_root"
+        False, description="accept frame paths that are absolute or climb out of data_root with '..'"
     )
+    follow_symlinks: bool = Field(
+        True, description="follow symlinks inside data_root (datasets linked to shared storage); "
+        "--no-follow-symlinks refuses a link that resolves outside it"
+    )  # fmt: skip
 
 
 def flag_name(name: str) -> str:

@@ -50,6 +50,10 @@ class DataConfig(_Section):
     test_split: str = "test"
     frame_num: int | None = Field(None, gt=0, description="frames per video, evenly spaced; None = all")
     compression: Compression = "c23"
+    allow_outside_root: bool = Field(False, description="accept frame paths that are absolute or climb out of "
+                                     "data_root with '..' (every stage)")  # fmt: skip
+    follow_symlinks: bool = Field(True, description="follow symlinks inside data_root; false refuses a link "
+                                  "resolving outside it (every stage: training, stats, scoring, soups)")  # fmt: skip
 
     @field_validator("val_split")
     @classmethod
@@ -64,6 +68,15 @@ class DataConfig(_Section):
         if not value:
             raise ValueError("list at least one held-out test dataset")
         return value
+
+    def root_options(self) -> dict[str, bool]:
+        """The data-root rules every reader of the study gets (``load_frames`` keywords)."""
+        return {"allow_outside_root": self.allow_outside_root, "follow_symlinks": self.follow_symlinks}
+
+    def root_flags(self) -> list[str]:
+        """The same rules as the flags of the public commands (``--dry-run`` lines)."""
+        flags = ["--allow-outside-root"] if self.allow_outside_root else []
+        return flags + ([] if self.follow_symlinks else ["--no-follow-symlinks"])
 
     @property
     def sources(self) -> list[str]:

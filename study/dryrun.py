@@ -59,7 +59,8 @@ def plan_commands(study: StudyConfig, study_file: str = "STUDY.yml") -> list[str
                          f"point; more workers: " + shlex.join(["clip-study", "search", study_file, "--group", group,
                                                                 "--worker", "1"]))  # fmt: skip
     d = study.data
-    data_args = ["--json-root", str(d.json_root), "--data-root", str(d.data_root), "--compression", d.compression]
+    data_args = ["--json-root", str(d.json_root), "--data-root", str(d.data_root), "--compression", d.compression,
+                 *d.root_flags()]
     if d.frame_num is not None:
         data_args += ["--frame-num", str(d.frame_num)]
     for name, soup in study.soups.items():

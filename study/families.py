@@ -49,7 +49,8 @@ def plan_families(study) -> dict[str, FamilyPlan]:
             source = d.source if isinstance(d.source, str) else "[" + ",".join(d.source) + "]"
             sets += [f"data.json_root={d.json_root}", f"data.data_root={d.data_root}",
                      f"data.train_dataset={source}", f"data.val_split={d.val_split}",
-                     f"data.compression={d.compression}"]  # fmt: skip
+                     f"data.compression={d.compression}", f"data.allow_outside_root={d.allow_outside_root}",
+                     f"data.follow_symlinks={d.follow_symlinks}"]  # fmt: skip
             if d.frame_num is not None:
                 sets.append(f"data.frame_num={d.frame_num}")
         if fam.backbone_from is not None:

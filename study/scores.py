@@ -61,7 +61,7 @@ def records_loader(data) -> RecordsLoader:
         if (dataset, split) not in memo:
             memo[(dataset, split)] = load_frames(
                 dataset, split, json_root=data.json_root, data_root=data.data_root, frame_num=data.frame_num,
-                compression=data.compression,
+                compression=data.compression, **data.root_options(),
             )  # fmt: skip
         return memo[(dataset, split)]
 

@@ -5,7 +5,8 @@ A candidate whose method reads statistics (``regmean``: Gram matrices, ``fisher`
 what is missing with the same code as ``mergekit-clip stats`` (:func:`mergekit_clip.stats.compute.compute_stats`),
 on each ingredient's own training data by default (a specialist's own forgery family, as RegMean and Fisher
 merging use each model's own task data), and reuses a file computed for the same weights and preprocessing on
-the same frames (dataset file's digest, split, frames per video, compression, cap) and, for Fisher, the same label rule.
+the same frames (dataset file's digest, split, frames per video, compression, cap) and, for Fisher, the same
+label rule.
 Selection never depends on them: they are inputs of a merge, read from train (or val) splits only.
 """
 
@@ -112,7 +113,7 @@ def run_stats(
             job.ingredient, job.kind, dataset=job.dataset, split=job.split, json_root=d.json_root,
             data_root=d.data_root, frame_num=job.frame_num, compression=job.compression, max_frames=job.max_frames,
             batch_size=s.batch_size, fisher_label=job.fisher_label or s.fisher_label,
-            device=resolve_device(study.eval.device),
+            device=resolve_device(study.eval.device), **d.root_options(),
         )  # fmt: skip
     if todo:
         clear_cache()  # the merges of this process must read the new files
@@ -127,7 +128,7 @@ def stats_commands(jobs: list[StatsJob], study) -> list[str]:
     for job in jobs:
         cmd = ["mergekit-clip", "stats", str(job.ingredient), "--kind", job.kind, "--dataset", job.dataset,
                "--split", job.split, "--json-root", str(d.json_root), "--data-root", str(d.data_root),
-               "--compression", d.compression, "--batch-size", str(s.batch_size)]  # fmt: skip
+               "--compression", d.compression, "--batch-size", str(s.batch_size), *d.root_flags()]  # fmt: skip
         if d.frame_num is not None:
             cmd += ["--frame-num", str(d.frame_num)]
         if job.max_frames is not None:

@@ -8,13 +8,13 @@ again (its score cache is keyed by the file's digest) and the statistics are no 
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from formats_support import WRITERS, flipped, json_videos
 from study_support import FAMILY_ROWS, make_family
 from test_eval_support import make_detectors
 from train_support import make_dataset, tiny_config
@@ -22,42 +22,6 @@ from train_support import make_dataset, tiny_config
 from mergekit_clip.data.formats import FORMATS, dataset_identity
 
 DATASETS = ("TinyA", "TinyB")
-
-
-def _videos(json_root: Path, name: str) -> list[tuple[str, str, str, list[str]]]:
-    """(split, video, label string, frame paths) of a flat DeepfakeBench JSON, in file order."""
-    doc = json.loads((json_root / f"{name}.json").read_text())[name]
-    return [(split, vid, v["label"], v["frames"]) for group in doc.values() for split, videos in group.items()
-            for vid, v in videos.items()]  # fmt: skip
-
-
-def _write_json(json_root: Path, name: str, videos) -> Path:
-    doc: dict = {}
-    for split, vid, label, frames in videos:
-        doc.setdefault(label, {}).setdefault(split, {})[vid] = {"label": label, "frames": frames}
-    file = json_root / f"{name}.json"
-    file.write_text(json.dumps({name: doc}))
-    return file
-
-
-def _write_csv(json_root: Path, name: str, videos) -> Path:
-    file = json_root / f"{name}.csv"
-    with open(file, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "split"])
-        for split, _, label, frames in videos:
-            writer.writerows([p, label, split] for p in frames)
-    return file
-
-
-WRITERS = {"deepfakebench": _write_json, "frame_list": _write_csv}
-FLIP = {"CelebDFv2_real": "CelebDFv2_fake", "CelebDFv2_fake": "CelebDFv2_real"}
-
-
-def _flipped(videos, split: str):
-    """The same videos with the label of the first video of ``split`` flipped."""
-    first = next(i for i, v in enumerate(videos) if v[0] == split)
-    return [(s, vid, FLIP[label] if i == first else label, frames) for i, (s, vid, label, frames) in enumerate(videos)]
 
 
 def test_every_format_has_a_writer_here():
@@ -80,7 +44,7 @@ def dataset(request, world, tmp_path):
     root, _ = world
     json_root = tmp_path / "json"
     json_root.mkdir()
-    videos = {name: _videos(root / "json", name) for name in DATASETS}
+    videos = {name: json_videos(root / "json", name) for name in DATASETS}
     for name in DATASETS:
         WRITERS[request.param](json_root, name, videos[name])
     return json_root, videos, request.param
@@ -101,7 +65,7 @@ def test_identity_names_the_file_and_its_digest(dataset):
     assert Path(file) == FORMATS[fmt].source("TinyA", json_root).absolute()
     assert identity.files[file] == hashlib.sha256(Path(file).read_bytes()).hexdigest()
     before = identity.digest
-    WRITERS[fmt](json_root, "TinyA", _flipped(videos["TinyA"], "test"))
+    WRITERS[fmt](json_root, "TinyA", flipped(videos["TinyA"], "test"))
     assert dataset_identity("TinyA", json_root).digest != before
 
 
@@ -119,7 +83,7 @@ def test_clip_train_reads_it_and_resume_refuses_an_edit(world, dataset, tmp_path
     result = CliRunner().invoke(main, [str(file)])
     monkeypatch.delenv(KILL_ENV)
     assert isinstance(result.exception, SimulatedKill), result.output
-    source = WRITERS[fmt](json_root, "TinyA", _flipped(videos["TinyA"], "train"))
+    source = WRITERS[fmt](json_root, "TinyA", flipped(videos["TinyA"], "train"))
     result = CliRunner().invoke(main, [str(file), "--resume"])
     assert result.exit_code == 1 and "training data changed" in result.output, result.output
     assert str(source.absolute()) in result.output and "Traceback" not in result.output
@@ -153,7 +117,7 @@ def test_stats_read_it_and_an_edit_makes_them_stale(world, dataset, tmp_path):
                 "--data-root", root / "data", "--device", "cpu", "--workers", 0])  # fmt: skip
     job = StatsJob(model, "gram", "TinyA", "train", None, None, "c23", None, json_root)
     assert is_fresh(job)
-    WRITERS[fmt](json_root, "TinyA", _flipped(videos["TinyA"], "train"))
+    WRITERS[fmt](json_root, "TinyA", flipped(videos["TinyA"], "train"))
     assert not is_fresh(job)
 
 
@@ -189,7 +153,7 @@ def test_clip_study_reads_it_and_rescores_an_edited_dataset(world, dataset, tmp_
     scored = {p.name for p in (out / "scores").rglob("*.npz")}
     _cli(main, ["run", file, "--quiet"])
     assert {p.name for p in (out / "scores").rglob("*.npz")} == scored  # nothing new: the cache is used
-    WRITERS[fmt](json_root, "TinyB", _flipped(videos["TinyB"], "test"))
+    WRITERS[fmt](json_root, "TinyB", flipped(videos["TinyB"], "test"))
     _cli(main, ["run", file, "--quiet"])
     new = {p.name for p in (out / "scores").rglob("*.npz")} - scored
     assert new and all(name.startswith("TinyB__test__") for name in new)

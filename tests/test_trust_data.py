@@ -67,7 +67,7 @@ def escapes(tmp_path):
 def test_frames_outside_the_data_root_are_refused_by_the_reader(escapes, kind):
     json_root, data_root, raw, secret = escapes[kind]
     with pytest.raises(DatasetError) as info:  # before: the outside file was read as a frame
-        load_frames("UADFV", "test", json_root=json_root, data_root=data_root)
+        load_frames("UADFV", "test", json_root=json_root, data_root=data_root, follow_symlinks=False)
     message = str(info.value)
     assert str(json_root / "UADFV.json") in message and "UADFV_Fake/test/bad" in message
     assert "--allow-outside-root" in message
@@ -86,12 +86,14 @@ def test_validate_reports_outside_paths_without_opening_them(escapes, kind, monk
 
     real_check = validate_module.check_image
     monkeypatch.setattr(validate_module, "check_image", lambda p, m: (opened.append(str(p)), real_check(p, m)))
-    result = CliRunner().invoke(data, ["validate", "--json-root", str(json_root), "--data-root", str(data_root)])
+    args = ["validate", "--json-root", str(json_root), "--data-root", str(data_root), "--no-follow-symlinks"]
+    result = CliRunner().invoke(data, args)
     assert result.exit_code == 1, result.output  # before: exit 0, "ok: no problems found"
     assert "ERROR outside_root: 1" in result.output and "UADFV_Fake/test/bad" in result.output
     assert not any("secret" in p for p in opened) and len(opened) == 1
-    allowed = ["validate", "--json-root", str(json_root), "--data-root", str(data_root), "--allow-outside-root"]
-    assert CliRunner().invoke(data, allowed).exit_code == 0
+    assert CliRunner().invoke(data, [*args, "--allow-outside-root"]).exit_code == 0
+    followed = CliRunner().invoke(data, args[:-1])  # the default follows links: only the lexical escapes are errors
+    assert followed.exit_code == (0 if kind == "symlink" else 1), followed.output
 
 
 def test_dotdot_inside_the_root_is_fine(tmp_path):

@@ -72,7 +72,10 @@ class DataConfig(_Section):
         description="frame check before training starts: exists, header (image header read, cheap) or decode (full)",
     )
     allow_outside_root: bool = Field(
-        False, description="accept frame paths outside data_root (absolute, '..', symlinks pointing out)"
+        False, description="accept frame paths that are absolute or climb out of data_root with '..'"
+    )
+    follow_symlinks: bool = Field(
+        True, description="follow symlinks inside data_root; false refuses a link that resolves outside it"
     )
 
 

@@ -37,6 +37,7 @@ def load_records(data: DataConfig, datasets: Sequence[str], split: str) -> list[
                 frame_num=data.frame_num,
                 compression=data.compression,
                 allow_outside_root=data.allow_outside_root,
+                follow_symlinks=data.follow_symlinks,
             )
         )
     return records

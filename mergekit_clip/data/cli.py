@@ -53,6 +53,7 @@ _label = click.option(
 # the same flag, type, default and help as every command that reads frames (mergekit_clip.options.DataOptions)
 _compression = option_for("compression", DataOptions.model_fields["compression"])
 _allow_outside_root = option_for("allow_outside_root", DataOptions.model_fields["allow_outside_root"])
+_follow_symlinks = option_for("follow_symlinks", DataOptions.model_fields["follow_symlinks"])
 
 
 # -h also when the group is invoked on its own first (click caches its help option per command object)
@@ -72,8 +73,9 @@ def data() -> None:
               show_default=True, help="header = file exists and its image header reads (first/last bytes only)")
 @click.option("--overlap-is-error", is_flag=True, help="treat videos shared between train and test as an error")
 @_allow_outside_root
+@_follow_symlinks
 def validate(datasets, json_root, data_root, label_dict, compression, check_images, overlap_is_error,
-             allow_outside_root) -> None:
+             allow_outside_root, follow_symlinks) -> None:
     """Report every problem of DATASETS (default: all in --json-root); exit 1 if any error is found."""
     from mergekit_clip.data.validate import format_report, validate_dataset
 
@@ -83,7 +85,7 @@ def validate(datasets, json_root, data_root, label_dict, compression, check_imag
         report = validate_dataset(
             name, json_root=json_root, data_root=data_root, label_dict=labels, compression=compression,
             check_images=check_images if data_root is not None else "none", strict=overlap_is_error,
-            allow_outside_root=allow_outside_root,
+            allow_outside_root=allow_outside_root, follow_symlinks=follow_symlinks,
         )  # fmt: skip
         click.echo(format_report(report))
         if report.errors:
@@ -100,14 +102,16 @@ def validate(datasets, json_root, data_root, label_dict, compression, check_imag
 @_label
 @_compression
 @_allow_outside_root
-def summary(datasets, json_root, data_root, label_dict, compression, allow_outside_root) -> None:
+@_follow_symlinks
+def summary(datasets, json_root, data_root, label_dict, compression, allow_outside_root, follow_symlinks) -> None:
     """Videos, frames and forgery-mask files per label group and split of DATASETS (default: all in --json-root)."""
     from mergekit_clip.data.validate import format_report, summarize, validate_dataset
 
     labels = _label_dict(label_dict)
     reports = [
         validate_dataset(n, json_root=json_root, data_root=data_root, label_dict=labels, compression=compression,
-                         check_images="none", progress=False, allow_outside_root=allow_outside_root)
+                         check_images="none", progress=False, allow_outside_root=allow_outside_root,
+                         follow_symlinks=follow_symlinks)
         for n in _datasets(datasets, json_root)
     ]  # fmt: skip
     click.echo(summarize(reports, labels))

@@ -16,9 +16,11 @@ the first N), frames are ordered by their integer name, and the video id is the 
 
 Trust rules (both checked before any frame file is opened):
 
-- Every frame path must stay under the data root: an absolute path, a ``..`` that climbs above the root, or a
-  symlink that resolves outside it is an error naming the JSON file, the video and the path, unless the user opts
-  in with ``allow_outside_root`` (``--allow-outside-root``, ``data.allow_outside_root``).
+- Every frame path must stay under the data root: an absolute path or a ``..`` that climbs above the root is an
+  error naming the JSON file, the video and the path, unless the user opts in with ``allow_outside_root``
+  (``--allow-outside-root``, ``data.allow_outside_root``). Symlinks inside the root are followed (labs keep
+  datasets as links to shared storage); ``follow_symlinks=False`` (``--no-follow-symlinks``,
+  ``data.follow_symlinks: false``) also refuses a link that resolves outside the root (see :class:`FrameRoot`).
 - Label strings are looked up after :func:`mergekit_clip.detector.labels.canonical_label` (strip + casefold), in
   the reader and in ``data validate`` alike: ``" ff-df"`` is ``FF-DF``.
 """
@@ -209,7 +211,7 @@ def resolve_frame_path(raw: str, data_root: str | os.PathLike) -> Path:
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:(/|$)")
-ALLOW_OUTSIDE_HINT = "pass --allow-outside-root (clip-train: data.allow_outside_root: true) to read it anyway"
+ALLOW_OUTSIDE_HINT = "pass --allow-outside-root (config and study files: data.allow_outside_root: true) to read it"
 
 
 def lexical_path_problem(rel: str) -> str | None:
@@ -225,15 +227,24 @@ def lexical_path_problem(rel: str) -> str | None:
 
 
 class FrameRoot:
-    """The folder frame paths must stay under; resolves symlinks (a cache per directory keeps it cheap).
+    """The folder frame paths must stay under.
 
-    Nothing is opened: directories are resolved with ``os.path.realpath`` and each file costs one ``lstat``.
+    Containment is lexical and always strict: an absolute path or a ``..`` that climbs above the root is refused
+    before anything is opened, and :meth:`path` joins the lexically normalised path, so no ``..`` ever reaches the
+    file system (where a ``..`` after a symlink would climb out of the link's target). Symlinks inside the root are
+    followed by default, because DeepfakeBench roots are usually folders of links to shared storage
+    (``datasets/FaceForensics++ -> /mnt/storage/FF++``). ``follow_symlinks=False`` is the strict mode: every link is
+    resolved (``os.path.realpath`` once per directory, one ``lstat`` per file; nothing opened) and one pointing out
+    of the root is refused. ``allow_outside_root`` accepts everything.
     """
 
-    def __init__(self, data_root: str | os.PathLike | None, allow_outside_root: bool = False):
+    def __init__(
+        self, data_root: str | os.PathLike | None, allow_outside_root: bool = False, follow_symlinks: bool = True
+    ):
         self.root = None if data_root is None else Path(data_root)
         self.real = None if data_root is None else os.path.realpath(data_root)
         self.allow_outside_root = allow_outside_root
+        self.follow_symlinks = follow_symlinks
         self._dirs: dict[str, str] = {}
 
     def _inside(self, real: str) -> bool:
@@ -242,12 +253,13 @@ class FrameRoot:
     def problem(self, rel: str, *, resolve: bool = True) -> str | None:
         """Why the normalised path ``rel`` is not under the root (None if it is, or if the user allowed it).
 
-        ``resolve=False`` checks only what the path says (absolute, ``..``), not where its symlinks point.
+        ``resolve=False`` checks only what the path says (absolute, ``..``), not where its symlinks point; so does
+        every check when symlinks are followed.
         """
         if self.allow_outside_root:
             return None
         lexical = lexical_path_problem(rel)
-        if lexical or not resolve or self.real is None:
+        if lexical or not resolve or self.follow_symlinks or self.real is None:
             return lexical
         directory, name = posixpath.split(rel)
         real_dir = self._dirs.get(directory)
@@ -257,11 +269,12 @@ class FrameRoot:
         if os.path.islink(real):
             real = os.path.realpath(real)
         if not self._inside(real_dir) or not self._inside(real):
-            return f"resolves (through a symlink) to {real}, outside the data root {self.root}"
+            return (f"resolves (through a symlink) to {real}, outside the data root {self.root} (symlinks are not "
+                    "followed: --no-follow-symlinks / data.follow_symlinks: false)")  # fmt: skip
         return None
 
     def path(self, rel: str) -> Path:
-        return Path(self.root) / rel
+        return Path(self.root) / posixpath.normpath(rel)
 
 
 FRAMES_FOLDER, MASKS_FOLDER = "frames", "masks"
@@ -350,6 +363,7 @@ def load_frames(
     compression: str = "c23",
     video_id_mode: VideoIdMode = "full",
     allow_outside_root: bool = False,
+    follow_symlinks: bool = True,
 ) -> list[FrameRecord]:
     """The frames of one dataset split as :class:`FrameRecord` s, videos in JSON order, frames numerically.
 
@@ -363,7 +377,7 @@ def load_frames(
     if compression not in COMPRESSION_LEVELS:
         raise DatasetError(f"unknown compression {compression!r} (choose from {list(COMPRESSION_LEVELS)})")
     labels = canonical_labels(label_dict)
-    root = FrameRoot(data_root, allow_outside_root)
+    root = FrameRoot(data_root, allow_outside_root, follow_symlinks)
     source = str(dataset_json_path(dataset, json_root))
     groups = read_dataset_json(dataset, json_root)
     records: list[FrameRecord] = []

@@ -94,6 +94,7 @@ def validate_dataset(
     strict: bool = False,
     progress: bool = True,
     allow_outside_root: bool = False,
+    follow_symlinks: bool = True,
     check_masks: bool = True,
 ) -> DatasetReport:
     """Every problem of ``dataset`` (see the module docstring); frames are checked per ``check_images``.
@@ -101,7 +102,7 @@ def validate_dataset(
     A JSON that cannot be parsed at all is reported as a single ``json`` error. Frame paths outside ``data_root``
     (absolute, ``..``, symlinks pointing out; see ``FrameRoot``) are errors and are never opened.
     """
-    root = FrameRoot(data_root, allow_outside_root)
+    root = FrameRoot(data_root, allow_outside_root, follow_symlinks)
     labels = canonical_labels(label_dict)
     try:
         fmt = dataset_format(dataset, json_root)

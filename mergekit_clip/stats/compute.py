@@ -29,6 +29,7 @@ def compute_stats(
     frame_num: int | None = None,
     compression: str = "c23",
     allow_outside_root: bool = False,
+    follow_symlinks: bool = True,
     max_frames: int | None = None,
     batch_size: int = 32,
     workers: int = 0,
@@ -45,7 +46,8 @@ def compute_stats(
         digest = weights_hash(detector_dir)
         model = load_detector(detector_dir, device=device)
         records = load_frames(dataset, split, json_root=json_root, data_root=data_root, frame_num=frame_num,
-                              compression=compression, allow_outside_root=allow_outside_root)  # fmt: skip
+                              compression=compression, allow_outside_root=allow_outside_root,
+                              follow_symlinks=follow_symlinks)  # fmt: skip
         dataset_digest = dataset_identity(dataset, json_root).digest
     except (DetectorFormatError, DatasetError) as e:
         raise click.ClickException(str(e)) from e

@@ -109,12 +109,13 @@ def load_frames(
     compression: str = "c23",  # accepted for a uniform call; a frame list has no compression levels
     video_id_mode: VideoIdMode = "full",
     allow_outside_root: bool = False,
+    follow_symlinks: bool = True,
 ) -> list[FrameRecord]:
     """The frames of ``split`` listed in ``<json_root>/<dataset>.csv`` (errors name the file and the video)."""
     if split not in SPLITS:
         raise DatasetError(f"{dataset}: unknown split {split!r} (choose from {list(SPLITS)})")
     source = frame_list_path(dataset, json_root)
-    labels, root = canonical_labels(label_dict), FrameRoot(data_root, allow_outside_root)
+    labels, root = canonical_labels(label_dict), FrameRoot(data_root, allow_outside_root, follow_symlinks)
     videos = _videos(source)
     for rows in videos.values():  # every row's path, before any frame is opened
         for number, raw, _ in rows:
