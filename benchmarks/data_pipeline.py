@@ -3,8 +3,10 @@
     python benchmarks/data_pipeline.py [--image-size 224] [--frames 256] [--workers 0 2]
 
 Generates the small synthetic benchmark in a temp dir, then times full passes of a DataLoader over the train
-frames of its train dataset: decode only (eval transform, the baseline) and decode + DeepfakeBench-like
-augmentation, for each worker count. Ratios are against the 0-worker eval baseline of the same run.
+frames of its train dataset: decode only (eval transform, the baseline), decode + DeepfakeBench-like
+augmentation, and the same with each frame's forgery mask read and moved with it (``FrameDataset(masks=True)``, what
+the ForensicsAdapter mode reads), for each worker count. Ratios are against the 0-worker eval baseline of the same
+run.
 """
 
 from __future__ import annotations
@@ -42,9 +44,13 @@ def main(image_size: int, frames: int, workers_list: tuple[int, ...], batch_size
         baseline = None
         _rate(FrameDataset(records[:batch_size], build_train_transform(pre, seed=0)), 0, batch_size)  # warm-up
         for workers in workers_list:
-            for name, transform in (("decode", build_eval_transform(pre)),
-                                    ("decode+augment", build_train_transform(pre, seed=0))):  # fmt: skip
-                rate = _rate(FrameDataset(records, transform), workers, batch_size)
+            pipelines = (
+                ("decode", build_eval_transform(pre), False),
+                ("decode+augment", build_train_transform(pre, seed=0), False),
+                ("decode+augment+mask", build_train_transform(pre, seed=0), True),
+            )
+            for name, transform, masks in pipelines:
+                rate = _rate(FrameDataset(records, transform, masks=masks), workers, batch_size)
                 baseline = baseline or rate
                 print(json.dumps({"pipeline": name, "workers": workers, "image_size": image_size,
                                   "source_px": info.image_size, "images_per_s": round(rate, 1),
