@@ -312,7 +312,7 @@ def score_command(
                     pred = predictor.predict(model, records[dataset], name, dataset, **meta)
                     failures = check_failures(frame_failures(dataset, pred.paths, pred.ok), max_failed_share)
                 except (FrameDecodeError, TooManyFailedFramesError) as e:
-                    raise click.ClickException(f"{name}: {e}") from e
+                    raise click.ClickException(f"{name} on {dataset}: {e}") from e
                 preds.append(pred)
                 if ctx.is_main:
                     with warnings.catch_warnings():
@@ -352,7 +352,7 @@ def _score_perturbed(predictor, model, records, name, dataset, perturbations, me
     try:
         out = predict_perturbed(predictor, model, records, name, dataset, perturbations, **meta)
     except FrameDecodeError as e:
-        raise click.ClickException(f"{name}: {e}") from e
+        raise click.ClickException(f"{name} on {dataset} (--perturb): {e}") from e
     for perturbation, pred in zip(perturbations, out):
         if ctx.is_main:
             line = {"model": name, "dataset": dataset, "perturbation": perturbation.key, **score_perturbed(pred)}

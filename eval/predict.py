@@ -241,8 +241,8 @@ class _FrameDataset(Dataset):
         try:
             return load_frame(self.paths[index], self.preprocess, self.resize, self._decoded(index)), index, True
         except FrameDecodeError:
-            if self.strict:
-                raise
+            # not ok, whatever the mode: strict mode raises in the main process (score_paths), so the error is one
+            # line naming the frame, not a DataLoader worker's traceback
             size = self.preprocess.image_size
             dtype = torch.uint8 if self.resize == "fast" else torch.float32
             return torch.zeros(3, size, size, dtype=dtype), index, False
@@ -430,18 +430,18 @@ class Predictor:
         scores = np.full(len(indices), np.nan)
         ok = np.zeros(len(indices), dtype=bool)
         show = self.progress and self.dist.is_main
-        bar = tqdm(total=len(indices), desc=desc, unit="frame", disable=not show, leave=False)
-        for images, batch_indices, oks in self._batches(paths, indices, preprocess, perturbation, video_ids):
-            if self.strict and not all(oks):
-                bad = [paths[i] for i, o in zip(batch_indices, oks) if not o]
-                what = "is missing (no such file)" if not os.path.isfile(bad[0]) else "is not a decodable image"
-                raise FrameDecodeError(f"{bad[0]}: {what} (strict mode)")
-            prob = score(images)
-            rows = [position[i] for i in batch_indices]
-            scores[rows] = np.where(oks, prob, np.nan)
-            ok[rows] = oks
-            bar.update(len(batch_indices))
-        bar.close()
+        # closed on an error too: the bar's line is cleared, so the error is a line of its own
+        with tqdm(total=len(indices), desc=desc, unit="frame", disable=not show, leave=False) as bar:
+            for images, batch_indices, oks in self._batches(paths, indices, preprocess, perturbation, video_ids):
+                if self.strict and not all(oks):
+                    bad = [paths[i] for i, o in zip(batch_indices, oks) if not o]
+                    what = "is missing (no such file)" if not os.path.isfile(bad[0]) else "is not a decodable image"
+                    raise FrameDecodeError(f"{bad[0]}: {what} (strict mode)")
+                prob = score(images)
+                rows = [position[i] for i in batch_indices]
+                scores[rows] = np.where(oks, prob, np.nan)
+                ok[rows] = oks
+                bar.update(len(batch_indices))
         return scores, ok
 
     def predict(

@@ -92,9 +92,9 @@ class _SuiteFrames(IterableDataset):
                 try:
                     decoded[j] = read_image(self.paths[j])
                 except FrameDecodeError:
-                    if self.strict and j in self.todo:
-                        raise
-                    decoded[j] = None  # fails on its own; the rest of the video is still encoded
+                    # fails on its own (reported as not ok: strict mode raises in the main process, where the
+                    # message stays one line, not a DataLoader worker's traceback); the rest of the video is encoded
+                    decoded[j] = None
             context = [j for j in decoded if decoded[j] is not None]
             for pos in needed:  # one variant at a time: at most one encoded copy of the video in memory
                 variant = self.variants[pos]

@@ -173,17 +173,44 @@ def test_one_pass_equals_a_pass_per_perturbation(setup, tmp_path, workers):
         np.testing.assert_allclose(first.scores, second.scores, atol=1e-6, equal_nan=True)
 
 
-def test_one_pass_strict_names_the_undecodable_frame(setup, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_one_pass_strict_names_the_undecodable_frame(setup, tmp_path, workers):
     _, json_root, data_root, dirs = setup
     records = [SimpleNamespace(path=r.path, label=r.label, video_id=r.video_id, dataset=r.dataset)
                for r in _records(json_root, data_root)]  # fmt: skip
     records[2].path = tmp_path / "gone.png"
     model = load_detector(dirs[0])
-    strict = Predictor(num_workers=0, batch_size=4, progress=False, strict=True)
-    with pytest.raises(FrameDecodeError, match="gone.png"):
-        predict_perturbed(strict, model, records, "m", "Celeb-DF-v2", [parse_perturbation("VC:40")])
+    strict = Predictor(num_workers=workers, batch_size=4, progress=False, strict=True)
+    for variants in ([parse_perturbation("VC:40")], [parse_perturbation("GB:9"), None]):
+        with pytest.raises(FrameDecodeError) as caught:  # raised in the main process: one line, no worker traceback
+            predict_perturbed(strict, model, records, "m", "Celeb-DF-v2", variants)
+        assert str(caught.value) == f"{tmp_path / 'gone.png'}: is missing (no such file) (strict mode)"
+    with pytest.raises(FrameDecodeError) as caught:
+        strict.predict(model, records, "m", "Celeb-DF-v2")
+    assert str(caught.value) == f"{tmp_path / 'gone.png'}: is missing (no such file) (strict mode)"
+    if workers:
+        return
     cache = FrameCache(64)  # known undecodable from a lenient run: the strict one still refuses it
     Predictor(num_workers=0, batch_size=4, progress=False, cache=cache).predict(model, records, "m", "x")
     strict.cache = cache
     with pytest.raises(FrameDecodeError, match="gone.png: is missing"):
         predict_perturbed(strict, model, records, "m", "Celeb-DF-v2", [None])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_cli_strict_undecodable_frame_is_one_error_line_naming_frame_and_dataset(setup, tmp_path, workers):
+    from test_eval_support import make_dataset as make_other
+
+    _, _, _, dirs = setup
+    json_root, data_root = make_other(tmp_path / "ds", name="DFDC", frames=2)
+    broken = sorted((data_root / "DFDC").rglob("test/*/1.png"))[0]
+    broken.write_bytes(b"not a png")
+    args = [dirs[0], "--datasets", "DFDC", "--json-root", json_root, "--data-root", data_root, "--workers", workers,
+            "--batch-size", "4", "--out", tmp_path / "out", "--perturb", "GB:9,VC:40",
+            "--fail-on-undecodable"]  # fmt: skip
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and str(broken) in errors[0] and "DFDC" in errors[0], result.output
+    assert "Traceback" not in result.output and "DataLoader worker" not in result.output
+    assert not (tmp_path / "out").exists()

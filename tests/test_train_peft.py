@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.nn.utils import parametrize
@@ -175,21 +176,49 @@ def test_svd_residual_starts_at_the_base_and_changes_with_rank_k(tiny_model):
                            base[f"visual.transformer.resblocks.{block}.mlp.c_fc.weight"])  # fmt: skip
 
 
-def test_svd_residual_losses_match_their_formulas(tiny_model):
+def test_svd_residual_losses_are_efforts_on_a_4x3_example():
     from train.modes.lowrank import SVDResidualFactor
 
-    w = tiny_model.visual.transformer.resblocks[0].mlp.c_fc.weight.detach()
-    factor = SVDResidualFactor(w, rank=3).requires_grad_(False)
-    assert float(factor.orthogonality_loss()) == pytest.approx(0.0, abs=1e-8)  # SVD vectors are orthonormal
-    assert float(factor.singular_value_loss()) == pytest.approx(0.0, abs=1e-4 * float((w * w).sum()))
+    # W = diag(3, 2, 1) padded to 4 x 3: U = e1, e2, e3 of R^4, V = I_3 (up to signs), r = 3; rank-1 residual, so
+    # U_r = [e1 e2], Vh_r = [e1; e2] are frozen and the residual starts at u = e3, s = 1, v = e3
+    w = torch.tensor([[3.0, 0, 0], [0, 2, 0], [0, 0, 1], [0, 0, 0]])
+    factor = SVDResidualFactor(w, rank=1, frozen_vectors=True).requires_grad_(False)
+    # at the start [U_r u] has orthonormal columns; Effort's ||C Cᵀ - I_4||_F is sqrt(4 - 3) = 1 for a tall matrix
+    assert float(factor.orthogonality_loss()) == pytest.approx(0.5 * 1.0 + 0.5 * 0.0, abs=1e-6)
+    assert float(factor.singular_value_loss()) == pytest.approx(0.0, abs=1e-5)
+    with torch.no_grad():  # u = (0.6, 0, 0.8, 0): unit, but 0.6 of it inside the frozen e1; v = (0, 0.5, 1); s = 2
+        factor.U.copy_(torch.tensor([[0.6], [0.0], [0.8], [0.0]]))
+        factor.V.copy_(torch.tensor([[0.0], [0.5], [1.0]]))
+        factor.S.fill_(2.0)
+    # U side: CᵀC - I = [[0, 0, 0.6], [0, 0, 0], [0.6, 0, 0.36 + 0.64 - 1]]: 2 * 0.36 = 0.72, plus the floor 1
+    # V side: DDᵀ - I = [[0, 0, 0], [0, 0, 0.5], [0, 0.5, 0.25 + 1 - 1]]: 2 * 0.25 + 0.25^2 = 0.5625
+    expected = 0.5 * math.sqrt(0.72 + 1.0) + 0.5 * math.sqrt(0.5625)
+    assert float(factor.orthogonality_loss()) == pytest.approx(expected, rel=1e-5)
+    # Effort's literal form, with the 4 x 4 product, agrees
+    c = torch.cat([factor.U_r.double(), factor.U.double()], dim=1)
+    d = torch.cat([factor.Vh_r.double(), factor.V.double().t()], dim=0)
+    literal = 0.5 * torch.linalg.norm(c @ c.t() - torch.eye(4, dtype=torch.float64)) + 0.5 * torch.linalg.norm(
+        d @ d.t() - torch.eye(3, dtype=torch.float64))  # fmt: skip
+    assert float(factor.orthogonality_loss()) == pytest.approx(float(literal), rel=1e-5)
+    # ||Ŵ||² = 9 + 4 + s² ||u||² ||v||² = 13 + 4 * 1.25 (uᵀ main v = 0: no cross term) = 18 against ||W||² = 14
+    assert float(factor.singular_value_loss()) == pytest.approx(4.0, rel=1e-5)
+    with pytest.raises(RuntimeError, match="frozen_vectors"):
+        SVDResidualFactor(w, rank=1).orthogonality_loss()
+
+
+def test_svd_residual_extra_loss_is_the_weighted_mean_over_matrices(tiny_model):
+    options = SVDResidualOptions(rank=1, orthogonality_weight=0.3, singular_value_weight=0.02)
+    model = copy.deepcopy(tiny_model)
+    adaptation = MODES["svd_residual"].adapt(model, options, 0)
+    _train_a_little(model, adaptation, steps=2)
+    factors = [m for m in model.modules() if type(m).__name__ == "SVDResidualFactor"]
+    assert len(factors) == 2 * 4  # 2 blocks x q, k, v, out
+    labels, ok = torch.tensor([0, 1]), torch.ones(2, dtype=torch.bool)
     with torch.no_grad():
-        factor.U.mul_(2.0)
-    u = factor.U.detach().double()
-    expected = float(((u.t() @ u - torch.eye(3, dtype=torch.float64)) ** 2).sum() + 0.0)
-    assert float(factor.orthogonality_loss()) == pytest.approx(expected, rel=1e-4)
-    dense = factor.main.double() + (factor.U.double() * factor.S.double()) @ factor.V.double().t()
-    assert float(factor.singular_value_loss()) == pytest.approx(abs(float((dense**2).sum() - (w.double() ** 2).sum())),
-                                                                rel=1e-4)  # fmt: skip
+        expected = 0.3 * np.mean([float(f.orthogonality_loss()) for f in factors]) + 0.02 * np.mean(
+            [float(f.singular_value_loss()) for f in factors])  # fmt: skip
+        assert float(adaptation.extra_loss(labels, ok)) == pytest.approx(expected, rel=1e-5)
+        assert float(adaptation.extra_loss(labels, ok)) > 0
 
 
 def test_alignment_and_uniformity_match_pairwise_sums():

@@ -113,9 +113,13 @@ class LoRAFactor(nn.Module):
 
 class SVDResidualFactor(nn.Module):
     """Effort (Yan et al., ICML 2025): ``W = U S Vᵀ``; the top ``r - k`` components stay frozen (``main``), the
-    bottom ``k`` become a trainable residual ``U_k diag(S_k) V_kᵀ`` initialised from them."""
+    bottom ``k`` become a trainable residual ``U_k diag(S_k) V_kᵀ`` initialised from them.
 
-    def __init__(self, weight: torch.Tensor, rank: int):
+    ``frozen_vectors`` keeps the frozen ``U_r`` and ``Vh_r`` (non-persistent buffers: recomputed from the
+    pretrained weight on every install) for :meth:`orthogonality_loss`, which needs them.
+    """
+
+    def __init__(self, weight: torch.Tensor, rank: int, *, frozen_vectors: bool = False):
         super().__init__()
         r = min(weight.shape)
         if not 0 < rank < r:
@@ -129,6 +133,18 @@ class SVDResidualFactor(nn.Module):
         self.U = nn.Parameter(u[:, keep:].contiguous().to(weight.dtype))
         self.S = nn.Parameter(s[keep:].contiguous().to(weight.dtype))
         self.V = nn.Parameter(vh[keep:].t().contiguous().to(weight.dtype))
+        self.frozen_vectors = frozen_vectors
+        if frozen_vectors:
+            u_r, vh_r = u[:, :keep].contiguous(), vh[:keep].contiguous()
+            eye = torch.eye(keep, device=w.device, dtype=torch.float64)
+            self.register_buffer("U_r", u_r, persistent=False)
+            self.register_buffer("Vh_r", vh_r, persistent=False)
+            # the frozen blocks of Effort's Gram matrices: constant, so computed once (in float64)
+            frozen = (
+                ((u_r.double().t() @ u_r.double() - eye) ** 2).sum(),
+                ((vh_r.double() @ vh_r.double().t() - eye) ** 2).sum(),
+            )
+            self.register_buffer("frozen_gram_error2", torch.stack(frozen).float(), persistent=False)
 
     def residual(self) -> torch.Tensor:
         return (self.U * self.S) @ self.V.t()
@@ -137,18 +153,37 @@ class SVDResidualFactor(nn.Module):
         return self.main + self.residual()
 
     def orthogonality_loss(self) -> torch.Tensor:
-        """``||U_kᵀ U_k - I||_F² + ||V_kᵀ V_k - I||_F²``: keep the residual's singular vectors orthonormal."""
-        eye = torch.eye(self.U.shape[1], device=self.U.device, dtype=torch.float32)
+        """Effort's ``0.5 ||[U_r U_k][U_r U_k]ᵀ - I||_F + 0.5 ||[Vh_r; Vh_k][Vh_r; Vh_k]ᵀ - I||_F`` (norms not
+        squared) over the frozen and the trained singular vectors: it keeps the residual orthonormal *and* out of
+        the frozen subspace.
+
+        Evaluated blockwise, without the m x m product: for ``C = [U_r U_k]`` (m x r),
+        ``||C Cᵀ - I_m||² = ||U_rᵀU_r - I||² + 2 ||U_rᵀU_k||² + ||U_kᵀU_k - I||² + (m - r)``; the last term is 0 for
+        the square attention matrices Effort targets (a tall ``c_fc`` keeps that constant floor, as Effort's formula
+        gives it). The V side is the r x r Gram of the rows, with no floor.
+        """
+        if not self.frozen_vectors:
+            raise RuntimeError("orthogonality_loss needs the frozen vectors: build with frozen_vectors=True")
         u, v = self.U.float(), self.V.float()
-        return ((u.t() @ u - eye) ** 2).sum() + ((v.t() @ v - eye) ** 2).sum()
+        eye = torch.eye(u.shape[1], device=u.device, dtype=torch.float32)
+        u_side = (self.frozen_gram_error2[0] + 2 * ((self.U_r.t() @ u) ** 2).sum() + ((u.t() @ u - eye) ** 2).sum()
+                  + (u.shape[0] - self.U_r.shape[1] - u.shape[1]))  # fmt: skip
+        v_side = self.frozen_gram_error2[1] + 2 * ((self.Vh_r @ v) ** 2).sum() + ((v.t() @ v - eye) ** 2).sum()
+        return 0.5 * _norm_from_square(u_side) + 0.5 * _norm_from_square(v_side)
 
     def singular_value_loss(self) -> torch.Tensor:
-        """``| ||Ŵ||_F² - ||W||_F² |``: the adapted matrix keeps the pretrained energy (sum of squared sigmas)."""
+        """Effort's ``| ||Ŵ||_F² - ||W||_F² |``: the adapted matrix keeps the pretrained energy (sum of squared
+        sigmas)."""
         w = self.forward(self.main).float()
         return ((w * w).sum() - self.frobenius2).abs()
 
     def factors(self) -> dict[str, torch.Tensor]:
         return {"U": self.U, "S": self.S, "V": self.V}
+
+
+def _norm_from_square(square: torch.Tensor) -> torch.Tensor:
+    """``sqrt`` of a squared norm; at exactly 0 (no gradient direction) the gradient is 0, not NaN."""
+    return torch.sqrt(square.clamp_min(1e-30))
 
 
 class RowBlockUpdate(nn.Module):
