@@ -258,10 +258,11 @@ def write_learned_merge(result: LearnedMerge, out: Path, header: str = "learned 
     recipe = result.recipe()
     (out / "recipe.yml").write_text(recipe_yaml(recipe, f"{header}\nrun with:   mergekit-yaml {out / 'recipe.yml'} "
                                                        "OUT_DIR"))  # fmt: skip
-    options = MergeOptions(random_seed=0, quiet=True, write_model_card=False, copy_tokenizer=False)
-    mergekit.merge.run_merge(validate_recipe(recipe), str(out / "model"), options)
     info = {"form": result.options.form, "objective": result.options.objective,
             "transductive": result.transductive, "options": result.options.__dict__, "weights": result.table(),
             "loss": result.log}  # fmt: skip
     (out / "learned.json").write_text(json.dumps(info, indent=1) + "\n")
+    options = MergeOptions(random_seed=0, quiet=True, write_model_card=False, copy_tokenizer=False)
+    # last: the model folder (written atomically by the plugin) marks a finished learned merge
+    mergekit.merge.run_merge(validate_recipe(recipe), str(out / "model"), options)
     return out / "model"

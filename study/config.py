@@ -229,6 +229,30 @@ class ProtocolConfig(_Section):
                 raise ValueError(f"protocols.{name}.perturbations: {e}") from e
 
 
+class LearnedCandidate(_Section):
+    """A learned layer-wise merge (``eval.learned_merge``): one coefficient per ingredient and layer group, fitted by
+    gradient descent on the labelled frames of the source val split (the frames selection reads: its val score is
+    optimistic, as a tuned grid point's is)."""
+
+    family: str | None = None
+    select: dict[str, Any] = Field(default_factory=dict, description="ingredient selection (mode, lr, seed, ...)")
+    form: Literal["linear", "task_arithmetic"] = Field(
+        "linear", description="linear = learned soup (softmax weights per group); task_arithmetic = AdaMerging-style "
+        "lambdas on task vectors"
+    )  # fmt: skip
+    objective: Literal["labelled"] = Field(
+        "labelled", description="cross-entropy on labelled frames (the transductive entropy objective is "
+        "clip-eval learn-merge --objective entropy: a study keeps transductive models out of its honest columns)"
+    )  # fmt: skip
+    steps: int = Field(50, gt=0)
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(32, gt=0)
+    max_frames: int | None = Field(512, gt=0, description="frames fitted on (evenly spaced); None = all")
+    init: float = Field(0.3, description="task_arithmetic: every lambda's start")
+    seed: int = 0
+    device: str = Field("cpu", description="cpu or cuda[:N]")
+
+
 class SelectionConfig(_Section):
     metric: Literal["frame_auc", "video_auc"] = Field("video_auc", description="score on the source val split")
     tie_break: str | None = Field(
@@ -345,6 +369,7 @@ class StudyConfig(_Section):
     families: dict[str, FamilyConfig]
     merges: dict[str, MergeCandidates] = Field(default_factory=dict, description="candidate group -> method + grid")
     soups: dict[str, SoupCandidate] = Field(default_factory=dict, description="soup name -> uniform/greedy")
+    learned: dict[str, LearnedCandidate] = Field(default_factory=dict, description="name -> learned layer-wise merge")
     selection: SelectionConfig = SelectionConfig()
     eval: EvalConfig = EvalConfig()
     mergekit: MergekitOptions = MergekitOptions()
@@ -368,7 +393,7 @@ class StudyConfig(_Section):
                     )
         if not self.ingredient_families():
             raise ValueError("families: every family has role 'backbone'; one must provide ingredients")
-        groups = {**self.merges, **self.soups}
+        groups = {**self.merges, **self.soups, **self.learned}
         for group, entry in groups.items():
             if entry.family is not None and entry.family not in self.ingredient_families():
                 raise ValueError(
@@ -383,14 +408,14 @@ class StudyConfig(_Section):
             if unknown:
                 raise ValueError(f"robustness.datasets {unknown}: choose held-out test sets ({self.data.test})")
         if robust is not None and robust.groups is not None:
-            known = [*self.merges, *self.soups, "any merge", "any soup"]
+            known = [*self.merges, *self.soups, *self.learned, "any merge", "any soup"]
             unknown = [g for g in robust.groups if g not in known]
             if unknown:
                 raise ValueError(f"robustness.groups {unknown}: choose from {known}")
         self._check_protocols()
-        clash = set(self.merges) & set(self.soups)
+        clash = (set(self.merges) & set(self.soups)) | (set(self.learned) & (set(self.merges) | set(self.soups)))
         if clash:
-            raise ValueError(f"candidate names used twice (merges and soups): {sorted(clash)}")
+            raise ValueError(f"candidate names used twice (merges, soups, learned): {sorted(clash)}")
         return self
 
     def _check_protocols(self) -> None:
@@ -424,7 +449,7 @@ class StudyConfig(_Section):
     def ingredient_families(self) -> list[str]:
         return [n for n, f in self.families.items() if f.role == "ingredients"]
 
-    def family_of(self, entry: MergeCandidates | SoupCandidate) -> str:
+    def family_of(self, entry: MergeCandidates | SoupCandidate | LearnedCandidate) -> str:
         return entry.family or self.ingredient_families()[-1]
 
 

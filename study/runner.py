@@ -20,6 +20,7 @@ from study.candidates import MergeCandidate, plan_merges, run_merges
 from study.config import StudyConfig
 from study.families import FamilyPlan, ensure_family, plan_families
 from study.hashing import FileHashes, canonical_hash, record_model_digest, verified_model
+from study.learned import run_learned
 from study.protocols import honest_protocols, score_protocols, transductive_protocols
 from study.robustness import run_robustness
 from study.scores import RecordsLoader, ScoreStore, SplitScores, make_predictor, metric_value, records_loader
@@ -131,6 +132,7 @@ class StudyRun:
                   method=c.method, params=c.params, searched=c.searched, family=c.family)
             for c in self.candidates
         ]  # fmt: skip
+        entries += run_learned(self)  # learned layer-wise merges: fitted on the labelled val frames
         pairs = self._val_pairs()
         val: dict[str, dict[str, SplitScores]] = {}
         for entry in tqdm(entries, desc="score on source val", unit="model", disable=not self.progress):

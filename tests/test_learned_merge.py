@@ -90,3 +90,34 @@ def test_learned_merge_refuses_bad_input(family):
         learn_merge(_ingredients(family), frames, labels, LearnOptions(form="task_arithmetic"))
     with pytest.raises(LearnedMergeError, match="at least 2 ingredients"):
         learn_merge(_ingredients(family)[:1], frames, labels, LearnOptions())
+
+
+def test_study_learned_group_is_a_keyed_candidate(family, tmp_path, monkeypatch):
+    from study_support import make_dataset
+
+    from study.config import StudyConfig
+    from study.runner import StudyRun
+
+    for i, name in enumerate(["Tiny-FF", "Tiny-A"]):
+        make_dataset(tmp_path / "json", tmp_path / "data", name, videos=3, frames=2, seed=i)
+    study = StudyConfig.model_validate({
+        "output": str(tmp_path / "out"),
+        "data": {"json_root": str(tmp_path / "json"), "data_root": str(tmp_path / "data"), "source": "Tiny-FF",
+                 "test": ["Tiny-A"]},
+        "families": {"tiny": {"path": str(family)}},
+        "learned": {"learned_soup": {"select": {"mode": "full_finetune"}, "steps": 3, "batch_size": 4}},
+        "eval": {"batch_size": 16, "workers": 0},
+    })  # fmt: skip
+    run = StudyRun(study, progress=False)
+    run.prepare()
+    result = run.validation()
+    (entry,) = [e for e in result.entries if e.group == "learned_soup"]
+    directory = entry.path.parent
+    assert entry.kind == "merge" and (directory / "recipe.yml").is_file() and (directory / "learned.json").is_file()
+    assert "learned_soup" in result.selection.val_scores
+    import eval.learned_merge as learned
+
+    monkeypatch.setattr(learned, "learn_merge", lambda *a, **k: pytest.fail("a finished learned merge was refitted"))
+    again = StudyRun(study, progress=False)
+    again.prepare()
+    assert [e.path for e in again.validation().entries if e.group == "learned_soup"] == [entry.path]
