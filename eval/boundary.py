@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.report import slug
+from eval.provenance import slug
 from mergekit_clip.data.deepfakebench import FrameRecord
 from mergekit_clip.data.masks import boundary_target, read_mask
 from mergekit_clip.data.transforms import build_eval_transform, read_image

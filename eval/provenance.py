@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +53,8 @@ def unique_names(dirs: list[str]) -> list[str]:
         if len(set(names)) == len(names) or depth > max(len(p.parts) for p in paths):
             return names
         depth += 1
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a model or dataset name."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_") or "unnamed"

@@ -16,7 +16,6 @@ import datetime as _dt
 import json
 import math
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from eval.predict import Predictions
+from eval.provenance import slug
 from mergekit_clip.detector.io import atomic_directory
 from mergekit_clip.metrics import (
     ECE_BINS,
@@ -45,11 +45,6 @@ PRED_DIR = "predictions"
 
 class ReportError(ValueError):
     """Predictions that cannot form a report (the message names the file)."""
-
-
-def slug(name: str) -> str:
-    """A file-name-safe version of a model or dataset name."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_") or "unnamed"
 
 
 # ---------------------------------------------------------------- predictions on disk

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from eval.predict import FrameDecodeError, Predictions, Predictor, Record, ResizeMode, _label_groups, load_frame
-from mergekit_clip.data.perturbations import PERTURBATIONS, Perturbation, expand_perturbations, parse_perturbation
+from mergekit_clip.data.perturbations import PERTURBATIONS, Perturbation, parse_perturbation
 from mergekit_clip.data.transforms import read_image
 from mergekit_clip.detector.spec import PreprocessSpec
 from mergekit_clip.metrics import VideoAggregate, VideoIdMode, compute_metrics, video_key
@@ -359,7 +359,7 @@ def write_robustness(robust: Mapping[str, Any], directory: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from eval.report import slug
+    from eval.provenance import slug
 
     fields = ["model", "dataset", "perturbation", "type", "level", "severity", *ROBUST_METRICS, "frames_failed"]
     with open(directory / "robustness.csv", "w", newline="") as f:
@@ -401,50 +401,3 @@ def write_robustness(robust: Mapping[str, Any], directory: Path) -> list[str]:
             plt.close(fig)
             written.append(name)
     return written
-
-
-def evaluate_robustness(
-    models: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike],
-    records: Mapping[str, Sequence[Record]],
-    perturbations: str | Sequence[str] | Sequence[Perturbation],
-    predictor: Predictor | None = None,
-    *,
-    seed: int = 0,
-    include_clean: bool = True,
-    out: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    video_id: VideoIdMode = "full",
-    aggregate: VideoAggregate = "mean",
-    **meta: Any,
-) -> dict[str, Any]:
-    """Score ``models`` (name -> detector dir, or a list of dirs) on ``records`` (dataset -> records), clean and
-    under every perturbation (a suite name, ``NAME:LEVEL`` specs, or :class:`Perturbation` objects).
-
-    Returns the report dict of :func:`eval.report.build_results` (its ``robustness`` key holds the tables, its
-    ``means`` the clean metrics) with the raw ``predictions`` list added; with ``out`` the report folder is also
-    written. ``seed`` seeds the perturbations (``predictor.perturb_seed`` is set to it).
-    """
-    from eval.provenance import model_provenance, unique_names
-    from eval.report import build_results, write_report
-    from mergekit_clip.detector.io import load_detector
-
-    if isinstance(perturbations, str):
-        perturbations = [perturbations]
-    specs = [p if isinstance(p, Perturbation) else None for p in perturbations]
-    todo = [p for p in specs if p is not None] if all(specs) else expand_perturbations([str(p) for p in perturbations])
-    if not isinstance(models, Mapping):
-        dirs = [str(d) for d in models]
-        models = dict(zip(unique_names(dirs), dirs))
-    predictor = predictor or Predictor()
-    predictor.perturb_seed = int(seed)
-    preds: list[Predictions] = []
-    for name, model_dir in models.items():
-        model = load_detector(model_dir, device=str(predictor.device))
-        prov = {**model_provenance(model_dir), "device": str(predictor.device), "dtype": predictor.dtype_name, **meta}
-        for dataset, recs in records.items():  # clean and perturbed in one pass: each frame decoded once
-            preds += predict_perturbed(predictor, model, recs, name, dataset, [None] * include_clean + todo, **prov)
-        del model
-    report = (
-        write_report(preds, out, video_id, overwrite, aggregate) if out else build_results(preds, video_id, aggregate)
-    )
-    return {**report, "predictions": preds}

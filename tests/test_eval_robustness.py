@@ -14,7 +14,8 @@ from test_eval_support import make_dataset, make_detectors
 
 from eval.cli import main
 from eval.predict import FrameCache, FrameDecodeError, Predictor, load_frame
-from eval.robustness import evaluate_robustness, predict_perturbed
+from eval.robustness import predict_perturbed
+from eval.robustness_run import evaluate_robustness
 from mergekit_clip.data.deepfakebench import load_frames
 from mergekit_clip.data.perturbations import parse_perturbation
 from mergekit_clip.data.transforms import read_image

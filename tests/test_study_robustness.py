@@ -35,7 +35,7 @@ def _raw(root, **robustness) -> dict:
 
 def test_selected_models_are_scored_as_clip_eval_scores_them_and_judged_paired(root):
     from eval.predict import Predictor
-    from eval.robustness import evaluate_robustness
+    from eval.robustness_run import evaluate_robustness
     from mergekit_clip.data.formats import load_frames
     from study.runner import StudyRun, run_study
 

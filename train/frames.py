@@ -10,6 +10,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,7 +20,9 @@ from tqdm import tqdm
 from mergekit_clip.data.deepfakebench import DatasetError, FrameRecord
 from mergekit_clip.data.formats import load_frames
 from mergekit_clip.data.transforms import FrameDecodeError, FrameMissingError, check_image, read_image
-from train.config import DataConfig
+
+if TYPE_CHECKING:  # only the annotation: train.config imports the mode registry, whose modes import this module
+    from train.config import DataConfig
 
 _DECODED: dict[str, np.ndarray] = {}  # path -> RGB uint8 frame; shared by every ingredient of a sweep
 

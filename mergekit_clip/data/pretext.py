@@ -25,6 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mergekit_clip.data.jpeg import jpeg_roundtrip
+
 PRETEXT_DATASET = "Synth-Pretext"
 ORIGINAL_LABEL, PROCESSED_LABEL = "DF_real", "DF_fake"
 # Every operation removes fine detail (one consistent direction: a tiny ViT escapes its initial plateau on it
@@ -158,8 +160,6 @@ def render_pretext_frame(
 
     Returns (image, operations, processed-region mask (S, S) in [0, 1] or None when untouched).
     """
-    from mergekit_clip.data.synthetic import _jpeg  # shared encoder; imported late (synthetic imports this module)
-
     dx, dy = rng.integers(0, 2 * MARGIN + 1, 2)
     img = scene[dy : dy + size, dx : dx + size] + rng.normal(0, noise, (size, size, 3)).astype(np.float32)
     ops: list[str] = []
@@ -172,7 +172,7 @@ def render_pretext_frame(
         mask = _region(rng, size, whole_ok="tone" not in ops)[..., None]
         img = img + mask * (edited - img)
         mask = mask[..., 0]
-    return _jpeg(img, int(rng.integers(quality[0], quality[1] + 1))), ops, mask
+    return jpeg_roundtrip(img, int(rng.integers(quality[0], quality[1] + 1))), ops, mask
 
 
 def generate_pretext(

@@ -49,6 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mergekit_clip.data.deepfakebench import mask_rel_path
+from mergekit_clip.data.jpeg import jpeg_roundtrip
 from mergekit_clip.detector.io import atomic_directory
 
 Preset = Literal["small", "full", "pretrain"]
@@ -370,14 +371,6 @@ def _render(ident: _Identity, scene: _Scene, t: float, size: int, *, clean: bool
     return img.astype(np.float32)
 
 
-def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    bgr = cv2.cvtColor(np.clip(img, 0, 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("cv2 could not JPEG-encode a synthetic frame")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(np.float32)
-
-
 def _swap(
     target: np.ndarray,
     source: np.ndarray,
@@ -398,7 +391,7 @@ def _swap(
     if forgery.grid:
         source = source + (fingerprint_scale * forgery.grid / SHARED_GRID.colour[0]) * SHARED_GRID.pattern(size)
     if forgery.inner_jpeg is not None:
-        source = _jpeg(source, int(rng.integers(forgery.inner_jpeg[0], forgery.inner_jpeg[1] + 1)))
+        source = jpeg_roundtrip(source, int(rng.integers(forgery.inner_jpeg[0], forgery.inner_jpeg[1] + 1)))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     ax, ay, phase = scene.motion
     cx, cy = scene.cx + ax * np.sin(t + phase), scene.cy + ay * np.cos(0.7 * t + phase)
@@ -519,7 +512,7 @@ def _generate_dataset(
             rel_dir = layout.format(root=style.name, level=level, method=forgery.method if forgery else "",
                                     video=video)  # fmt: skip
             for name, img in zip(names, clean_frames):
-                _write_png(data_root / rel_dir / f"{name}.png", _jpeg(img, int(frng.integers(lo, hi + 1))))
+                _write_png(data_root / rel_dir / f"{name}.png", jpeg_roundtrip(img, int(frng.integers(lo, hi + 1))))
             for name, mask in zip(names, masks):  # fakes only: DeepfakeBench's mask path, blend weights as grey
                 write_mask(data_root / mask_rel_path(f"{rel_dir}/{name}.png"), mask)
             listed = [_format_path(f"{rel_dir}/{n}.png", style.path_style) for n in sorted(names)]

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mergekit_clip.tracking import flat_params, scalars
+from mergekit_clip.tracking.records import flat_params, scalars
 
 
 def _writer(logdir: Path):
