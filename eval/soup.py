@@ -79,7 +79,7 @@ def check_ingredients(dirs: Sequence[str | os.PathLike]) -> None:
     for d in dirs[1:]:
         spec = detector_spec(d)
         if spec != first:
-            diff = [k for k in ("backbone", "head", "adapter", "preprocess") if getattr(spec, k) != getattr(first, k)]
+            diff = [k for k in type(first).model_fields if getattr(spec, k) != getattr(first, k)]
             raise DetectorFormatError(f"{d} does not match {dirs[0]} ({', '.join(diff)} differ); cannot average them")
     for d in dirs:  # the merge path's check: one NaN/Inf ingredient would poison the whole soup
         check_finite_weights(d)

@@ -2,7 +2,8 @@
 
 Two layouts, one definition each:
 
-* ``CLIPDetector`` (ours): open_clip names ``visual.*`` + ``head.*`` / ``adapter.*``.
+* ``CLIPDetector`` (ours): open_clip names ``visual.*`` + ``head.*`` / ``adapter.*``, or for a ForensicsAdapter
+  detector its trained modules (``adapter.*``, ``rec_attn_clip.*``, ...), read from the model of its config.
 * Hugging Face CLIP (``CLIPVisionModel``, ``CLIPVisionModelWithProjection``, ``CLIPForImageClassification``,
   ``CLIPModel``'s vision tower): ``vision_model.*`` (aliases without the prefix, as saved from a bare
   ``CLIPVisionTransformer``) + optional ``visual_projection.weight``, ``classifier.*`` and ``head.*``.
@@ -23,6 +24,7 @@ from mergekit_clip.detector.layouts import (
     HF_CLIP_ARCHITECTURES,
     HF_PREFIX,
     OPTIONAL_TENSORS,
+    carried_tensor_names,
     open_clip_visual_tensor_names,
 )
 from mergekit_clip.detector.spec import ARCHITECTURE, MODEL_TYPE
@@ -61,7 +63,12 @@ class OpenCLIPDetectorArchitecture(ModuleArchitecture):
 
     def post_weights(self, config: PretrainedConfig) -> list[WeightInfo]:
         _, _, post = open_clip_visual_tensor_names(0)
-        return [WeightInfo(name=n) for n in post] + _optional(ADAPTER_TENSORS + HEAD_TENSORS)
+        out = [WeightInfo(name=n) for n in post]
+        if getattr(config, "forensics_adapter", None):
+            # Every input of a ForensicsAdapter merge has them (a family's base is its adapter initialisation);
+            # listed from the model built at this geometry, so the list cannot drift from the module.
+            return out + [WeightInfo(name=n) for n in carried_tensor_names(config.spec)]
+        return out + _optional(ADAPTER_TENSORS + HEAD_TENSORS)
 
 
 class HFCLIPVisionArchitecture(ModuleArchitecture):

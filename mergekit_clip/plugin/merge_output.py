@@ -80,6 +80,7 @@ def merged_spec(inputs: list[InputModel], reference: InputModel) -> DetectorSpec
         head=head,
         adapter=adapter if head is not None else None,
         preprocess=preprocessing_source(inputs, reference).spec.preprocess,
+        forensics_adapter=reference.spec.forensics_adapter,  # preflight: all inputs have the same one, or none
     )
 
 

@@ -32,6 +32,7 @@ from mergekit_clip.detector.layouts import (
     HF_PREFIX,
     HF_TEXT_TENSOR,
     OPTIONAL_TENSORS,
+    carried_tensor_names,
     hf_vision_tensor_names,
     open_clip_visual_tensor_names,
 )
@@ -115,6 +116,7 @@ def check_compatible(inputs: list[InputModel], base_ref) -> InputModel:
                 "`mergekit-clip import` first"
             )
         _require_same(m, reference, "backbone", GEOMETRY_FIELDS, "only fine-tunes of one architecture can be merged")
+    _check_forensics_adapters(inputs)
     heads = [m for m in inputs if m.spec.head is not None]
     for m in heads[1:]:
         _require_same(m, heads[0], "head", ("feature", "normalize"), "heads on different features cannot be merged")
@@ -125,6 +127,29 @@ def check_compatible(inputs: list[InputModel], base_ref) -> InputModel:
     _check_tensors(inputs)
     _check_unknown_tensors(inputs)
     return reference
+
+
+def _check_forensics_adapters(inputs: list[InputModel]) -> None:
+    """ForensicsAdapter detectors merge only with ForensicsAdapter detectors of the same adapter geometry."""
+    fas = [m for m in inputs if m.spec.forensics_adapter is not None]
+    if not fas:
+        return
+    plain = next((m for m in inputs if m.spec.forensics_adapter is None), None)
+    if plain is not None:
+        raise MergeInputError(
+            f"{fas[0].path} is a ForensicsAdapter detector but {plain.path} is not; a ForensicsAdapter merges only "
+            "with ForensicsAdapter detectors (its family's base is the saved adapter initialisation)"
+        )
+    first = fas[0].spec.forensics_adapter
+    for m in fas[1:]:
+        mine = m.spec.forensics_adapter
+        diff = [k for k in type(mine).model_fields if getattr(mine, k) != getattr(first, k)]
+        if diff:
+            k = diff[0]
+            raise MergeInputError(
+                f"{m.path}: forensics_adapter.{k} is {getattr(mine, k)!r} but {fas[0].path} has "
+                f"{getattr(first, k)!r}; ForensicsAdapters of different geometry cannot be merged"
+            )
 
 
 def preprocessing_source(inputs: list[InputModel], reference: InputModel) -> InputModel:
@@ -167,6 +192,8 @@ def _expected_tensors(m: InputModel) -> list[str]:
     if m.layout == ARCHITECTURE:
         pre, per_layer, post = open_clip_visual_tensor_names(layers)
         names = pre + [n for layer in per_layer for n in layer] + post
+        if m.spec.forensics_adapter is not None:
+            return names + carried_tensor_names(m.spec)
         if m.spec.head is not None:
             names += ["head.weight", "head.bias"]
         return names

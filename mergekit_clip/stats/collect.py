@@ -37,6 +37,9 @@ def attention_context(attn: nn.MultiheadAttention, query: torch.Tensor, attn_mas
     def split(t):
         return t.reshape(batch, length, heads, width // heads).transpose(1, 2)
 
+    if attn_mask is not None and attn_mask.dim() == 3 and attn_mask.shape[0] == batch * heads:
+        attn_mask = attn_mask.reshape(batch, heads, length, length)  # per-head masks (ForensicsAdapter's re-run)
+
     context = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=attn_mask)
     context = context.transpose(1, 2).reshape(batch, length, width)
     return context if attn.batch_first else context.transpose(0, 1)

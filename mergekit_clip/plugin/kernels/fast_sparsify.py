@@ -226,7 +226,12 @@ def della_magprune(tensor: torch.Tensor, density: float, epsilon: float, rescale
     ranks = inverse.to(work_dtype) + 1
     min_ranks = ranks.min(dim=1, keepdim=True).values
     max_ranks = ranks.max(dim=1, keepdim=True).values
-    rank_norm = ((ranks - min_ranks) / (max_ranks - min_ranks)).clamp(0, 1)
+    span = max_ranks - min_ranks
+    # A row of one element (a (1, 1) scale, a 1-channel conv) has no rank spread: stock divides 0 by 0 and
+    # torch.bernoulli raises on the NaN. Such an element keeps the mean probability, `density` (rank_norm 0.5).
+    # Elsewhere span >= 1, so the clamp leaves stock's arithmetic, and its bits, unchanged.
+    rank_norm = ((ranks - min_ranks) / span.clamp_min(1)).clamp(0, 1)
+    rank_norm = torch.where(span > 0, rank_norm, torch.full_like(rank_norm, 0.5))
     probs = (density - epsilon) + rank_norm * 2 * epsilon
     mask = torch.bernoulli(probs).to(work_dtype)
     res = rescaled_masked_tensor(tensor.to(work_dtype), mask, rescale_norm)
