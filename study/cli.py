@@ -3,6 +3,8 @@
     clip-study run studies/demo.yml
     clip-study run studies/vit_b16_ff_template.yml --set eval.device=cuda --set merges.ties.grid.density=[0.2,0.5]
     clip-study run studies/demo.yml --dry-run        # the plan as public commands, nothing run
+    clip-study run studies/demo.yml --executor slurm # every stage as Slurm jobs (docs/study.md)
+    clip-study status studies/demo.yml               # per stage: done / running / failed / missing
 
 Outputs under the study's ``output``: ``report.md``, ``study.json``, ``figures/``, ``study.resolved.yaml``,
 ``candidates/<group>/<key>/`` (merges and soups) and ``scores/`` (per-frame scores; a rerun reuses them).
@@ -28,13 +30,17 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override a study key (dotted, e.g. eval.device=cuda or merges.ties.grid.density=[0.2,0.5])")
 @click.option("--dry-run", is_flag=True, help="print the plan as public commands and write its recipes; run nothing")
+@click.option("--executor", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
+              show_default=True, help="local: this process; slurm: every stage as Slurm jobs (the study's executor "
+              "section); submitit-local: the same jobs as local processes")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option(
     "--no-rebuild", is_flag=True, help="refuse a cache entry (merge, scores, statistics) that fails its digest"
 )
 @tracking_options
 def run_command(
-    study_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool, no_rebuild: bool, **tracking
+    study_file: Path, overrides: tuple[str, ...], dry_run: bool, executor: str, quiet: bool, no_rebuild: bool,
+    **tracking,
 ) -> None:
     """Run STUDY_FILE: every step whose output exists is reused, so a killed or extended study resumes."""
     from mergekit_clip.data.deepfakebench import DatasetError
@@ -56,7 +62,12 @@ def run_command(
         from train.config import ConfigError
 
         try:
-            doc = run_study(study, progress=not quiet, rebuild=not no_rebuild)
+            if executor == "local":
+                doc = run_study(study, progress=not quiet, rebuild=not no_rebuild)
+            else:
+                from study.jobs.coordinator import run_with_jobs
+
+                doc = run_with_jobs(study, executor, progress=not quiet, rebuild=not no_rebuild)
         except ConfigError as e:
             raise click.ClickException(f"family config: {e}") from e
     except (StudyConfigError, FamilyError, RecipeError, DatasetError, DetectorFormatError) as e:
@@ -93,6 +104,23 @@ def search_command(study_file: Path, groups: tuple[str, ...], worker: int, overr
                        f"{outcome.storage}); this worker: {outcome.counts}")  # fmt: skip
     except (StudyConfigError, FamilyError, RecipeError, SearchError) as e:
         raise click.ClickException(str(e)) from e
+
+
+@main.command("status", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="the overrides the run was given")
+@click.option("--executor", type=click.Choice(["slurm", "submitit-local"]), default="slurm", show_default=True,
+              help="where the study's jobs run (to ask whether they are alive)")  # fmt: skip
+def status_command(study_file: Path, overrides: tuple[str, ...], executor: str) -> None:
+    """Every stage of STUDY_FILE: units done / running / failed (with log paths) / missing."""
+    from study.config import StudyConfigError, load_study
+    from study.jobs.status import print_status
+
+    try:
+        study = load_study(study_file, list(overrides))
+    except StudyConfigError as e:
+        raise click.ClickException(str(e)) from e
+    print_status(study, executor)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mergekit_clip.options import JSON_ROOT_HELP, Compression, Precision
 from mergekit_clip.tracking import TrackingConfig
+from study.jobs.config import ExecutorConfig
 from study.search_config import SearchSpec
 from train.config import format_validation_errors
 
@@ -378,6 +379,9 @@ class StudyConfig(_Section):
     # where the results are shown, not what is computed: left out of study.resolved.yaml and the cache keys
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, exclude=True, description="TensorBoard / MLflow")
     bootstrap: BootstrapConfig = BootstrapConfig()
+    # where the jobs run, not what they compute: left out of study.json's provenance and the cache keys too
+    executor: ExecutorConfig = Field(ExecutorConfig(), exclude=True, description="job resources per stage "
+                                     "(--executor slurm)")
 
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:

@@ -78,18 +78,28 @@ def ensure_family(plan: FamilyPlan) -> Family:
     """Train (or resume) the family unless it is finished with this very configuration; return it."""
     if plan.config_file is None:
         return load_family(plan.output)
-    from train.config import dump_config
     from train.sweep import run_sweep
 
     config = plan.train_config()
-    resolved = plan.output / "config.resolved.yaml"
-    finished = (plan.output / "summary.json").exists() and resolved.exists()
-    if finished and yaml.safe_load(resolved.read_text()) == yaml.safe_load(dump_config(config)):
+    if family_finished(plan, config):
         click.echo(f"(reusing family {plan.name}: {plan.output})")
         return load_family(plan.output)
     click.echo(f"training family {plan.name} -> {plan.output} ({len(config.ingredients())} ingredients)")
     run_sweep(config, resume=True)
     return load_family(plan.output)
+
+
+def family_finished(plan: FamilyPlan, config=None) -> bool:
+    """The family exists (or needs no training) and was trained with this very configuration."""
+    if plan.config_file is None:
+        return True
+    from train.config import dump_config
+
+    config = config or plan.train_config()
+    resolved = plan.output / "config.resolved.yaml"
+    if not ((plan.output / "summary.json").exists() and resolved.exists()):
+        return False
+    return yaml.safe_load(resolved.read_text()) == yaml.safe_load(dump_config(config))
 
 
 def planned_family(plan: FamilyPlan) -> Family:

@@ -59,24 +59,31 @@ def _frames(scores: Mapping[tuple[str, str], SplitScores]):
     return frames, {f"{d}|{k}": d for d, k in scores}
 
 
-def run_robustness(run, result, test: Mapping[str, Mapping[str, SplitScores]]) -> dict[str, Any] | None:
-    """Score, tabulate and judge; returns the ``robustness`` part of study.json (None without the section)."""
-    from eval.bootstrap import paired_auc_difference, verdict
-    from eval.robustness import build_robustness
+def robustness_plan(study, result) -> tuple[dict[str, str], list[str], list[str], list]:
+    """(roles -> model, the models, the datasets, the perturbation specs) the robustness step scores."""
     from mergekit_clip.data.perturbations import expand_perturbations
 
-    study = run.study
     cfg = study.robustness
-    if cfg is None:
-        return None
-    specs = expand_perturbations(cfg.perturbations)
-    datasets = list(cfg.datasets or study.data.test)
-    split = study.data.test_split
     selection = result.selection
     groups = compared_groups(result.entries, selection, cfg.groups)
     roles = {"reference (val-selected ingredient)": selection.reference}
     roles |= {group: selection.selected[group] for group in groups}
     models = list(dict.fromkeys(roles.values()))
+    return roles, models, list(cfg.datasets or study.data.test), expand_perturbations(cfg.perturbations)
+
+
+def run_robustness(run, result, test: Mapping[str, Mapping[str, SplitScores]]) -> dict[str, Any] | None:
+    """Score, tabulate and judge; returns the ``robustness`` part of study.json (None without the section)."""
+    from eval.bootstrap import paired_auc_difference, verdict
+    from eval.robustness import build_robustness
+
+    study = run.study
+    cfg = study.robustness
+    if cfg is None:
+        return None
+    roles, models, datasets, specs = robustness_plan(study, result)
+    split = study.data.test_split
+    selection = result.selection
     entries = {e.name: e for e in result.entries}
     perturbed: dict[str, dict[tuple[str, str], SplitScores]] = {name: {} for name in models}
     conditions = [(d, p) for d in datasets for p in specs]

@@ -227,17 +227,24 @@ REFUSALS = (click.ClickException, ValueError, OSError)
 
 
 def run_study(
-    study: StudyConfig, loader: RecordsLoader | None = None, progress: bool = True, rebuild: bool = True
+    study: StudyConfig,
+    loader: RecordsLoader | None = None,
+    progress: bool = True,
+    rebuild: bool = True,
+    merge_counts: dict[str, int] | None = None,
+    extra_timings: dict[str, float] | None = None,
 ) -> dict:
     """The whole study; returns the study.json document (also written with report.md and the figures).
 
     ``rebuild=False`` refuses a cache entry that fails its digest instead of rebuilding it. The plan is checked
     before the output folder is created, and a refusal later on removes an output folder this call created (but
-    never a trained family in it, nor a folder an earlier run made: those are resumed from)."""
+    never a trained family in it, nor a folder an earlier run made: those are resumed from). After
+    ``--executor slurm`` every result is in the cache already: ``merge_counts`` then says what the jobs merged (as
+    a local run would have) and ``extra_timings`` adds the jobs' wall time."""
     check_plan(study)
     created = not study.output.exists()
     try:
-        return _run_study(study, loader, progress, rebuild)
+        return _run_study(study, loader, progress, rebuild, merge_counts, extra_timings)
     except REFUSALS:
         if created and not (study.output / "families").exists():
             import shutil
@@ -246,7 +253,7 @@ def run_study(
         raise
 
 
-def _run_study(study: StudyConfig, loader: RecordsLoader | None, progress: bool, rebuild: bool) -> dict:
+def _run_study(study: StudyConfig, loader, progress: bool, rebuild: bool, merge_counts, extra_timings) -> dict:
     from study.config import dump_study
     from study.hashing import write_json_atomic
     from study.report import build_study_json, write_outputs
@@ -258,6 +265,8 @@ def _run_study(study: StudyConfig, loader: RecordsLoader | None, progress: bool,
     run = StudyRun(study, loader, progress, rebuild)
     run.prepare()
     result = run.validation()
+    if merge_counts is not None:
+        result.merges = dict(merge_counts)
     test = run.testing(result.entries)
     t0 = time.perf_counter()
     result.proxies |= score_protocols(run, result.entries, transductive_protocols(study))  # after selection
@@ -266,6 +275,7 @@ def _run_study(study: StudyConfig, loader: RecordsLoader | None, progress: bool,
     robustness = run_robustness(run, result, test)
     run.timings["robustness_s"] = time.perf_counter() - t0
     doc = build_study_json(study, run, result, test, robustness)
+    run.timings |= extra_timings or {}
     doc["timings_s"] = {**{k: round(v, 2) for k, v in run.timings.items()},
                         "total_s": round(time.perf_counter() - start, 2)}  # fmt: skip
     write_outputs(study, run, result, test, doc)

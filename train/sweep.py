@@ -463,3 +463,55 @@ def _summary_row(plan: IngredientPlan, path: Path, provenance: dict) -> dict:
         **{k: provenance.get(k) for k in ("mode", "seed", "lr", "weight_decay", "augment_strength", "train_dataset")},
         "heldout": provenance.get("heldout"),
     }
+
+
+# ---------------------------------------------------------------- one ingredient per job (clip-study --executor)
+
+
+def run_sweep_part(config: TrainConfig, name: str, part: Path) -> dict:
+    """Train the one sweep point ``name`` into the folder ``part`` (base/, ingredients/<name>/, metrics.jsonl,
+    summary.json with its one row); provenance and the row name paths under ``config.output``, as :func:`run_sweep`
+    writes them. A killed part resumes from its epoch checkpoint. :func:`assemble_parts` makes the family."""
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    plans = [p for p in config.ingredients() if p.name == name]
+    if not plans:
+        raise ConfigError(f"ingredient {name!r}: the sweep has {[p.name for p in config.ingredients()]}")
+    info = init_distributed("cuda" if config.device == "cuda" else "cpu")
+    device = resolve_device(config, info)
+    records = preflight(config, plans)
+    base = build_base(config, resolve_spec(config))
+    part = Path(part).absolute()
+    resume = (part / "runs" / name).exists()
+    rows = _run_in(config, plans, records, run_inputs(config, plans), info, device, base, part,
+                   config.output.absolute(), resume)  # fmt: skip
+    return rows[0]
+
+
+def assemble_parts(config: TrainConfig, parts: dict[str, Path]) -> None:
+    """The family folder from finished parts (ingredient name -> part folder), exactly as :func:`run_sweep`
+    lays it out (ingredients and metrics in sweep order); built beside ``config.output`` and swapped in."""
+    plans = config.ingredients()
+    missing = [p.name for p in plans if not (Path(parts.get(p.name, "/nonexistent")) / "summary.json").exists()]
+    if missing:
+        raise ConfigError(f"{config.output}: ingredients not trained yet: {', '.join(missing)}")
+    final = config.output.absolute()
+    work = outputs.make_temp_dir(final)
+    try:
+        shutil.copytree(Path(parts[plans[0].name]) / "base", work / "base")
+        (work / "ingredients").mkdir()
+        rows, lines = [], []
+        for plan in plans:
+            part = Path(parts[plan.name])
+            shutil.copytree(part / "ingredients" / plan.name, work / "ingredients" / plan.name)
+            rows += json.loads((part / "summary.json").read_text())
+            if (part / "metrics.jsonl").exists():
+                lines += (part / "metrics.jsonl").read_text().splitlines(keepends=True)
+        (work / "metrics.jsonl").write_text("".join(lines))
+        outputs.write_text_atomic(work / "config.resolved.yaml", dump_config(config))
+        outputs.write_text_atomic(work / INPUTS_FILE, json.dumps(run_inputs(config, plans), indent=2) + "\n")
+        outputs.write_text_atomic(work / "summary.json", json.dumps(rows, indent=2) + "\n")
+        outputs.swap_into_place(work, final)
+    except BaseException:
+        outputs.remove_tree(work)
+        raise

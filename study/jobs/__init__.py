@@ -1,0 +1,1 @@
+"""Studies as jobs: Slurm (submitit) or local processes; results only through the content-keyed cache."""
