@@ -120,9 +120,9 @@ class Planner:
 
     def _score_units(self, entries: list[Entry], pairs) -> list[Unit]:
         store = self.run.store
-        return [Unit(f"{e.model_hash[:16]}/{d}__{s}", f"score {e.name} on {d}/{s}", (str(e.path), e.model_hash,
+        return _unique([Unit(f"{e.model_hash[:16]}/{d}__{s}", f"score {e.name} on {d}/{s}", (str(e.path), e.model_hash,
                      e.name, d, s), lambda e=e, d=d, s=s: store.has(e.model_hash, d, s))
-                for e in entries for d, s in pairs]  # fmt: skip
+                for e in entries for d, s in pairs])  # fmt: skip
 
     def val(self) -> list[Unit]:
         return self._score_units(self.model_entries(), self.run._val_pairs())
@@ -169,7 +169,13 @@ class Planner:
         _, models, datasets, specs = robustness_plan(self.study, result)
         entries = {e.name: e for e in result.entries}
         store, split, seed = self.run.store, self.study.data.test_split, self.study.robustness.seed
-        return [Unit(f"{entries[m].model_hash[:16]}/{d}/{p.key}", f"robustness {m} on {d} | {p.key}",
+        return _unique([Unit(f"{entries[m].model_hash[:16]}/{d}/{p.key}", f"robustness {m} on {d} | {p.key}",
                      (str(entries[m].path), entries[m].model_hash, m, d, p),
                      lambda e=entries[m], d=d, p=p: store._file(e.model_hash, d, split, p, seed).exists())
-                for m in models for d in datasets for p in specs]  # fmt: skip
+                for m in models for d in datasets for p in specs])  # fmt: skip
+
+
+def _unique(units: list[Unit]) -> list[Unit]:
+    """One unit per key: two models with the same weights (a linear merge of two and their uniform soup) share
+    their score files, so they are scored once."""
+    return list({u.key: u for u in units}.values())
