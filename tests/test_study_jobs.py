@@ -161,6 +161,12 @@ def test_submitit_local_study_equals_local(world, local_doc):
     before = json.dumps(book)
     run_with_jobs(study, "submitit-local", progress=False)  # finished: nothing to submit
     assert json.dumps(_book(out)) == before
+    from study.jobs.status import stage_status
+
+    rows = {r.stage: r for r in stage_status(study, "submitit-local")}
+    units = {stage: len(entries) for stage, entries in book.items()}
+    assert {s: r.done for s, r in rows.items() if r.done} == units
+    assert not any(r.running or r.failed or r.missing or r.waiting for r in rows.values())
 
 
 # ---------------------------------------------------------------- a real Slurm

@@ -507,6 +507,9 @@ def assemble_parts(config: TrainConfig, parts: dict[str, Path]) -> None:
             rows += json.loads((part / "summary.json").read_text())
             if (part / "metrics.jsonl").exists():
                 lines += (part / "metrics.jsonl").read_text().splitlines(keepends=True)
+            for extra in part.iterdir():  # what the trackers wrote (TensorBoard event files), merged
+                if extra.is_dir() and extra.name not in ("base", "ingredients", "runs", "cache"):
+                    shutil.copytree(extra, work / extra.name, dirs_exist_ok=True)
         (work / "metrics.jsonl").write_text("".join(lines))
         outputs.write_text_atomic(work / "config.resolved.yaml", dump_config(config))
         outputs.write_text_atomic(work / INPUTS_FILE, json.dumps(run_inputs(config, plans), indent=2) + "\n")
