@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from mergekit_clip.detector.io import DetectorFormatError, create_detector, detector_spec, load_detector
-from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, HeadSpec, PreprocessSpec, spec_from_open_clip
+from mergekit_clip.detector.spec import (
+    BackboneSpec,
+    DetectorSpec,
+    HeadSpec,
+    PreprocessSpec,
+    spec_from_open_clip,
+    with_forensics_adapter,
+)
 from train.config import ConfigError, TrainConfig
 
 
@@ -30,13 +39,23 @@ def _configured_backbone(config: TrainConfig) -> BackboneSpec | None:
 
 
 def resolve_spec(config: TrainConfig) -> DetectorSpec:
-    """Detector spec of every ingredient; a pretrained detector dir must agree with any configured geometry."""
+    """Detector spec of every ingredient; a pretrained detector dir must agree with any configured geometry.
+
+    A ``forensics_adapter`` family puts its adapter (``mode_options.forensics_adapter.adapter``) beside the tower.
+    """
     try:
-        return _resolve_spec(config)
+        spec = _resolve_spec(config)
     except DetectorFormatError:
         raise
     except ValueError as e:  # an unknown open_clip name, width not divisible by heads, ...
         raise ConfigError(f"backbone: {e}") from e
+    if "forensics_adapter" in config.sweep.modes:
+        try:
+            return with_forensics_adapter(spec, config.options_of("forensics_adapter").adapter)
+        except ValueError as e:  # the adapter does not fit the tower (heads, fusion layers)
+            why = "; ".join(err["msg"] for err in e.errors()) if isinstance(e, ValidationError) else str(e)
+            raise ConfigError(f"mode_options.forensics_adapter.adapter: {why}") from e
+    return spec
 
 
 def _resolve_spec(config: TrainConfig) -> DetectorSpec:

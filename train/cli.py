@@ -42,7 +42,8 @@ def main(
     """Train a family of CLIP detectors over a sweep (modes x datasets x lrs x seeds), plus their shared base.
 
     Modes (``sweep.modes``; docs/train.md says which paper each follows): linear_probe, full_finetune, lp_ft,
-    layernorm (GenD), lora, svd_residual (Effort), bitfit. Every ingredient is a dense detector folder."""
+    layernorm (GenD), lora, svd_residual (Effort), bitfit, forensics_adapter (ForensicsAdapter; needs forgery
+    masks). Every ingredient is a dense detector folder."""
     try:
         config = load_config(config_file, list(overrides))
         config = config.model_copy(update={"tracking": apply_tracking_options(config.tracking, **tracking)})

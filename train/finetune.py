@@ -56,6 +56,7 @@ class FinetuneSettings:
     eval_each_epoch: bool = False
     eval_batch_size: int = 64
     extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # a mode's (labels, ok) term
+    batch_loss: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None  # a mode's own loss (Adaptation)
 
 
 def freeze_unused(model) -> None:
@@ -176,17 +177,27 @@ def finetune(
         running, counted = 0.0, 0
         step_running, step_counted = 0.0, 0  # this optimiser step's micro-batches: the per-step log line
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{settings.epochs}", disable=not info.is_main, leave=False)
-        for i, (images, labels, _, ok) in enumerate(bar):
+        for i, (images, labels, _, ok, *masks) in enumerate(bar):  # masks: modes that need them (TrainFrames)
             group_start = (i // settings.grad_accum_steps) * settings.grad_accum_steps
             group_size = min(settings.grad_accum_steps, micro_per_epoch - group_start)
             last_of_group = i - group_start == group_size - 1
             images, labels, ok = images.to(device), labels.to(device), ok.to(device)
             sync = contextlib.nullcontext() if (last_of_group or not info.enabled) else ddp.no_sync()
             with sync:
-                with autocast_context(device, settings.bf16):
-                    logits = ddp(images)
-                per_sample = detector_loss(logits, labels) * ok.float()
-                loss = per_sample.sum() / max(1, labels.numel()) / group_size
+                if settings.batch_loss is not None:  # the mode's own loss (ForensicsAdapter: CE + masks' terms)
+                    mask = masks[0].to(device) if masks else None
+                    # its random draws: seeded by (seed, epoch, micro-batch, rank), so --resume replays them
+                    draws = torch.Generator().manual_seed(
+                        (settings.seed * 1_000_003 + epoch * 100_003 + i * 101 + info.rank) % (2**63 - 1)
+                    )
+                    with autocast_context(device, settings.bf16):
+                        per_sample, loss = settings.batch_loss(ddp, images, labels, ok, mask, draws)
+                    per_sample, loss = per_sample.detach() * ok.float(), loss / group_size
+                else:
+                    with autocast_context(device, settings.bf16):
+                        logits = ddp(images)
+                    per_sample = detector_loss(logits, labels) * ok.float()
+                    loss = per_sample.sum() / max(1, labels.numel()) / group_size
                 if settings.extra_loss is not None:  # e.g. alignment/uniformity, Effort's orthogonality
                     loss = loss + settings.extra_loss(labels, ok) / group_size
                 loss.backward()

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from mergekit_clip.data.deepfakebench import DatasetError, FrameRecord
 from mergekit_clip.data.formats import load_frames
+from mergekit_clip.data.masks import read_mask
 from mergekit_clip.data.transforms import FrameDecodeError, FrameMissingError, check_image, read_image
 
 if TYPE_CHECKING:  # only the annotation: train.config imports the mode registry, whose modes import this module
@@ -125,7 +126,11 @@ def seed_transform(transform: Callable, seed: int) -> None:
 
 
 class TrainFrames(Dataset):
-    """Items ``(image[3,H,W], label, index, ok)``; ``ok`` is False (zero image) for a skipped bad frame."""
+    """Items ``(image[3,H,W], label, index, ok)``; ``ok`` is False (zero image) for a skipped bad frame.
+
+    ``masks=True`` appends the frame's forgery mask ``(H, W)`` in [0, 1], moved with the frame by the augmentation
+    (``ClipTransform.with_mask``; zeros for real frames and skipped ones).
+    """
 
     def __init__(
         self,
@@ -137,8 +142,10 @@ class TrainFrames(Dataset):
         cache_images: bool = True,
         on_error: str = "raise",
         augment: bool = True,
+        masks: bool = False,
     ):
         self.records = list(records)
+        self.masks = masks
         self.transform = transform
         self.image_size = image_size
         self.seed = seed
@@ -167,7 +174,11 @@ class TrainFrames(Dataset):
         record = self.records[index]
         image = self._image(index)
         if image is None:
-            return torch.zeros(3, self.image_size, self.image_size), record.label, index, False
+            blank = torch.zeros(3, self.image_size, self.image_size)
+            return (blank, record.label, index, False) + ((blank[0],) if self.masks else ())
         if self.augment:
             seed_transform(self.transform, _item_seed(self.seed, self.epoch, index))
+        if self.masks:
+            tensor, mask = self.transform.with_mask(image, read_mask(record.mask, *image.shape[:2]))
+            return tensor, record.label, index, True, mask
         return self.transform(image), record.label, index, True

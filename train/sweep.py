@@ -40,6 +40,7 @@ import yaml
 from mergekit_clip import outputs
 from mergekit_clip.data.deepfakebench import FrameRecord
 from mergekit_clip.data.formats import dataset_identity
+from mergekit_clip.data.masks import require_masks
 from mergekit_clip.data.transforms import build_eval_transform, build_train_transform
 from mergekit_clip.detector.io import save_detector
 from mergekit_clip.distributed import DistInfo, env_is_main, env_world_size, init_distributed
@@ -218,6 +219,10 @@ def preflight(config: TrainConfig, plans: list[IngredientPlan]) -> dict:
             if (key, split) not in records:
                 records[(key, split)] = load_records(config.data, key, split)
     _check_frames(config, records)
+    for plan in plans:  # a mode trained on forgery masks refuses fake frames without one, counting them
+        if get_mode(plan.mode).needs_masks:
+            key = (tuple(plan.datasets), config.data.train_split)
+            require_masks(records[key], what=f"{'+'.join(key[0])} {key[1]}", needed_by=f"mode {plan.mode}")
     world = env_world_size()
     unit = world * config.optim.grad_accum_steps
     if config.data.batch_size % unit:
@@ -242,7 +247,7 @@ def _check_frames(config: TrainConfig, records: dict) -> None:
                   f"{problems[0]}", file=sys.stderr)  # fmt: skip
 
 
-def _frames(ctx: RunContext, plan: IngredientPlan, split: str, augment: float) -> TrainFrames:
+def _frames(ctx: RunContext, plan: IngredientPlan, split: str, augment: float, masks: bool = False) -> TrainFrames:
     preprocess = ctx.base.spec.preprocess
     transform = build_train_transform(preprocess, strength=augment) if augment > 0 else build_eval_transform(preprocess)
     return TrainFrames(
@@ -253,6 +258,7 @@ def _frames(ctx: RunContext, plan: IngredientPlan, split: str, augment: float) -
         cache_images=ctx.config.data.cache_images,
         on_error=ctx.config.data.on_error,
         augment=augment > 0,
+        masks=masks,
     )
 
 
@@ -300,8 +306,9 @@ def train_ingredient(ctx: RunContext, plan: IngredientPlan) -> tuple[torch.nn.Mo
         run_dir.mkdir(parents=True, exist_ok=True)
     ctx.info.barrier()
     stats = finetune(
-        model, _frames(ctx, plan, c.data.train_split, plan.augment_strength),
-        dataclasses.replace(_finetune_settings(ctx, plan), extra_loss=adaptation.extra_loss),
+        model, _frames(ctx, plan, c.data.train_split, plan.augment_strength, masks=mode.needs_masks),
+        dataclasses.replace(_finetune_settings(ctx, plan), extra_loss=adaptation.extra_loss,
+                            batch_loss=adaptation.batch_loss),
         run_dir=run_dir, device=ctx.device, info=ctx.info, log=ctx.log, name=plan.name, resume=ctx.resume,
         val_set=val_eval,
     )  # fmt: skip

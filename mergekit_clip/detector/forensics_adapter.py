@@ -34,8 +34,8 @@ method can average; momentum is fixed, so it is never read).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +47,9 @@ QUERY_MASK = -100.0  # additive attention mask that hides a token (the original'
 _ADAPTER_LN_EPS = 1e-6  # timm ViT and the original's channel LayerNorm
 
 
-@dataclass
-class ForensicsAdapterOutput:
-    """Everything one forward gives: the training losses read the intermediate tokens.
+class ForensicsAdapterOutput(NamedTuple):
+    """Everything one forward gives (a tuple, so DistributedDataParallel passes it through); the training losses
+    read the intermediate tokens.
 
     ``logits`` (B, 2); ``boundary`` (B, 1, S, S) at the frame size S; ``adapter_tokens[i]`` the adapter patch tokens
     after block i+1 (and its fusion), (B, L_a, width); ``clip_refine_tokens`` the refinement's hidden features
@@ -58,9 +58,9 @@ class ForensicsAdapterOutput:
 
     logits: torch.Tensor
     boundary: torch.Tensor
-    adapter_tokens: list[torch.Tensor] = field(default_factory=list)
-    clip_refine_tokens: torch.Tensor | None = None
-    query_features: torch.Tensor | None = None
+    adapter_tokens: tuple[torch.Tensor, ...]
+    clip_refine_tokens: torch.Tensor
+    query_features: torch.Tensor
 
 
 class _BatchNormNoCount:
@@ -380,10 +380,15 @@ class ForensicsAdapterDetector(nn.Module):
         queries = F.normalize(queries @ self.visual.proj, dim=-1)
         logits = self.clip_post_process(queries)
         boundary = self.masked_xray_post_process(boundary_maps, boundary_gate)
-        return ForensicsAdapterOutput(logits, boundary, adapter_tokens, refine_hidden, queries)
+        return ForensicsAdapterOutput(logits, boundary, tuple(adapter_tokens), refine_hidden, queries)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_outputs(images).logits
+    def forward(
+        self, images: torch.Tensor, boundary_gate: torch.Tensor | None = None, outputs: bool = False
+    ) -> torch.Tensor | ForensicsAdapterOutput:
+        """Logits (B, 2); with ``outputs=True`` the whole :class:`ForensicsAdapterOutput` (training calls it so
+        through DistributedDataParallel, whose gradient hooks only see ``forward``)."""
+        out = self.forward_outputs(images, boundary_gate)
+        return out if outputs else out.logits
 
     @torch.no_grad()
     def boundary_map(self, images: torch.Tensor) -> torch.Tensor:

@@ -40,11 +40,15 @@ class Adaptation:
     ``extra_loss(labels, ok)`` is added to the detector loss of every micro-batch (None = none); ``fold(model)``
     turns the factors into dense weights in place and returns them (the ``adapter_factors.safetensors`` tensors);
     ``provenance`` (what the mode adds to the options and counts :meth:`TrainingMode.adapt` records) goes into the
-    ingredient's ``config.json``.
+    ingredient's ``config.json``. ``batch_loss(model, images, labels, ok, masks, generator) -> (per-frame CE, total
+    loss)`` replaces the detector loss of a micro-batch for modes with a loss of their own (``model`` may be
+    DDP-wrapped; ``masks`` is None unless the mode ``needs_masks``; ``generator`` (CPU) is seeded per micro-batch
+    from (seed, epoch, batch, rank): random draws taken from it are replayed exactly by ``--resume``).
     """
 
     provenance: dict = field(default_factory=dict)
     extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    batch_loss: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
     fold: Callable[[torch.nn.Module], dict[str, torch.Tensor]] = field(default=lambda model: {})
 
 
@@ -66,7 +70,9 @@ class TrainingMode:
     ``probe_first``: fit the head on cached frozen features before anything else (linear probe, LP-FT);
     ``fine_tunes``: then train on images with :func:`train.finetune.finetune` (False: the probe is the whole mode,
     which therefore ignores ``sweep.lrs`` and ``sweep.augment_strengths``); ``install(model, options, seed)``
-    chooses and installs what is trained (default: everything the head reads, i.e. full fine-tuning).
+    chooses and installs what is trained (default: everything the head reads, i.e. full fine-tuning);
+    ``needs_masks``: training batches carry the frames' forgery masks, and fake frames without one are refused
+    before training.
     """
 
     name: str
@@ -77,6 +83,7 @@ class TrainingMode:
     probe_first: bool = False
     fine_tunes: bool = True
     install: InstallFn = install_everything
+    needs_masks: bool = False
 
     def adapt(self, model: torch.nn.Module, options: ModeOptions, seed: int) -> Adaptation:
         """Install what trains; the provenance gets the options (if the mode has any) and the trainable parameter
