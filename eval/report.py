@@ -346,56 +346,71 @@ def write_group_csv(report: dict[str, Any], file: Path) -> bool:
     return True
 
 
-def write_plots(preds: Sequence[Predictions], directory: Path) -> list[str]:
-    """``roc_<dataset>.png`` (every model) and ``hist_<dataset>.png`` (real vs fake scores, one panel a model)."""
+PLOT_KINDS = ("roc", "hist", "reliability")
+
+
+def write_plots(preds: Sequence[Predictions], directory: Path, kinds: Sequence[str] = PLOT_KINDS) -> list[str]:
+    """Per dataset: ``roc_<dataset>.png`` (every model), ``hist_<dataset>.png`` (real vs fake scores, one panel a
+    model) and ``reliability_<dataset>.png``, those of ``kinds`` (a study shows only its ROC curves)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    unknown = sorted(set(kinds) - set(PLOT_KINDS))
+    if unknown:
+        raise ValueError(f"unknown plot kinds {unknown}; choices: {list(PLOT_KINDS)}")
+    writers = {"roc": write_roc, "hist": write_hist, "reliability": write_reliability}
+    written = []
+    preds = [p for p in preds if p.perturbation is None]
+    for dataset in dict.fromkeys(p.dataset for p in preds):
+        group = [p for p in preds if p.dataset == dataset]
+        written += [writers[kind](group, dataset, directory) for kind in PLOT_KINDS if kind in kinds]
+    return written
+
+
+def write_roc(group: Sequence[Predictions], dataset: str, directory: Path) -> str:
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    written = []
-    preds = [p for p in preds if p.perturbation is None]
-    datasets = list(dict.fromkeys(p.dataset for p in preds))
-    for dataset in datasets:
-        group = [p for p in preds if p.dataset == dataset]
-        fig, ax = plt.subplots(figsize=(5, 5))
-        colours = plt.get_cmap("tab20").colors
-        for i, p in enumerate(group):
-            y, s = p.labels[p.ok], p.scores[p.ok]
-            if np.unique(y).size == 2:
-                fpr, tpr, _ = roc_curve(y, s)
-                # Many models share one plot: the line style tells ingredients, soups and merges apart.
-                style = _ROC_STYLE.get(model_kind(p.meta), _ROC_STYLE["other"])
-                label = f"{p.model} (AUC {np.trapezoid(tpr, fpr):.3f})"
-                ax.plot(fpr, tpr, label=label, color=colours[i % len(colours)], **style)
-        ax.plot([0, 1], [0, 1], ls=":", c="grey")
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC: {dataset}")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-        name = f"roc_{slug(dataset)}.png"
-        fig.savefig(directory / name, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        written.append(name)
-        cols = min(3, len(group))
-        rows = math.ceil(len(group) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
-        bins = np.linspace(0, 1, 41)
-        for ax, p in zip(axes.flat, group):
-            y, s = p.labels[p.ok], p.scores[p.ok]
-            ax.hist(s[y == 0], bins=bins, alpha=0.6, label="real")
-            ax.hist(s[y == 1], bins=bins, alpha=0.6, label="fake")
-            ax.set(title=p.model, xlabel="P(fake)")
-            ax.legend(fontsize="small")
-        for ax in list(axes.flat)[len(group) :]:
-            ax.axis("off")
-        name = f"hist_{slug(dataset)}.png"
-        fig.tight_layout()
-        fig.savefig(directory / name, dpi=100)
-        plt.close(fig)
-        written.append(name)
-        written.append(write_reliability(group, dataset, directory))
-    return written
+    fig, ax = plt.subplots(figsize=(5, 5))
+    colours = plt.get_cmap("tab20").colors
+    for i, p in enumerate(group):
+        y, s = p.labels[p.ok], p.scores[p.ok]
+        if np.unique(y).size == 2:
+            fpr, tpr, _ = roc_curve(y, s)
+            # Many models share one plot: the line style tells ingredients, soups and merges apart.
+            style = _ROC_STYLE.get(model_kind(p.meta), _ROC_STYLE["other"])
+            label = f"{p.model} (AUC {np.trapezoid(tpr, fpr):.3f})"
+            ax.plot(fpr, tpr, label=label, color=colours[i % len(colours)], **style)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC: {dataset}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    name = f"roc_{slug(dataset)}.png"
+    fig.savefig(directory / name, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+def write_hist(group: Sequence[Predictions], dataset: str, directory: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(group))
+    rows = math.ceil(len(group) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    bins = np.linspace(0, 1, 41)
+    for ax, p in zip(axes.flat, group):
+        y, s = p.labels[p.ok], p.scores[p.ok]
+        ax.hist(s[y == 0], bins=bins, alpha=0.6, label="real")
+        ax.hist(s[y == 1], bins=bins, alpha=0.6, label="fake")
+        ax.set(title=p.model, xlabel="P(fake)")
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(group) :]:
+        ax.axis("off")
+    name = f"hist_{slug(dataset)}.png"
+    fig.tight_layout()
+    fig.savefig(directory / name, dpi=100)
+    plt.close(fig)
+    return name
 
 
 def write_reliability(group: Sequence[Predictions], dataset: str, directory: Path, n_bins: int = ECE_BINS) -> str:

@@ -403,24 +403,29 @@ def _roc_models(doc: dict[str, Any]) -> list[str]:
 
 
 def write_figures(doc: dict[str, Any], test: dict[str, dict[str, SplitScores]], directory: Path) -> list[str]:
+    """Every figure of the report, each redrawn only when what it shows changed (:mod:`study.figure_cache`)."""
     from eval.predict import Predictions
-    from eval.report import write_plots
+    from eval.report import slug, write_roc
     from study import figures
+    from study.figure_cache import FigureCache, array_digest
 
     directory.mkdir(parents=True, exist_ok=True)
+    cache = FigureCache(directory)
     models = doc["models"]
     written = []
     picked = {g["selected_on_val"] for g in doc["groups"]}
     rows = [{"name": n, "kind": m["kind"], "selected": n in picked,
              **{k: m["held_out_mean"]["frame"][k] for k in ("estimate", "low", "high")}}
             for n, m in models.items()]  # fmt: skip
-    written.append(figures.plot_did_merging_help(rows, doc["reference"], directory / "did_merging_help.png"))
+    written.append(cache.draw("did_merging_help.png", [rows, doc["reference"]],
+                              lambda out: figures.plot_did_merging_help(rows, doc["reference"], out)))  # fmt: skip
     merges = [(n, m) for n, m in models.items() if m["kind"] == "merge"]
     candidates = [{"method": m["group"], "name": n, "params": m["params"], "val": m["val"]["score"],
                    "test": m["held_out_mean"]["frame"]["estimate"], "selected": n in picked}
                   for n, m in merges]  # fmt: skip
     if candidates:
-        written.append(figures.plot_val_vs_test(candidates, directory / "val_vs_test.png"))
+        written.append(cache.draw("val_vs_test.png", candidates,
+                                  lambda out: figures.plot_val_vs_test(candidates, out)))  # fmt: skip
     if len(doc.get("protocols", {})) > 1:
         panels = [{"protocol": name, "metric": p["metric"], "transductive": p["transductive"],
                    "pick": p["quality"]["pick"], "tau": (p["quality"]["kendall_tau"] or {}).get("estimate"),
@@ -428,23 +433,29 @@ def write_figures(doc: dict[str, Any], test: dict[str, dict[str, SplitScores]], 
                    "points": [{"name": n, "kind": m["kind"], "proxy": m["proxies"].get(name),
                                "held_out": m["held_out_mean"]["frame"]["estimate"]} for n, m in models.items()]}
                   for name, p in doc["protocols"].items()]  # fmt: skip
-        written.append(figures.plot_proxy_vs_held_out(panels, directory / "proxy_vs_held_out.png"))
+        written.append(cache.draw("proxy_vs_held_out.png", panels,
+                                  lambda out: figures.plot_proxy_vs_held_out(panels, out)))  # fmt: skip
     for group in dict.fromkeys(c["method"] for c in candidates):
         members = [c for c in candidates if c["method"] == group]
         for param in members[0]["params"]:
             if len({str(c["params"].get(param)) for c in members}) > 1:
-                out = directory / f"sweep_{group}_{param}.png"
-                written.append(figures.plot_param_sweep(members, group, param, out))
-    preds = []
+                written.append(cache.draw(f"sweep_{group}_{param}.png", [members, param],
+                                          lambda out, m=members, g=group, p=param:
+                                          figures.plot_param_sweep(m, g, p, out)))  # fmt: skip
+    by_dataset: dict[str, list] = {}
     for name in _roc_models(doc):
         kind = models[name]["kind"]
         for dataset, s in test[name].items():
-            preds.append(Predictions(model=name, dataset=dataset, paths=[""] * s.labels.size, labels=s.labels,
-                                     video_ids=list(s.video_ids), scores=s.scores, ok=np.ones(s.labels.size, bool),
-                                     meta={"selection": kind}))  # fmt: skip
-    roc = write_plots(preds, directory)
-    return [str(Path(p).relative_to(directory.parent)) for p in written] + [f"{directory.name}/{r}" for r in roc
-                                                                           if r.startswith("roc_")]  # fmt: skip
+            by_dataset.setdefault(dataset, []).append(
+                Predictions(model=name, dataset=dataset, paths=[""] * s.labels.size, labels=s.labels,
+                            video_ids=list(s.video_ids), scores=s.scores, ok=np.ones(s.labels.size, bool),
+                            meta={"selection": kind}))  # fmt: skip
+    for dataset, group in by_dataset.items():
+        shown = [[p.model, p.meta["selection"], array_digest(p.labels, p.scores)] for p in group]
+        written.append(cache.draw(f"roc_{slug(dataset)}.png", shown,
+                                  lambda out, g=group, d=dataset: write_roc(g, d, out.parent)))  # fmt: skip
+    cache.save()
+    return [str(Path(p).relative_to(directory.parent)) for p in written]
 
 
 def write_outputs(study, run, result, test, doc: dict[str, Any]) -> None:

@@ -241,6 +241,14 @@ def run_study(
     never a trained family in it, nor a folder an earlier run made: those are resumed from). After
     ``--executor slurm`` every result is in the cache already: ``merge_counts`` then says what the jobs merged (as
     a local run would have) and ``extra_timings`` adds the jobs' wall time."""
+    from study.freshness import reusable_doc
+
+    doc = reusable_doc(study)  # first: a finished study with the same inputs plans nothing (mergekit not imported)
+    if doc is not None:
+        click.echo(f"study {study.name} is up to date (same inputs as its run of {doc.get('created')}): reused "
+                   f"study.json, report.md and {len(doc.get('figures', []))} figure(s); nothing merged, scored or "
+                   "drawn")  # fmt: skip
+        return doc
     check_plan(study)
     created = not study.output.exists()
     try:
@@ -255,15 +263,19 @@ def run_study(
 
 def _run_study(study: StudyConfig, loader, progress: bool, rebuild: bool, merge_counts, extra_timings) -> dict:
     from study.config import dump_study
+    from study.freshness import inputs_key, output_files, record_outputs
     from study.hashing import write_json_atomic
     from study.report import build_study_json, write_outputs
     from study.tracking import log_study
 
     start = time.perf_counter()
     study.output.mkdir(parents=True, exist_ok=True)
-    (study.output / "study.resolved.yaml").write_text(dump_study(study))
+    resolved = study.output / "study.resolved.yaml"
+    if not resolved.is_file() or resolved.read_text() != dump_study(study):
+        resolved.write_text(dump_study(study))
     run = StudyRun(study, loader, progress, rebuild)
     run.prepare()
+    key = inputs_key(study, run.hashes)  # after the families exist, before anything reads them
     result = run.validation()
     if merge_counts is not None:
         result.merges = dict(merge_counts)
@@ -281,4 +293,6 @@ def _run_study(study: StudyConfig, loader, progress: bool, rebuild: bool, merge_
     write_outputs(study, run, result, test, doc)
     write_json_atomic(study.output / "study.json", doc)
     log_study(study, doc)
+    run.hashes.save()
+    record_outputs(study, key, output_files(study))
     return doc
