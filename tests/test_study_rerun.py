@@ -109,7 +109,7 @@ def test_one_new_candidate_rebuilds_exactly_what_depends_on_it(world, tmp_path, 
     changed = sorted(k for k in before if after.get(k) != before[k])
     new_model = Path(doc["models"]["task_arithmetic[lambda=1.5]"]["path"]).parent.name
     assert all(k.startswith(f"candidates/task_arithmetic/{new_model}/") or k.startswith("scores/") for k in new), new
-    new_scores = sorted(Path(k).name.split("__")[:2] for k in new if k.startswith("scores/"))
+    new_scores = sorted(Path(k).name.split("__")[:2] for k in new if k.startswith("scores/") and k.endswith(".npz"))
     assert new_scores == sorted([["Tiny-FF", "val"], ["Tiny-FF", "test"]] + [[t, "test"] for t in TESTS])
     assert not any(k.startswith(("candidates/", "scores/")) for k in changed), changed  # old entries untouched
     assert "figures/sweep_ties_density.png" not in changed  # the ties group did not change
