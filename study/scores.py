@@ -92,6 +92,7 @@ class ScoreStore:
         self._predictor_factory = predictor_factory
         self._predictor = None
         self.computed = 0  # model x split scorings run in this process (tests count them)
+        self.writes = True  # False on the ranks > 0 of a job of several tasks: they score, rank 0 writes
         self._models: dict[str, object] = {}  # model hash -> loaded detector, oldest first
 
     @property
@@ -180,7 +181,8 @@ class ScoreStore:
                                                     video_ids=videos)  # fmt: skip
             labels = np.asarray([int(r.label) for r in records], dtype=np.int64)
             result = SplitScores(labels[ok], scores[ok], np.asarray(videos)[ok])
-            self._save(self._file(model_hash, dataset, split, perturbation, seed), result)
+            if self.writes:
+                self._save(self._file(model_hash, dataset, split, perturbation, seed), result)
             self.computed += 1
             out[(dataset, split, perturbation)] = result
         return out
@@ -241,7 +243,10 @@ def effective_precision(eval_cfg) -> str:
     return "bf16" if uses_bf16(eval_cfg.precision, resolve_device(eval_cfg.device)) else "fp32"
 
 
-def make_predictor(eval_cfg) -> Callable:
+def make_predictor(eval_cfg, dist=None) -> Callable:
+    """The study's predictor factory; ``dist`` (a :class:`~mergekit_clip.distributed.DistInfo`): each rank scores
+    its shard of the frames and every rank gets all scores (a job of several tasks)."""
+
     def factory():
         import torch
 
@@ -250,10 +255,11 @@ def make_predictor(eval_cfg) -> Callable:
 
         if eval_cfg.threads is not None:
             torch.set_num_threads(eval_cfg.threads)
+        device = resolve_device(eval_cfg.device)
         return Predictor(
-            resolve_device(eval_cfg.device), effective_precision(eval_cfg) == "bf16", eval_cfg.batch_size,
-            eval_cfg.workers,
-            FrameCache(eval_cfg.cache_mb), strict=False, resize=eval_cfg.resize, progress=False,
+            dist.device(device) if dist is not None else device, effective_precision(eval_cfg) == "bf16",
+            eval_cfg.batch_size, eval_cfg.workers,
+            FrameCache(eval_cfg.cache_mb), strict=False, resize=eval_cfg.resize, progress=False, dist=dist,
         )  # fmt: skip  (the study's own bars count models and conditions; one bar per split would bury them)
 
     return factory

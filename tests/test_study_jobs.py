@@ -288,3 +288,53 @@ def test_rerun_of_a_finished_study_submits_no_job(slurm_scenario):
     assert s["rerun_book"] == s["book"]
     rows = _sacct(s["since"], "tinyjobs-")
     assert len(rows) == sum(EXPECTED_JOBS.values()) + 1
+
+
+# ---------------------------------------------------------------- a scoring job of two tasks (torch.distributed)
+
+
+def test_scores_of_a_two_task_job_equal_one_process(tmp_path, tiny_spec):
+    """A val job with tasks_per_node 2 (gloo on CPU): each rank scores half the frames, rank 0 writes, and the
+    files hold what one process computes."""
+    import numpy as np
+    from study_support import make_dataset as make_tiny_dataset
+    from study_support import make_family
+
+    from study.jobs.backends import LocalBackend
+    from study.jobs.stages import Planner
+    from study.jobs.work import run_units
+    from study.runner import StudyRun
+    from study.scores import ScoreStore, make_predictor
+
+    make_family(tmp_path / "family", tiny_spec, rows=(("ft_a", "full_finetune", 1e-3, 0), ("ft_b", "full_finetune",
+                                                                                              1e-3, 1)))
+    make_tiny_dataset(tmp_path / "json", tmp_path / "data", "Tiny-FF", videos=5, frames=3)
+    raw = {"name": "ddp", "output": str(tmp_path / "out"),
+           "data": {"json_root": str(tmp_path / "json"), "data_root": str(tmp_path / "data"), "source": "Tiny-FF",
+                    "test": ["Tiny-FF2"]},
+           "families": {"tiny": {"path": str(tmp_path / "family")}},
+           "eval": {"device": "cpu", "batch_size": 4, "workers": 0, "threads": 1}}  # fmt: skip
+    make_tiny_dataset(tmp_path / "json", tmp_path / "data", "Tiny-FF2", videos=2, frames=1, seed=1)
+    file = tmp_path / "s.yml"
+    file.write_text(json.dumps(raw))
+    study = load_study(file)
+    run = StudyRun(study, progress=False)
+    planner = Planner(run)
+    planner.load_families()
+    units = planner._score_units(run.ingredient_entries(), run._val_pairs())
+    assert len(units) == 2 and not any(u.done() for u in units)
+    resources = study.executor.resources("val").model_copy(update={"tasks_per_node": 2})
+    backend = LocalBackend()
+    (job,) = backend.submit(run_units, [(study, "val", [u.payload for u in units])], resources, "ddp",
+                            tmp_path / "logs")  # fmt: skip
+    _wait(lambda: not backend.active([job.job_id]), 300, "the two-task job")
+    assert all(u.done() for u in units), Path(job.stderr).read_text()[-2000:]
+    for rank in (0, 1):  # each task's own log
+        assert f"scoring as rank {rank} of 2" in Path(job.stdout.replace("_0_log", f"_{rank}_log")).read_text()
+    single = ScoreStore(tmp_path / "single", study.data, study.eval, run.loader, make_predictor(study.eval))
+    for model_dir, model_hash, name, dataset, split in (u.payload for u in units):
+        (two,) = run.store.get(Path(model_dir), model_hash, [(dataset, split)], name).values()
+        (one,) = single.get(Path(model_dir), model_hash, [(dataset, split)], name).values()
+        assert one.scores.size == 30 and np.array_equal(two.labels, one.labels)
+        np.testing.assert_allclose(two.scores, one.scores, rtol=0, atol=1e-6)
+        assert list(two.video_ids) == list(one.video_ids)

@@ -16,12 +16,28 @@ from typing import Any
 def run_units(study, stage: str, units: list[Any]) -> int:
     """The job's entry point (pickled by submitit): run ``units`` of ``stage``; returns how many ran."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:  # several tasks: torch.distributed's variables from Slurm's
+    if stage not in DISTRIBUTED and _tasks() > 1:
+        raise ValueError(f"executor.stages.{stage}.tasks_per_node: only {', '.join(DISTRIBUTED)} run on several tasks")
+    if _tasks() > 1:  # torch.distributed's variables (RANK, WORLD_SIZE, MASTER_ADDR, ...) from submitit's
         import submitit
 
         submitit.helpers.TorchDistributedEnvironment().export(overwrite=True)
-    WORKERS[stage](study, units)
+    try:
+        WORKERS[stage](study, units)
+    finally:
+        from mergekit_clip.distributed import shutdown
+
+        shutdown()
     return len(units)
+
+
+def _tasks() -> int:
+    try:
+        import submitit
+
+        return submitit.JobEnvironment().num_tasks
+    except RuntimeError:  # not inside a submitit job (a test calling run_units directly)
+        return 1
 
 
 def _synth(study, units) -> None:
@@ -52,10 +68,17 @@ def _merge(study, units) -> None:
 
 
 def _store(study):
+    """The score store; in a job of several tasks each rank scores its shard of the frames and rank 0 writes."""
+    from mergekit_clip.distributed import init_distributed
     from study.scores import ScoreStore, make_predictor, records_loader
 
-    return ScoreStore(study.output / "scores", study.data, study.eval, records_loader(study.data),
-                      make_predictor(study.eval))  # fmt: skip
+    info = init_distributed(study.eval.device)
+    store = ScoreStore(study.output / "scores", study.data, study.eval, records_loader(study.data),
+                       make_predictor(study.eval, info if info.enabled else None))  # fmt: skip
+    store.writes = info.is_main
+    if info.enabled:
+        print(f"scoring as rank {info.rank} of {info.world_size}", flush=True)
+    return store
 
 
 def _score(study, units) -> None:
@@ -82,5 +105,6 @@ def _robustness(study, units) -> None:
         store.get_perturbed(Path(model_dir), model_hash, [(dataset, split)], name, [spec], seed)
 
 
+DISTRIBUTED = ("train", "val", "test", "robustness")  # the stages whose work torch.distributed shares
 WORKERS = {"synth": _synth, "train": _train, "stats": _stats, "merge": _merge, "val": _score, "soups": _soups,
            "test": _score, "robustness": _robustness}  # fmt: skip
