@@ -11,7 +11,8 @@ search is a TIES group with ``density`` in [0.1, 0.9] and one weight per ingredi
 variants, each from nothing (fresh output folder, fresh predictor and decoded-frame cache), on the same candidates:
 
 * ``search``: ``GroupSearch(run, group).optimize()`` on a new ``StudyRun``: Optuna study on a SQLite file, each
-  trial's recipe and content key (input hashes warm after the first round, as in a study), the key lock, the merge
+  trial's recipe and content key (the inputs' hash cache copied in, as a study's earlier steps leave it; each new
+  model is still hashed, its score key), the key lock, the merge
   via ``run_merges`` (recipe.yml, candidate.json, the new model's hash), the score through the score store (npz
   written) and the protocol's AUC, Optuna's tell;
 * ``bare``: for the same recipes (the search is seeded: every round proposes the same ones), ``validate_recipe`` +
@@ -102,14 +103,22 @@ def main(size: str, ingredients: int, trials: int, repeats: int, videos: int, fr
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     recipes: list = []
 
+    warm_cache = root / "warm_file_hashes.json"  # the inputs' hashes, as an earlier run of the study leaves them
+    warm_cache.unlink(missing_ok=True)  # written afresh by the warm-up round
+
     def search_round() -> list[float]:
         out = root / "search_out"
         shutil.rmtree(out, ignore_errors=True)
+        if warm_cache.exists():  # (a small copy; the first, warm-up round writes it)
+            (out / "cache").mkdir(parents=True)
+            shutil.copy(warm_cache, out / "cache" / "file_hashes.json")
         study = _study(root, family, out, trials)
         run = StudyRun(study, progress=False)
         run.prepare()
         outcome = GroupSearch(run, GROUP).optimize()
         recipes[:] = [c.recipe for c in outcome.candidates]
+        if not warm_cache.exists():
+            shutil.copy(out / "cache" / "file_hashes.json", warm_cache)
         return [outcome.counts["merged"]]
 
     def bare_round() -> list[float]:

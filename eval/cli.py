@@ -461,6 +461,65 @@ def soup_command(
     click.echo(f"soup written to {path}", err=True)
 
 
+@main.command("learn-merge")
+@click.argument("ingredients", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--base", type=click.Path(exists=True, file_okay=False), default=None,
+              help="the family's base (task_arithmetic: task vectors are taken against it)")
+@choice_option("--form", ["linear", "task_arithmetic"], "linear",
+               "linear = learned soup (softmax weights per layer group); task_arithmetic = AdaMerging lambdas")
+@choice_option("--objective", ["labelled", "entropy"], "labelled",
+               "labelled = cross-entropy on labelled frames; entropy = prediction entropy on unlabelled target "
+               "frames (transductive: the output says so)")
+@click.option("--dataset", required=True, help="the frames the coefficients are fitted on")
+@click.option("--split", default="val", show_default=True,
+              help="its split (labelled: never test; entropy: the target split, its labels never read)")
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-frames", default=512, show_default=True, type=click.IntRange(min=1),
+              help="frames fitted on, evenly spaced over the split")
+@click.option("--init", default=0.3, show_default=True, help="task_arithmetic: every lambda's start")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
+@click_options(DataOptions)
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True,
+              help="new folder: model/ (the merged detector), recipe.yml (stock mergekit), learned.json")
+@click.option("--overwrite", is_flag=True)
+def learn_merge_command(ingredients, base, form, objective, dataset, split, steps, lr, batch_size, max_frames, init,
+                        seed, device, out, overwrite, **options) -> None:  # fmt: skip
+    """Learn per-ingredient, per-layer-group merge coefficients of INGREDIENTS by gradient descent; write the
+    merged detector and the stock mergekit recipe that reproduces it (``mergekit-yaml OUT/recipe.yml DIR``)."""
+    import shutil
+
+    import torch
+
+    from eval.learned_merge import LearnedMergeError, LearnOptions, learn_merge, load_frames, write_learned_merge
+    from mergekit_clip.detector.io import detector_spec
+
+    data = options_from(DataOptions, options)
+    if objective == "labelled" and split == "test":
+        raise click.UsageError("--split test with --objective labelled would fit on test labels: use val or train")
+    if Path(out).exists() and not overwrite:
+        raise click.ClickException(f"{out} already exists (pass --overwrite to replace it)")
+    _check_models(tuple(ingredients))
+    records = _load_records(dataset, split, data)
+    if len(records) > max_frames:
+        records = [records[round(i * (len(records) - 1) / (max_frames - 1))] for i in range(max_frames)]
+    frames = load_frames([str(r.path) for r in records], detector_spec(ingredients[0]).preprocess)
+    labels = torch.tensor([int(r.label) for r in records]) if objective == "labelled" else None
+    try:
+        result = learn_merge(list(ingredients), frames, labels, LearnOptions(
+            form=form, objective=objective, steps=steps, lr=lr, batch_size=batch_size, init=init, seed=seed,
+            device=resolve_device(device)), base=base)  # fmt: skip
+    except LearnedMergeError as e:
+        raise click.ClickException(str(e)) from e
+    if Path(out).exists():
+        shutil.rmtree(out)
+    kind = " (transductive: fitted on the target frames)" if result.transductive else ""
+    model = write_learned_merge(result, Path(out), header=f"learned {form} merge on {dataset}/{split}{kind}")
+    click.echo(f"learned merge written to {model}; recipe: {Path(out) / 'recipe.yml'}{kind}", err=True)
+
+
 def _val_overlap_note(dataset: str, val_records, data: DataOptions) -> str | None:
     """DeepfakeBench files often make val == test (Celeb-DF, DFDCP): selecting on it is an oracle, say so."""
     try:

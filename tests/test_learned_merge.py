@@ -121,3 +121,25 @@ def test_study_learned_group_is_a_keyed_candidate(family, tmp_path, monkeypatch)
     again = StudyRun(study, progress=False)
     again.prepare()
     assert [e.path for e in again.validation().entries if e.group == "learned_soup"] == [entry.path]
+
+
+def test_clip_eval_learn_merge_command(family, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from study_support import make_dataset
+
+    from eval.cli import main
+
+    make_dataset(tmp_path / "json", tmp_path / "data", "Tiny-FF", videos=3, frames=2)
+    common = [*map(str, _ingredients(family)), "--dataset", "Tiny-FF", "--json-root", str(tmp_path / "json"),
+              "--data-root", str(tmp_path / "data"), "--steps", "2", "--batch-size", "4"]  # fmt: skip
+    refused = CliRunner().invoke(main, ["learn-merge", *common, "--split", "test", "--out", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "would fit on test labels" in refused.output
+    done = CliRunner().invoke(main, ["learn-merge", *common, "--objective", "entropy", "--split", "test",
+                                     "--out", str(tmp_path / "ent")])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    info = json.loads((tmp_path / "ent" / "learned.json").read_text())
+    assert info["transductive"] is True and set(info["weights"]) == {"patch_embed", "block0", "block1", "head"}
+    assert "transductive" in (tmp_path / "ent" / "recipe.yml").read_text().splitlines()[0]
+    assert (tmp_path / "ent" / "model" / "config.json").is_file()
