@@ -1,33 +1,35 @@
 """Throughput of the training image pipeline: decoded + augmented + CLIP-resized images per second.
 
-    python benchmarks/data_pipeline.py [--image-size 224] [--frames 256] [--workers 0 2]
+    python -m benchmarks.data_pipeline [--image-size 224] [--frames 256] [--workers 0 2] [--repeats 5]
 
 Generates the small synthetic benchmark in a temp dir, then times full passes of a DataLoader over the train
 frames of its train dataset: decode only (eval transform, the baseline), decode + DeepfakeBench-like
 augmentation, and the same with each frame's forgery mask read and moved with it (``FrameDataset(masks=True)``, what
-the ForensicsAdapter mode reads), for each worker count. Ratios are against the 0-worker eval baseline of the same
-run.
+the ForensicsAdapter mode reads), for each worker count. Every (pipeline, workers) pass runs once per round,
+interleaved, for ``--repeats`` rounds; images/s and the speed ratio to the 0-worker decode pass of the same round are
+median [range] over rounds, beside the same ratio of CPU time (this process plus its finished loader workers; see
+benchmarks/timing.py).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import time
 
 import click
 
+from benchmarks.timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
 from mergekit_clip.data.formats import load_frames
 from mergekit_clip.data.synthetic import synthesize
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, build_train_transform, make_loader
 from mergekit_clip.detector.spec import PreprocessSpec
 
 
-def _rate(dataset: FrameDataset, workers: int, batch_size: int) -> float:
+def _pass(dataset: FrameDataset, workers: int, batch_size: int) -> Sample:
+    """Seconds per image of one full pass (wall, and CPU including the loader workers, which end with the pass)."""
     loader = make_loader(dataset, batch_size=batch_size, num_workers=workers, shuffle=True)
-    start = time.perf_counter()
-    n = sum(len(batch[0]) for batch in loader)
-    return n / (time.perf_counter() - start)
+    n, sample = measure(lambda: sum(len(batch[0]) for batch in loader))
+    return sample.per(n)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,26 +37,33 @@ def _rate(dataset: FrameDataset, workers: int, batch_size: int) -> float:
 @click.option("--frames", default=256, type=int, help="frames per pass (train frames repeated as needed)")
 @click.option("--workers", "workers_list", default=(0, 2), multiple=True, type=int)
 @click.option("--batch-size", default=32, type=int)
-def main(image_size: int, frames: int, workers_list: tuple[int, ...], batch_size: int) -> None:
+@click.option("--repeats", default=REPEATS, show_default=True, help="interleaved rounds (median and range printed)")
+def main(image_size: int, frames: int, workers_list: tuple[int, ...], batch_size: int, repeats: int) -> None:
     pre = PreprocessSpec(image_size=image_size)
     with tempfile.TemporaryDirectory() as tmp:
         info = synthesize(f"{tmp}/synth", "small", 0)
         records = load_frames(info.train_dataset, "train", json_root=info.json_root, data_root=info.data_root)
         records = (records * (frames // len(records) + 1))[:frames]
-        baseline = None
-        _rate(FrameDataset(records[:batch_size], build_train_transform(pre, seed=0)), 0, batch_size)  # warm-up
+        _pass(FrameDataset(records[:batch_size], build_train_transform(pre, seed=0)), 0, batch_size)  # warm-up
+        pipelines = (
+            ("decode", lambda: build_eval_transform(pre), False),
+            ("decode+augment", lambda: build_train_transform(pre, seed=0), False),
+            ("decode+augment+mask", lambda: build_train_transform(pre, seed=0), True),
+        )
+        cases = {}
         for workers in workers_list:
-            pipelines = (
-                ("decode", build_eval_transform(pre), False),
-                ("decode+augment", build_train_transform(pre, seed=0), False),
-                ("decode+augment+mask", build_train_transform(pre, seed=0), True),
-            )
             for name, transform, masks in pipelines:
-                rate = _rate(FrameDataset(records, transform, masks=masks), workers, batch_size)
-                baseline = baseline or rate
-                print(json.dumps({"pipeline": name, "workers": workers, "image_size": image_size,
-                                  "source_px": info.image_size, "images_per_s": round(rate, 1),
-                                  "ratio_vs_decode_w0": round(rate / baseline, 2)}))  # fmt: skip
+                dataset = FrameDataset(records, transform(), masks=masks)
+                cases[name, workers] = lambda d=dataset, w=workers: _pass(d, w, batch_size)
+        samples = interleaved(cases, repeats)
+        baseline = samples[next(iter(cases))]
+        for (name, workers), xs in samples.items():
+            rate = times([Sample(1 / x.wall, 1 / x.cpu) for x in xs], "wall")
+            wall, cpu = speed_ratio(xs, baseline, "wall"), speed_ratio(xs, baseline, "cpu")
+            print(json.dumps({"pipeline": name, "workers": workers, "image_size": image_size,
+                              "source_px": info.image_size, "rounds": repeats,
+                              "images_per_s": rate.rounded(1), "speed_vs_first_wall": wall.rounded(),
+                              "speed_vs_first_cpu": cpu.rounded()}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ both: the difference is the frozen backbone's forward pass only):
 - cache, cold: one backbone pass writes the cache, then every epoch steps the head on cached features;
 - cache, warm: the cache already exists (the next ingredient of a sweep): read it and step the head.
 
+The three run interleaved for ``--repeats`` rounds (order rotated); seconds and the speed-up over recompute are
+median [range] over rounds, wall and process CPU time (see benchmarks/timing.py).
+
     python -m benchmarks.linear_probe_cache            # ViT width 128, 4 layers, 64 px, 10 epochs
     python -m benchmarks.linear_probe_cache --quick    # smaller, for a smoke run
 """
@@ -15,12 +18,12 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import click
 import torch
 
+from benchmarks.timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
 from mergekit_clip.data.synthetic import synthesize
 from mergekit_clip.data.transforms import build_eval_transform, build_train_transform
 from mergekit_clip.detector.io import create_detector
@@ -36,23 +39,25 @@ from train.optim import build_optimizer
 from train.probe import fit_head
 
 
-def _recompute_probe(model, dataset: TrainFrames, epochs: int, lr: float, batch_size: int) -> float:
+def _recompute_probe(model, dataset: TrainFrames, epochs: int, lr: float, batch_size: int) -> Sample:
     """Seconds for a probe that recomputes the frozen features every epoch."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))  # fmt: skip
     optimizer, scheduler = build_optimizer(model.head, lr, 0.0, epochs * len(loader), 0.1, 0.0)
     model.eval()
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        for images, labels, _, _ in loader:
-            with torch.no_grad():
-                features = model.features(images)
-            loss = detector_loss(model.head_logits(features), labels).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-    return time.perf_counter() - t0
+
+    def run() -> None:
+        for _ in range(epochs):
+            for images, labels, _, _ in loader:
+                with torch.no_grad():
+                    features = model.features(images)
+                loss = detector_loss(model.head_logits(features), labels).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+
+    return measure(run)[1]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,7 +67,8 @@ def _recompute_probe(model, dataset: TrainFrames, epochs: int, lr: float, batch_
 @click.option("--image-size", default=64, show_default=True)
 @click.option("--quick", is_flag=True, help="width 64, 2 layers, 32 px")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy shared CPU)")
-def main(epochs: int, width: int, layers: int, image_size: int, quick: bool, threads: int | None) -> None:
+@click.option("--repeats", default=REPEATS, show_default=True, help="interleaved rounds (median and range printed)")
+def main(epochs: int, width: int, layers: int, image_size: int, quick: bool, threads: int | None, repeats: int) -> None:
     if threads:
         torch.set_num_threads(threads)
     if quick:
@@ -84,25 +90,38 @@ def main(epochs: int, width: int, layers: int, image_size: int, quick: bool, thr
         batch = 64
 
         model = create_detector(spec, seed=0)
-        recompute_s = _recompute_probe(model, eval_set, epochs, 1e-3, batch)
-
-        cache = Path(tmp) / "cache"
         key = backbone_fingerprint(model)
+        caches = iter(range(10**6))
 
-        def cached_run() -> tuple[float, bool]:
+        def cached_run(cache: Path, expect_hit: bool) -> Sample:
             m = create_detector(spec, seed=0)
-            t0 = time.perf_counter()
-            feats, labels, ok, hit = cached_features(m, eval_set, backbone_key=key, cache_dir=cache, batch_size=batch,
-                                                     device=torch.device("cpu"), info=DistInfo())  # fmt: skip
-            fit_head(m, feats, labels, ok, epochs=epochs, lr=1e-3, weight_decay=0.0, batch_size=batch, seed=0)
-            return time.perf_counter() - t0, hit
 
-        cold_s, cold_hit = cached_run()
-        warm_s, warm_hit = cached_run()
-        assert not cold_hit and warm_hit
-        print(f"linear probe, recompute features every epoch: {recompute_s:8.2f} s")
-        print(f"linear probe, feature cache (cold, builds it): {cold_s:8.2f} s   speed-up {recompute_s / cold_s:6.1f}x")
-        print(f"linear probe, feature cache (warm, reuses it): {warm_s:8.2f} s   speed-up {recompute_s / warm_s:6.1f}x")
+            def run() -> bool:
+                feats, labels, ok, hit = cached_features(m, eval_set, backbone_key=key, cache_dir=cache,
+                                                         batch_size=batch, device=torch.device("cpu"),
+                                                         info=DistInfo())  # fmt: skip
+                fit_head(m, feats, labels, ok, epochs=epochs, lr=1e-3, weight_decay=0.0, batch_size=batch, seed=0)
+                return hit
+
+            hit, sample = measure(run)
+            assert hit == expect_hit
+            return sample
+
+        warm_cache = Path(tmp) / "warm"
+        cached_run(warm_cache, False)  # built once: every warm run reuses it
+        samples = interleaved({
+            "recompute": lambda: _recompute_probe(create_detector(spec, seed=0), eval_set, epochs, 1e-3, batch),
+            "cold": lambda: cached_run(Path(tmp) / f"cold{next(caches)}", False),
+            "warm": lambda: cached_run(warm_cache, True),
+        }, repeats)  # fmt: skip
+        labels = {"recompute": "recompute features every epoch", "cold": "feature cache (cold, builds it)",
+                  "warm": "feature cache (warm, reuses it)"}  # fmt: skip
+        print(f"{repeats} interleaved rounds, median [range]; speed-up over recompute of the same round")
+        for name, xs in samples.items():
+            seconds = times(xs, "wall").text(".2f", " s")
+            wall = speed_ratio(xs, samples["recompute"], "wall").ratio_text()
+            cpu = speed_ratio(xs, samples["recompute"], "cpu").ratio_text()
+            print(f"linear probe, {labels[name]:<31} {seconds:>24}   speed-up wall {wall}  CPU {cpu}")
 
         ft_model = create_detector(spec, seed=0)
         train_set = TrainFrames(records, build_train_transform(spec.preprocess, 1.0), image_size, seed=0)

@@ -1,15 +1,17 @@
 """Training cost of every fine-tuning mode against full fine-tuning, and merge time of a family that shares tensors.
 
 Per backbone and mode: optimizer steps (forward, backward, AdamW) on one fixed random batch, each mode in its own
-process so that the peak resident memory (``ru_maxrss``) is that mode's alone; images/s and peak memory are printed
-with their ratio to ``full_finetune`` on the same backbone and batch, measured in the same run. Weights are random
-(no download): speed and memory do not depend on their values.
+process so that the peak resident memory (``ru_maxrss``) is that mode's alone. The modes run interleaved, in
+``--repeats`` rounds (order rotated each round); images/s (wall) and its speed ratio to ``full_finetune`` of the
+same round are printed as median [range] over the rounds, beside the same ratio of process CPU time (the figure
+to trust on a shared machine, see benchmarks/timing.py). Weights are random (no download): speed and memory do
+not depend on their values.
 
 Merge: a base and 3 ingredients, either all tensors changed (a full-fine-tune family) or only the LayerNorm and head
 tensors (a ``layernorm`` family), merged in process by mergekit's ``run_merge`` with the plugin; tensors equal in
 every input pass through unmerged (the plugin's identity shortcut), so the second family merges faster.
 
-    python -m benchmarks.train_modes                   # tiny and ViT-B/16 on CPU, a few steps each (~3 min)
+    python -m benchmarks.train_modes                   # tiny and ViT-B/16 on CPU, 5 rounds (~15 min)
     python -m benchmarks.train_modes --quick           # tiny only, for a smoke run
     python -m benchmarks.train_modes --backbones ViT-L-14 --device cuda --batch 32   # on a GPU
 """
@@ -19,15 +21,16 @@ from __future__ import annotations
 import json
 import logging
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
 import torch
 
+from benchmarks.timing import REPEATS, Sample, interleaved, measure, ratio_columns, speed_ratio, times
 from mergekit_clip.detector.io import create_detector, save_detector
 from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, PreprocessSpec, spec_from_open_clip
 from train.modes import MODES
@@ -69,20 +72,23 @@ def measure_mode(backbone: str, mode: str, batch: int, steps: int, device: str, 
         loss.backward()
         optimizer.step()
 
+    def timed() -> None:
+        for _ in range(steps):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     step()  # warm-up: allocator, optimizer state
     if device == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0
+    _, sample = measure(timed)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_mib()
     return {
         "backbone": backbone,
         "mode": mode,
-        "images_per_s": batch * steps / elapsed,
+        "wall_s": sample.wall,
+        "cpu_s": sample.cpu,
+        "images": batch * steps,
         "peak_mib": peak,
         "trainable": adaptation.provenance["trainable_parameters"],
     }
@@ -115,8 +121,9 @@ def _family(root: Path, spec: DetectorSpec, shared: bool, n: int = 3) -> tuple[P
     return root / "base", paths
 
 
-def measure_merge(backbone: str, method: str) -> dict:
-    """Seconds of an in-process merge of a full-fine-tune family and of a layernorm family (same geometry)."""
+def measure_merge(backbone: str, method: str, repeats: int = REPEATS) -> dict[str, list[Sample]]:
+    """Seconds of in-process merges of a full-fine-tune family and of a layernorm family (same geometry), the two
+    interleaved over ``repeats`` rounds."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
@@ -125,21 +132,24 @@ def measure_merge(backbone: str, method: str) -> dict:
     plugin.register()
     logging.disable(logging.WARNING)  # mergekit's and the plugin's per-merge notes would drown the table
     spec = backbone_spec(backbone)
-    seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
+        configs = {}
         for kind, shared in (("full_finetune", False), ("layernorm", True)):
             root = Path(tmp) / kind
             base, models = _family(root, spec, shared)
             params = {"weight": 1.0, "density": 0.5} if method == "ties" else {"weight": 1.0 / len(models)}
-            config = MergeConfiguration.model_validate({
+            configs[kind] = (root, MergeConfiguration.model_validate({
                 "merge_method": method, "base_model": str(base), "dtype": "float32",
                 "models": [{"model": str(m), "parameters": params} for m in models],
-            })  # fmt: skip
-            t0 = time.perf_counter()
+            }))  # fmt: skip
+
+        def merge(kind: str) -> Sample:
+            root, config = configs[kind]
+            shutil.rmtree(root / "merged", ignore_errors=True)
             options = MergeOptions(random_seed=0, quiet=True, copy_tokenizer=False)
-            run_merge(config, str(root / "merged"), options=options)
-            seconds[kind] = time.perf_counter() - t0
-    return {"backbone": backbone, "method": method, **seconds}
+            return measure(lambda: run_merge(config, str(root / "merged"), options=options))[1]
+
+        return interleaved({kind: (lambda k=kind: merge(k)) for kind in configs}, repeats)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,9 +162,10 @@ def measure_merge(backbone: str, method: str) -> dict:
               help="bf16 = autocast, as clip-train's precision key")  # fmt: skip
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 @click.option("--merge-methods", default="task_arithmetic,ties", show_default=True)
+@click.option("--repeats", default=REPEATS, show_default=True, help="interleaved rounds (median and range printed)")
 @click.option("--quick", is_flag=True, help="tiny backbone only")
 @click.option("--worker", hidden=True, default=None, help="internal: measure one backbone:mode and print JSON")
-def main(backbones, modes, batch, steps, device, precision, threads, merge_methods, quick, worker) -> None:
+def main(backbones, modes, batch, steps, device, precision, threads, merge_methods, repeats, quick, worker) -> None:
     bf16 = precision == "bf16"
     if threads:
         torch.set_num_threads(threads)
@@ -175,30 +186,41 @@ def main(backbones, modes, batch, steps, device, precision, threads, merge_metho
         modes_list.insert(0, "full_finetune")  # the baseline of every ratio
     flags = ["--batch", str(batch), "--steps", str(steps), "--device", device, "--precision", precision]
     flags += ["--threads", str(threads)] if threads else []
-    click.echo(f"training steps: batch {batch}, {steps} timed steps, device {device}, bf16 {bf16}")
-    click.echo(
-        f"{'backbone':10} {'mode':14} {'trainable':>12} {'images/s':>9} {'x full':>7} {'peak MiB':>9} {'x full':>7}"
-    )
+    click.echo(f"training steps: batch {batch}, {steps} timed steps, device {device}, bf16 {bf16}, {repeats} "
+               "interleaved rounds; speed against full_finetune of the same round, median [range]")  # fmt: skip
+    click.echo(f"{'backbone':10} {'mode':14} {'trainable':>12} {'images/s':>20}  speed x full (wall, CPU)   "
+               f"{'peak MiB':>9} {'x full':>6}")  # fmt: skip
     for backbone in names:
-        rows = {}
-        for mode in modes_list:
+
+        def run_worker(mode: str, backbone: str = backbone) -> dict:
             cmd = [sys.executable, "-m", "benchmarks.train_modes", "--worker", f"{backbone}:{mode}", *flags]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            rows[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-        ref = rows["full_finetune"]
-        for mode, r in rows.items():
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+
+        rows: dict[str, list[dict]] = {m: [] for m in modes_list}
+        for r in range(repeats):  # interleaved: every mode once per round, the order rotated
+            for k in range(len(modes_list)):
+                mode = modes_list[(r + k) % len(modes_list)]
+                rows[mode].append(run_worker(mode))
+        per_image = {m: [Sample(x["wall_s"], x["cpu_s"]).per(x["images"]) for x in xs] for m, xs in rows.items()}
+        ref_peak = max(x["peak_mib"] for x in rows["full_finetune"])
+        for mode, xs in rows.items():
+            rate = times([Sample(1 / s.wall, 1 / s.cpu) for s in per_image[mode]], "wall")
+            peak = max(x["peak_mib"] for x in xs)
             click.echo(
-                f"{backbone:10} {mode:14} {r['trainable']:>12,} {r['images_per_s']:>9.2f} "
-                f"{r['images_per_s'] / ref['images_per_s']:>7.2f} {r['peak_mib']:>9.0f} "
-                f"{r['peak_mib'] / ref['peak_mib']:>7.2f}"
+                f"{backbone:10} {mode:14} {xs[0]['trainable']:>12,} {rate.text('.1f'):>20}  "
+                f"{ratio_columns(per_image[mode], per_image['full_finetune'])}  {peak:>9.0f} {peak / ref_peak:>6.2f}"
             )
-    click.echo("merge (in process, base + 3 ingredients): full-fine-tune family vs layernorm family")
+    click.echo(f"merge (in process, base + 3 ingredients, {repeats} interleaved rounds): layernorm family against "
+               "the full-fine-tune family")  # fmt: skip
     for backbone in names:
         for method in merge_methods.split(","):
-            m = measure_merge(backbone, method)
+            m = measure_merge(backbone, method, repeats)
+            full, ln = times(m["full_finetune"], "wall"), times(m["layernorm"], "wall")
             click.echo(
-                f"{backbone:10} {method:16} full {m['full_finetune']:.2f} s  layernorm {m['layernorm']:.2f} s  "
-                f"speed-up {m['full_finetune'] / m['layernorm']:.2f}x"
+                f"{backbone:10} {method:16} full {full.text('.2f', ' s')}  layernorm {ln.text('.2f', ' s')}  "
+                f"speed-up wall {speed_ratio(m['layernorm'], m['full_finetune'], 'wall').ratio_text()}  "
+                f"CPU {speed_ratio(m['layernorm'], m['full_finetune'], 'cpu').ratio_text()}"
             )
 
 
