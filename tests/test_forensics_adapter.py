@@ -262,7 +262,8 @@ def test_config_section_round_trips_and_validates():
 
 
 def test_save_load_and_hf_export_round_trip(tmp_path, tiny_model, frames):
-    from mergekit_clip.convert.export_hf import export_hf
+    from mergekit_clip.convert import export_hf, import_detector
+    from mergekit_clip.detector.io import detector_spec
 
     save_detector(tiny_model, tmp_path / "fa")
     loaded = load_detector(tmp_path / "fa")
@@ -273,6 +274,10 @@ def test_save_load_and_hf_export_round_trip(tmp_path, tiny_model, frames):
     torch.testing.assert_close(back(frames), tiny_model(frames), rtol=0, atol=0)
     hf = read_state_dict(tmp_path / "hf")
     assert "adapter.mask_decoder.bias_scaling.weight" in hf and "vision_model.pre_layrnorm.weight" in hf
+    import_detector("hf", tmp_path / "hf", tmp_path / "back")  # `mergekit-clip import --from hf`
+    assert detector_spec(tmp_path / "back") == tiny_model.spec
+    ours, back = read_state_dict(tmp_path / "fa"), read_state_dict(tmp_path / "back")
+    assert set(ours) == set(back) and all(torch.equal(ours[k], back[k]) for k in ours)
 
 
 def test_clip_eval_scores_it_in_fp32_and_bf16(tmp_path, tiny_model):

@@ -6,7 +6,13 @@ import torch
 
 from mergekit_clip.convert.base import ConversionError, Converted, ImportOptions, ImportReport
 from mergekit_clip.convert.geometry import SourceHints, resolve_backbone, resolve_head
-from mergekit_clip.detector.spec import AdapterSpec, DetectorSpec, PreprocessSpec
+from mergekit_clip.detector.spec import (
+    AdapterSpec,
+    DetectorSpec,
+    ForensicsAdapterSpec,
+    PreprocessSpec,
+    with_forensics_adapter,
+)
 
 
 def assemble(
@@ -21,9 +27,14 @@ def assemble(
     preprocess: PreprocessSpec | None = None,
     adapter: AdapterSpec | None = None,
     adapter_tensors: dict[str, torch.Tensor] | None = None,
+    forensics_adapter: ForensicsAdapterSpec | None = None,
+    forensics_adapter_tensors: dict[str, torch.Tensor] | None = None,
     provenance: dict | None = None,
 ) -> Converted:
-    """``visual``: our ``visual.*`` names; ``proj``: (width, embed_dim) or None; ``head``: weight/bias or empty."""
+    """``visual``: our ``visual.*`` names; ``proj``: (width, embed_dim) or None; ``head``: weight/bias or empty.
+
+    With ``forensics_adapter`` the detector is a ForensicsAdapter: its trained tensors come by our names
+    (``forensics_adapter_tensors``; the model checks every one when it is built) and its head is fixed."""
     state = dict(visual)
     if proj is not None:
         state["visual.proj"] = proj
@@ -39,6 +50,14 @@ def assemble(
             "unused by a pooled head"
         )
     head_spec = None
+    if forensics_adapter is not None:
+        if proj is None:
+            raise ConversionError(f"{report.source}: a ForensicsAdapter projects its query tokens: visual.proj needed")
+        preprocess = preprocess or PreprocessSpec(image_size=forensics_adapter.image_size)
+        state.update(forensics_adapter_tensors or {})
+        report.note(f"forensics_adapter: {len(forensics_adapter_tensors or {})} trained tensors kept by name")
+        spec = with_forensics_adapter(DetectorSpec(backbone=backbone, preprocess=preprocess), forensics_adapter)
+        return Converted(spec=spec, state=state, report=report, provenance=dict(provenance or {}))
     if head:
         head_spec = resolve_head(head["weight"], backbone, options, hints, report)
         if head_spec.feature == "projected" and proj is None:

@@ -19,6 +19,7 @@ from mergekit_clip.convert.assemble import assemble
 from mergekit_clip.convert.base import ConversionError, Converted, ImportOptions, ImportReport, load_weights_file
 from mergekit_clip.convert.geometry import hints_from_hf_config, read_hf_config
 from mergekit_clip.convert.hf_state import extract_hf_vision
+from mergekit_clip.detector.forensics_adapter import TRAINED_MODULES
 from mergekit_clip.detector.io import weight_files
 from mergekit_clip.detector.layouts import (
     ADAPTER_TENSORS,
@@ -26,6 +27,7 @@ from mergekit_clip.detector.layouts import (
     HF_PREPROCESSOR_FILE,
     HF_PROVENANCE_KEY,
     adapter_from_hf_config,
+    forensics_adapter_from_hf_config,
     head_from_hf_config,
     hf_vision_config,
     preprocess_from_hf,
@@ -83,6 +85,7 @@ def import_hf(source: Path, options: ImportOptions) -> Converted:
     try:
         head = head_from_hf_config(cfg, origin)
         adapter = adapter_from_hf_config(cfg)
+        forensics_adapter = forensics_adapter_from_hf_config(cfg)
         processor = _read_processor(source)
         size = int(hf_vision_config(cfg).get("image_size", 224))
         preprocess = preprocess_from_hf(cfg, processor, size, str(source / HF_PREPROCESSOR_FILE))
@@ -98,6 +101,10 @@ def import_hf(source: Path, options: ImportOptions) -> Converted:
     if not cfg.get(HF_PREPROCESS_KEY) and processor is None:
         preprocess = None  # nothing recorded: assemble uses the defaults at the tensors' image size
     state = _load_state(source)
+    fa_tensors = {}
+    if forensics_adapter is not None:  # our export of a ForensicsAdapter: its modules ride by name, no linear head
+        fa_tensors = {k: state.pop(k) for k in list(state) if k.split(".", 1)[0] in TRAINED_MODULES}
+        head_key = None
     adapter_tensors = {k: state.pop(k) for k in ADAPTER_TENSORS if k in state}
     if adapter_tensors and adapter is None:
         raise ConversionError(
@@ -118,6 +125,8 @@ def import_hf(source: Path, options: ImportOptions) -> Converted:
         preprocess=preprocess,
         adapter=adapter,
         adapter_tensors=adapter_tensors,
+        forensics_adapter=forensics_adapter,
+        forensics_adapter_tensors=fa_tensors,
         provenance=cfg.get(HF_PROVENANCE_KEY),
     )
     _check_config_geometry(cfg, converted.spec.backbone, origin)

@@ -43,6 +43,8 @@ from torch import nn
 
 from mergekit_clip.detector.spec import DetectorSpec, ForensicsAdapterSpec
 
+# Top-level modules of everything a ForensicsAdapter detector trains (``visual.*`` is the frozen CLIP tower).
+TRAINED_MODULES = ("adapter", "rec_attn_clip", "masked_xray_post_process", "clip_post_process")
 QUERY_MASK = -100.0  # additive attention mask that hides a token (the original's value, not -inf: no NaN rows)
 _ADAPTER_LN_EPS = 1e-6  # timm ViT and the original's channel LayerNorm
 
