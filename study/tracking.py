@@ -27,6 +27,7 @@ def candidate_rows(doc: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[
             "held_out/video_auc": held["video"]["estimate"],
             **{f"test/{d}/frame_auc": s["frame_auc"] for d, s in m["test"].items()},
             **{f"test/{d}/video_auc": s["video_auc"] for d, s in m["test"].items()},
+            **{f"proxy/{p}": v for p, v in (m.get("proxies") or {}).items() if v is not None},
         }
         rows[name] = (params, {k: v for k, v in metrics.items() if v is not None})
     return rows

@@ -259,8 +259,9 @@ class HeldOutForgery(ProtocolKind):
         try:
             shadow, derived = shadow_study(study, name, config)
         except Exception as e:  # the source JSON is not there yet (a benchmark the plan synthesises first)
-            return [f"# selection protocol {name} (held_out_forgery): {self.describe(name, config, study)}; "
-                    f"its families are retrained once the source data exists ({e})"]  # fmt: skip
+            return [f"# selection protocol {name} (held_out_forgery): {self.describe(name, config, study)}. The "
+                    f"study trains those families again itself, without {', '.join(config.hold_out)}, once the "
+                    f"source data exists (rerun --dry-run then for their commands: {e})"]  # fmt: skip
         keep = ("clip-train", "mergekit-clip stats", "mergekit-yaml", "clip-eval soup")
         lines = [f"# selection protocol {name} (held_out_forgery): the study trains these families itself, on "
                  f"{', '.join(shadow.data.sources)} (derived JSONs in {derived.json_root}):"]  # fmt: skip
