@@ -229,7 +229,7 @@ def plot_proxy_vs_held_out(panels: list[dict], out: Path) -> Path:
     n = len(panels)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.8 * rows), squeeze=False, layout="constrained")
     for ax, panel in zip(axes.ravel(), panels):
         points = [p for p in panel["points"] if p["proxy"] is not None and math.isfinite(p["proxy"])]
         for p in points:

@@ -4,7 +4,9 @@ Across every model a protocol scores, with the held-out mean frame AUC (the mean
 
 - Kendall's tau-b and Spearman's rho between proxy score and held-out AUC;
 - the regret: the best held-out AUC of any model (the oracle) minus that of the protocol's pick (its highest proxy
-  score, ties broken as selection breaks them).
+  score, ties broken as selection breaks them);
+- within groups (one method's grid, the ingredients): the mean regret of each group's pick and how often the pick
+  is the group's oracle; where val saturates, this is where selection goes wrong.
 
 Intervals come from the study's video bootstrap (``eval.bootstrap.resampled_auc``: the same draws as every other
 interval of the study, so all models and protocols are resampled together): the proxy scores stay fixed, the
@@ -85,6 +87,33 @@ def proxy_quality(
         "spearman_rho": _interval(float(spearman_rho(x, observed)), spearman_rho(x, boot), confidence),
         "regret": _interval(float(observed.max() - observed[i]), regret_boot, confidence),
     }
+
+
+def group_regret(
+    members: Mapping[str, Sequence[str]], picks: Mapping[str, str], proxy: Mapping[str, float],
+    held_out: Mapping[str, float], resampled: Mapping[str, np.ndarray], confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Selection within each group (a method's grid, the ingredients, a soup): the mean over groups of (best
+    held-out AUC among the group's scored models minus the pick's), with its interval on the shared resamples,
+    and in how many groups the pick is the oracle. Groups with fewer than two scored models choose nothing and
+    are left out, as are the "any merge" / "any soup" unions (their members are counted in their own groups)."""
+    from study.selection import ALL_MERGES, ALL_SOUPS
+
+    regrets, boots, hits = [], [], 0
+    for group, names in members.items():
+        scored = [m for m in names if proxy.get(m) is not None and math.isfinite(proxy[m])]
+        if group in (ALL_MERGES, ALL_SOUPS) or len(scored) < 2 or picks.get(group) not in scored:
+            continue
+        observed = np.array([held_out[m] for m in scored])
+        boot = np.stack([resampled[m] for m in scored], axis=1)
+        i = scored.index(picks[group])
+        regrets.append(observed.max() - observed[i])
+        boots.append(boot.max(1) - boot[:, i])
+        hits += int(observed[i] == observed.max())
+    if not regrets:
+        return {"groups": 0, "oracle_picks": 0, "mean_regret": None}
+    return {"groups": len(regrets), "oracle_picks": hits,
+            "mean_regret": _interval(float(np.mean(regrets)), np.mean(boots, axis=0), confidence)}  # fmt: skip
 
 
 def overall_pick(names: Sequence[str], proxy: Mapping[str, float], ties: Mapping[str, float] | None) -> str:

@@ -141,7 +141,7 @@ def build_study_json(
 def protocols_json(result, models: dict[str, Any], resampled: dict[str, np.ndarray], confidence: float) -> dict:
     """Per protocol: what it read, its picks per group, its proxy quality against held-out AUC (tau, rho, regret
     with video-bootstrap intervals on the shared resamples)."""
-    from study.proxy_quality import overall_pick, proxy_quality
+    from study.proxy_quality import group_regret, overall_pick, proxy_quality
     from study.selection import select_by_scores
 
     held = {n: m["held_out_mean"]["frame"]["estimate"] for n, m in models.items()}
@@ -156,7 +156,9 @@ def protocols_json(result, models: dict[str, Any], resampled: dict[str, np.ndarr
             "reads": p.reads, **details,
             "counterparts": p.details.get("counterparts"),
             "picks": dict(selection.selected),
-            "quality": proxy_quality(p.scores, pick, held, resampled, confidence),
+            "quality": {**proxy_quality(p.scores, pick, held, resampled, confidence),
+                        "within_groups": group_regret(selection.members, selection.selected, p.scores, held, resampled,
+                                                      confidence)},
         }  # fmt: skip
     return out
 
@@ -275,13 +277,17 @@ def protocol_table(doc: dict[str, Any], transductive: bool = False) -> str | Non
         q = p["quality"]
         drives = " (drives the verdicts)" if name == doc.get("selection_protocol") else ""
         pick = f"`{q['pick']}` ({_f(q.get('pick_held_out'))})" if q.get("pick_held_out") is not None else "n/a"
+        within = q.get("within_groups") or {}
+        hits = f"{within['oracle_picks']}/{within['groups']}" if within.get("groups") else "n/a"
         rows.append([f"{name}{drives}", p["reads"], str(q["models"]), _q(q["kendall_tau"]), _q(q["spearman_rho"]),
-                     pick, _q(q["regret"], signed=False)])  # fmt: skip
+                     pick, _q(q["regret"], signed=False), _q(within.get("mean_regret"), signed=False),
+                     hits])  # fmt: skip
     if not rows:
         return None
     pct = round(100 * doc["bootstrap"]["confidence"])
     header = ["protocol", "reads", "models", f"Kendall tau [{pct}% CI]", f"Spearman rho [{pct}% CI]",
-              "overall pick (held-out AUC)", f"regret [{pct}% CI]"]  # fmt: skip
+              "overall pick (held-out AUC)", f"regret [{pct}% CI]", f"mean regret within groups [{pct}% CI]",
+              "groups picking their oracle"]  # fmt: skip
     return _table(header, rows)
 
 
@@ -311,8 +317,10 @@ def protocol_markdown(doc: dict[str, Any]) -> list[str]:
         "## Which selection proxy sees generalisation? (selection protocols side by side)", "",
         f"Verdicts above use the picks of **{doc['selection_protocol']}** (`selection.protocol`). Over every model "
         "a protocol scores: Kendall tau and Spearman rho between its proxy score and the held-out mean frame AUC, "
-        "and the regret (best held-out AUC of any model minus its pick's), with video-bootstrap intervals on the "
-        "resamples of every other interval here (proxy scores fixed). No honest protocol read a test label.", "",
+        "and the regret (best held-out AUC of any model minus its pick's); within groups (each method's grid, the "
+        "ingredients, each soup: where a saturated val cannot choose), the mean regret of each group's pick and how "
+        "many groups pick their own oracle. Intervals: the video bootstrap, on the resamples of every other "
+        "interval here (proxy scores fixed). No honest protocol read a test label.", "",
         honest or "", "",
     ]  # fmt: skip
     if trans:

@@ -297,3 +297,19 @@ def test_held_out_forgery_dry_run_says_it_trains_the_families(trained):
     assert train.startswith("clip-train") and "data.train_dataset=Tiny-FF-without-FF-NT" in train
     assert any(line.startswith("mergekit-yaml") and "/protocols/nt/" in line for line in lines[note[0]:])
     assert lines[-1].startswith("# then: clip-study run")
+
+
+def test_group_regret_counts_each_group_once_and_skips_unions():
+    from study.proxy_quality import group_regret
+
+    members = {"ingredients": ["i1", "i2"], "ties": ["t1", "t2", "t3"], "solo": ["s"], "any merge": ["t1", "t2", "t3"]}
+    picks = {"ingredients": "i1", "ties": "t2", "solo": "s", "any merge": "t1"}
+    proxy = {"i1": 1.0, "i2": 1.0, "t1": 0.5, "t2": 0.9, "t3": float("nan"), "s": 0.3}
+    held = {"i1": 0.80, "i2": 0.70, "t1": 0.75, "t2": 0.72, "t3": 0.99, "s": 0.5}  # t3 unscored: not an oracle
+    resampled = {m: np.full(50, v) for m, v in held.items()}
+    resampled["t1"] = resampled["t1"] + np.linspace(-0.01, 0.01, 50)
+    out = group_regret(members, picks, proxy, held, resampled)
+    assert out["groups"] == 2 and out["oracle_picks"] == 1  # ingredients picks its oracle; ties does not
+    assert out["mean_regret"]["estimate"] == pytest.approx((0.0 + 0.03) / 2)
+    per_resample = (np.maximum(resampled["t1"], resampled["t2"]) - resampled["t2"]) / 2
+    assert out["mean_regret"]["low"] == pytest.approx(np.quantile(per_resample, 0.025))
