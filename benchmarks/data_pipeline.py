@@ -8,7 +8,7 @@ augmentation, and the same with each frame's forgery mask read and moved with it
 the ForensicsAdapter mode reads), for each worker count. Every (pipeline, workers) pass runs once per round,
 interleaved, for ``--repeats`` rounds; images/s and the speed ratio to the 0-worker decode pass of the same round are
 median [range] over rounds, beside the same ratio of CPU time (this process plus its finished loader workers; see
-benchmarks/timing.py).
+benchmarks/_timing.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 
 import click
 
-from benchmarks.timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
+from benchmarks._timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
 from mergekit_clip.data.formats import load_frames
 from mergekit_clip.data.synthetic import synthesize
 from mergekit_clip.data.transforms import FrameDataset, build_eval_transform, build_train_transform, make_loader

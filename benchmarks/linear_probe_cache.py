@@ -8,7 +8,7 @@ both: the difference is the frozen backbone's forward pass only):
 - cache, warm: the cache already exists (the next ingredient of a sweep): read it and step the head.
 
 The three run interleaved for ``--repeats`` rounds (order rotated); seconds and the speed-up over recompute are
-median [range] over rounds, wall and process CPU time (see benchmarks/timing.py).
+median [range] over rounds, wall and process CPU time (see benchmarks/_timing.py).
 
     python -m benchmarks.linear_probe_cache            # ViT width 128, 4 layers, 64 px, 10 epochs
     python -m benchmarks.linear_probe_cache --quick    # smaller, for a smoke run
@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 import torch
 
-from benchmarks.timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
+from benchmarks._timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
 from mergekit_clip.data.synthetic import synthesize
 from mergekit_clip.data.transforms import build_eval_transform, build_train_transform
 from mergekit_clip.detector.io import create_detector

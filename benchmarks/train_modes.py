@@ -4,7 +4,7 @@ Per backbone and mode: optimizer steps (forward, backward, AdamW) on one fixed r
 process so that the peak resident memory (``ru_maxrss``) is that mode's alone. The modes run interleaved, in
 ``--repeats`` rounds (order rotated each round); images/s (wall) and its speed ratio to ``full_finetune`` of the
 same round are printed as median [range] over the rounds, beside the same ratio of process CPU time (the figure
-to trust on a shared machine, see benchmarks/timing.py). Weights are random (no download): speed and memory do
+to trust on a shared machine, see benchmarks/_timing.py). Weights are random (no download): speed and memory do
 not depend on their values.
 
 Merge: a base and 3 ingredients, either all tensors changed (a full-fine-tune family) or only the LayerNorm and head
@@ -30,7 +30,7 @@ from pathlib import Path
 import click
 import torch
 
-from benchmarks.timing import REPEATS, Sample, interleaved, measure, ratio_columns, speed_ratio, times
+from benchmarks._timing import REPEATS, Sample, interleaved, measure, ratio_columns, speed_ratio, times
 from mergekit_clip.detector.io import create_detector, save_detector
 from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, PreprocessSpec, spec_from_open_clip
 from train.modes import MODES

@@ -1,8 +1,8 @@
-"""benchmarks.timing: interleaved rounds with a rotated order, per-round ratios, median and range."""
+"""benchmarks._timing: interleaved rounds with a rotated order, per-round ratios, median and range."""
 
 from __future__ import annotations
 
-from benchmarks.timing import Sample, Spread, interleaved, measure, speed_ratio
+from benchmarks._timing import Sample, Spread, interleaved, measure, speed_ratio
 
 
 def test_rounds_interleave_and_rotate_and_ratios_pair_rounds():
