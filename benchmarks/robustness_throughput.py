@@ -10,10 +10,12 @@ DataLoader workers, after decoding and before the model's resize); OpenCV decode
 normalisation, the frame cache off so every pass decodes its frames. Frames are 256 x 256 PNG face crops
 (DeepfakeBench's usual size), ``--videos`` x ``--frames`` of them, so H.264 encodes real sequences.
 
-The load of a shared machine drifts, so the suite pass is bracketed by ``--clean-passes`` clean passes (half before,
-half after) and the ratio is suite images/s over their mean; the load average is printed next to the figures.
-``--per-type``: one pass per perturbation type (its levels) paired with a clean pass; ``--separate``: also the
-naive way, one pass per perturbation each decoding its frames (what clip-eval did before). Target: suite >= 0.8x.
+The load of a shared machine drifts, so every pass (clean, the suite, and with ``--per-type``/``--separate`` the
+others) runs once per round, interleaved, for ``--repeats`` rounds (order rotated); images/s and the speed ratio to
+the clean pass of the same round are median [range] over rounds, wall and process CPU time (this process plus its
+finished decode workers; see benchmarks/_timing.py); the load average is printed next to the figures.
+``--per-type``: one pass per perturbation type (its levels); ``--separate``: also the naive way, one pass per
+perturbation each decoding its frames (what clip-eval did before). Target: suite >= 0.8x.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 
+from benchmarks._timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
 from eval.predict import FrameCache, Predictor
 from eval.robustness import predict_perturbed
 from mergekit_clip.data.perturbations import SUITES, expand_perturbations
@@ -62,18 +64,22 @@ def make_videos(folder: Path, videos: int, frames: int, side: int = 256) -> list
     return records
 
 
-def timed(predictor: Predictor, model, records, perturbations=None) -> tuple[float, int]:
-    """Seconds and images of one pass: clean (``None``), or every perturbation of the list in one pass."""
-    start = time.perf_counter()
-    if perturbations is None:
-        preds = [predictor.predict(model, records, "bench", "bench")]
-    else:
-        preds = predict_perturbed(predictor, model, records, "bench", "bench", perturbations)
-    elapsed = time.perf_counter() - start
+def timed(predictor: Predictor, model, records, perturbations=None, *, separate: bool = False) -> Sample:
+    """Seconds per image of one pass: clean (``None``), every perturbation of the list in one pass, or
+    (``separate``) one pass per perturbation, each decoding its frames."""
+
+    def run() -> list:
+        if perturbations is None:
+            return [predictor.predict(model, records, "bench", "bench")]
+        if separate:
+            return [predictor.predict(model, records, "bench", "bench", p) for p in perturbations]
+        return predict_perturbed(predictor, model, records, "bench", "bench", perturbations)
+
+    preds, sample = measure(run)
     for pred in preds:
         if not pred.ok.all():
             raise RuntimeError(f"{int((~pred.ok).sum())} frames failed under {pred.perturbation}")
-    return elapsed, len(records) * len(preds)
+    return sample.per(len(records) * len(preds))
 
 
 def load() -> str:
@@ -97,36 +103,41 @@ def bench_arch(arch: str, args: argparse.Namespace, records: list) -> float:
         f"workers {predictor.num_workers}, torch threads {torch.get_num_threads()}, {load()}"
     )
     perturbations = expand_perturbations([args.suite])
-    half = max(1, args.clean_passes // 2)
-    clean = [timed(predictor, model, records) for _ in range(half)]
-    suite_s, suite_n = timed(predictor, model, records, perturbations)
-    clean += [timed(predictor, model, records) for _ in range(half)]
-    clean_rate = sum(n for _, n in clean) / sum(t for t, _ in clean)
-    ratio = suite_n / suite_s / clean_rate
-    print(f"{'clean (baseline)':<28} {clean_rate:8.1f} img/s  1.00x  ({len(clean)} passes around the suite)")
-    print(f"{'suite ' + args.suite + ', one pass':<28} {suite_n / suite_s:8.1f} img/s  {ratio:.2f}x  "
-          f"({len(perturbations)} perturbations; target >= 0.80x)")  # fmt: skip
     types = list(dict.fromkeys(p.name for p in perturbations))
+    levels = {name: [p for p in perturbations if p.name == name] for name in types}
+    cases = {"clean": lambda: timed(predictor, model, records),
+             "suite": lambda: timed(predictor, model, records, perturbations)}  # fmt: skip
+    for name in types if args.per_type else ():
+        cases[name] = lambda lv=levels[name]: timed(predictor, model, records, lv)
+    for name in types if args.separate else ():
+        cases[f"naive {name}"] = lambda lv=levels[name]: timed(predictor, model, records, lv, separate=True)
+    samples = interleaved(cases, args.repeats)
+    clean = samples["clean"]
+
+    def line(label: str, xs: list[Sample], note: str = "") -> float:
+        rate = times([Sample(1 / x.wall, 1 / x.cpu) for x in xs], "wall").text(".1f")
+        wall, cpu = speed_ratio(xs, clean, "wall"), speed_ratio(xs, clean, "cpu")
+        print(f"  {label:<26} {rate:>22} img/s  wall {wall.ratio_text()}  CPU {cpu.ratio_text()}{note}")
+        return wall.median
+
+    print(f"{args.repeats} interleaved rounds; images/s and speed against the clean pass of the same round, "
+          "median [range]:")  # fmt: skip
+    line("clean (baseline)", clean)
+    ratio = line(f"suite {args.suite}, one pass", samples["suite"],
+                 f"  ({len(perturbations)} perturbations; target >= 0.80x)")  # fmt: skip
     if args.per_type:
-        print("per type, one pass over its levels, each paired with a clean pass:")
+        print("per type, one pass over its levels:")
         for name in types:
-            levels = [p for p in perturbations if p.name == name]
-            base_s, base_n = timed(predictor, model, records)
-            t, n = timed(predictor, model, records, levels)
-            print(f"  {name:<26} {n / t:8.1f} img/s  {(n / t) / (base_n / base_s):.2f}x")
+            line(name, samples[name])
     if args.separate:
-        print("naive: one pass per perturbation (each decodes its frames), each paired with a clean pass:")
-        total_clean = total = 0.0
+        print("naive: one pass per perturbation (each decodes its frames):")
         for name in types:
-            clean_t = pert_t = 0.0
-            for p in (p for p in perturbations if p.name == name):
-                clean_t += timed(predictor, model, records)[0]
-                start = time.perf_counter()
-                predictor.predict(model, records, "bench", "bench", p)
-                pert_t += time.perf_counter() - start
-            total_clean, total = total_clean + clean_t, total + pert_t
-            print(f"  {name:<26} {clean_t / pert_t:.2f}x")
-        print(f"  {'suite, naive':<26} {total_clean / total:.2f}x")
+            line(name, samples[f"naive {name}"])
+        counts = {name: len(levels[name]) for name in types}
+        naive = [Sample(sum(samples[f"naive {n}"][r].wall * c for n, c in counts.items()) / len(perturbations),
+                        sum(samples[f"naive {n}"][r].cpu * c for n, c in counts.items()) / len(perturbations))
+                 for r in range(args.repeats)]  # fmt: skip
+        line("suite, naive", naive)
     print(load())
     return ratio
 
@@ -137,7 +148,7 @@ def main() -> None:
     parser.add_argument("--suite", choices=list(SUITES), default="deeperforensics")
     parser.add_argument("--videos", type=int, default=None, help="default per model: see SIZES")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default per model: see SIZES)")
-    parser.add_argument("--clean-passes", type=int, default=4, help="clean passes around the suite pass")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds (median and range printed)")
     parser.add_argument("--per-type", action="store_true", help="also one pass per perturbation type")
     parser.add_argument("--separate", action="store_true", help="also one pass per perturbation (the naive way)")
     parser.add_argument("--device", default="cpu")

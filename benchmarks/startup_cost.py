@@ -2,7 +2,8 @@
 
 The ``.pth`` line imports nothing: it inserts a meta-path finder. This checks that no module of ours (nor
 torch/mergekit/transformers) is imported by a bare interpreter, then times ``python -c pass`` with the plugin
-enabled and disabled (``MERGEKIT_CLIP_DISABLE=1``, which skips the line's work) interleaved in one run.
+enabled and disabled (``MERGEKIT_CLIP_DISABLE=1``, which skips the line's work) interleaved in one run (order
+rotated each round): median [range] of wall and of the child's CPU time, and of the per-round ratio.
 
     python -m benchmarks.startup_cost [--runs 30]
 """
@@ -14,9 +15,10 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 
 import click
+
+from benchmarks._timing import Sample, interleaved, measure, speed_ratio, times
 
 _LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
 
@@ -37,15 +39,13 @@ def importtime_us(env: dict[str, str]) -> tuple[int, int]:
     return hook, total
 
 
-def wall_ms(envs: list[dict[str, str]], runs: int) -> list[float]:
-    """Median wall time per environment, runs interleaved so that machine load hits all alike."""
-    samples: list[list[float]] = [[] for _ in envs]
-    for _ in range(runs):
-        for i, env in enumerate(envs):
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
-            samples[i].append((time.perf_counter() - start) * 1000)
-    return [statistics.median(s) for s in samples]
+def start_samples(envs: dict[str, dict[str, str]], runs: int) -> dict[str, list[Sample]]:
+    """``python -c pass`` per environment, runs interleaved so that machine load hits all alike."""
+
+    def start(env: dict[str, str]) -> Sample:
+        return measure(lambda: subprocess.run([sys.executable, "-c", "pass"], env=env, check=True))[1]
+
+    return interleaved({name: (lambda e=env: start(e)) for name, env in envs.items()}, runs)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,13 +59,16 @@ def main(runs: int) -> None:
         "HEAVY", "('torch', 'mergekit', 'transformers', 'mergekit_clip')"
     )
     leaked = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip()
-    enabled, disabled = wall_ms([env, {**env, "MERGEKIT_CLIP_DISABLE": "1"}], runs)
+    starts = start_samples({"on": env, "off": {**env, "MERGEKIT_CLIP_DISABLE": "1"}}, runs)
     click.echo(f"hook import time (median of {runs}): {hook:.0f} us of {total:.0f} us start-up imports "
                f"({100 * hook / max(total, 1):.2f} %)")  # fmt: skip
     click.echo(f"heavy modules imported by a bare interpreter: {leaked}")
-    click.echo(
-        f"python -c pass wall time: plugin on {enabled:.1f} ms, off {disabled:.1f} ms, ratio {enabled / disabled:.3f}"
-    )
+    ms = {k: [Sample(x.wall * 1000, x.cpu * 1000) for x in xs] for k, xs in starts.items()}
+    for field in ("wall", "cpu"):
+        ratio = speed_ratio(ms["off"], ms["on"], field)  # per round on / off: > 1 = the plugin costs time
+        click.echo(f"python -c pass {field} time, median [range] of {runs}: plugin on "
+                   f"{times(ms['on'], field).text('.1f', ' ms')}, off {times(ms['off'], field).text('.1f', ' ms')}, "
+                   f"on / off {ratio.median:.3f} [{ratio.low:.3f}-{ratio.high:.3f}]")  # fmt: skip
 
 
 if __name__ == "__main__":
