@@ -313,3 +313,25 @@ def test_group_regret_counts_each_group_once_and_skips_unions():
     assert out["mean_regret"]["estimate"] == pytest.approx((0.0 + 0.03) / 2)
     per_resample = (np.maximum(resampled["t1"], resampled["t2"]) - resampled["t2"]) / 2
     assert out["mean_regret"]["low"] == pytest.approx(np.quantile(per_resample, 0.025))
+
+
+def test_dev_set_sharing_test_frame_files_is_refused(world, tmp_path):
+    """Other video ids (a linked folder), the same frame files: still refused."""
+    from study.protocols.dev import DevOverlapError
+    from study.runner import StudyRun
+
+    link = world / "data" / "Tiny-LINKED"
+    if not link.exists():
+        link.symlink_to(world / "data" / "Tiny-B", target_is_directory=True)
+    doc = json.loads((world / "json" / "Tiny-B.json").read_text())["Tiny-B"]
+    def relinked(entry):
+        return {"label": entry["label"], "frames": [f.replace("Tiny-B/", "Tiny-LINKED/", 1) for f in entry["frames"]]}
+
+    linked = {g: {"val": {v: relinked(e) for v, e in splits["test"].items()}} for g, splits in doc.items()}
+    (world / "json" / "Tiny-LINKED.json").write_text(json.dumps({"Tiny-LINKED": linked}))
+    study = StudyConfig.model_validate(_raw(world, tmp_path / "out", protocols={"dev": {"datasets": ["Tiny-LINKED"]}}))
+    run = StudyRun(study, progress=False)
+    run.prepare()
+    with pytest.raises(DevOverlapError, match=r"dev set Tiny-LINKED/val shares frame file .*Tiny-B/test/.* with test "
+                                              r"set Tiny-B/test"):  # fmt: skip
+        run.validation()
