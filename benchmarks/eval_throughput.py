@@ -1,13 +1,15 @@
 """Images per second of clip-eval's predictor vs a plain PyTorch loop, same model and frames, same run.
 
-    python benchmarks/eval_throughput.py --arch ViT-B-16 --frames 96
-    python benchmarks/eval_throughput.py --arch tiny --frames 512
+    python -m benchmarks.eval_throughput --arch ViT-B-16 --frames 96
+    python -m benchmarks.eval_throughput --arch tiny --frames 512
 
 Baseline (what a script would do): PIL decode, shortest-side bicubic resize + centre crop, ToTensor/normalise
 per image, batch 32, fp32 forward under ``torch.no_grad``. clip-eval: ``eval.predict.Predictor`` as the CLI runs
 it (OpenCV decode in workers, device-side normalisation, inference_mode), with the default exact resize and
 ``--resize fast`` (OpenCV INTER_AREA, uint8 batches), in fp32 and with ``--precision bf16`` (bf16 weights on CPU);
-each line prints the largest |P(fake) difference| against a reference.
+each line prints the largest |P(fake) difference| against a reference. The four run interleaved for ``--repeats``
+rounds (order rotated); images/s and the speed ratio to the plain loop of the same round are median [range] over
+rounds, wall and process CPU time (plus finished decode workers; see benchmarks/_timing.py).
 Frames are written as 256 x 256 PNG face-crop-sized images (DeepfakeBench's usual frame size).
 """
 
@@ -17,7 +19,6 @@ import argparse
 import copy
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks._timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
 from eval.predict import Predictor
 from mergekit_clip.detector.io import create_detector
 from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, PreprocessSpec, spec_from_open_clip
@@ -62,26 +64,13 @@ def plain_loop(model, paths: list[str], spec: PreprocessSpec, batch: int = 32) -
     return torch.cat(out).numpy()
 
 
-REPEATS = 3  # best of: the machine is shared, so take each method's least-disturbed run
-
-
-def timed(fn, n: int) -> tuple[float, object]:
-    best, result = 0.0, None
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        result = fn()
-        best = max(best, n / (time.perf_counter() - t0))
-    return best, result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="ViT-B-16", help="open_clip ViT name, or 'tiny' (width 64, 2 layers)")
     parser.add_argument("--frames", type=int, default=96)
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=REPEATS, help="best of N runs per method")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds (median and range printed)")
     args = parser.parse_args()
-    globals()["REPEATS"] = args.repeats
     if args.arch == "tiny":
         spec = DetectorSpec(
             backbone=BackboneSpec(image_size=224, patch_size=32, width=64, layers=2, heads=4, embed_dim=32),
@@ -94,21 +83,39 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_frames(Path(tmp), args.frames)
         plain_loop(model, paths[:8], spec.preprocess)  # warm-up (allocator, kernels)
-        base_ips, base = timed(lambda: plain_loop(model, paths, spec.preprocess), len(paths))
-        print(f"plain loop (PIL, fp32, batch 32):     {base_ips:8.1f} img/s")
         exact = Predictor(batch_size=32, num_workers=args.workers, progress=False)
-        ips, fp32 = timed(lambda: exact.score_paths(model, paths)[0], len(paths))
-        print(f"clip-eval fp32 (--resize exact):      {ips:8.1f} img/s  x{ips / base_ips:.2f}  "
-              f"max|dp| vs plain {np.abs(fp32 - base).max():.2e}")  # fmt: skip
         fast = Predictor(batch_size=32, num_workers=args.workers, progress=False, resize="fast")
-        ips, pfast = timed(lambda: fast.score_paths(model, paths)[0], len(paths))
-        print(f"clip-eval fp32 (--resize fast):       {ips:8.1f} img/s  x{ips / base_ips:.2f}  "
-              f"max|dp| vs exact {np.abs(pfast - fp32).max():.2e}")  # fmt: skip
         bf16 = Predictor(batch_size=32, num_workers=args.workers, bf16=True, progress=False)
         model16 = copy.deepcopy(model)
-        ips16, p16 = timed(lambda: bf16.score_paths(model16, paths)[0], len(paths))
-        print(f"clip-eval --precision bf16 ({bf16.dtype_name}, batch 32): {ips16:8.1f} img/s  x{ips16 / base_ips:.2f}  "
-              f"max|dp| vs fp32 {np.abs(p16 - fp32).max():.2e}")  # fmt: skip
+        runs = {
+            "plain loop (PIL, fp32, batch 32)": lambda: plain_loop(model, paths, spec.preprocess),
+            "clip-eval fp32 (--resize exact)": lambda: exact.score_paths(model, paths)[0],
+            "clip-eval fp32 (--resize fast)": lambda: fast.score_paths(model, paths)[0],
+            f"clip-eval --precision bf16 ({bf16.dtype_name})": lambda: bf16.score_paths(model16, paths)[0],
+        }
+        probs: dict[str, np.ndarray] = {}
+
+        def case(name: str):
+            def run() -> Sample:
+                probs[name], sample = measure(runs[name])
+                return sample.per(len(paths))
+
+            return run
+
+        samples = interleaved({name: case(name) for name in runs}, args.repeats)
+        names = list(runs)
+        base = samples[names[0]]
+        checks = {names[1]: ("plain", names[0]), names[2]: ("exact", names[1]), names[3]: ("fp32", names[1])}
+        print(f"{args.repeats} interleaved rounds; images/s and speed against the plain loop of the same round, "
+              "median [range]")  # fmt: skip
+        for name, xs in samples.items():
+            rate = times([Sample(1 / x.wall, 1 / x.cpu) for x in xs], "wall").text(".1f")
+            wall, cpu = speed_ratio(xs, base, "wall"), speed_ratio(xs, base, "cpu")
+            check = ""
+            if name in checks:
+                label, ref = checks[name]
+                check = f"  max|dp| vs {label} {np.abs(probs[name] - probs[ref]).max():.2e}"
+            print(f"{name:<42} {rate:>22} img/s  wall {wall.ratio_text()}  CPU {cpu.ratio_text()}{check}")
 
 
 if __name__ == "__main__":
