@@ -151,3 +151,33 @@ def test_other_modes_in_the_family_and_a_misfit_adapter_are_refused(tmp_path):
     heads = _config(tmp_path, tmp_path / "heads")
     result = CliRunner().invoke(main, [str(heads), "--set", "mode_options.forensics_adapter.adapter.bias_heads=16"])
     assert result.exit_code == 1 and "bias_heads 16 differs from the CLIP tower's heads 4" in result.output
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_family_like_one(tmp_path):
+    """``torchrun --nproc_per_node 2`` (gloo, CPU): CLIP still bitwise the base's, the same held-out frames scored.
+    BatchNorm statistics and the contrastive terms are per process (plain DDP), so weights agree only closely."""
+    import os
+    import subprocess
+    import sys
+
+    make_masked_dataset(tmp_path)
+    file = _config(tmp_path, tmp_path / "single")
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    runs = {
+        "single": [sys.executable, "-m", "train", str(file)],
+        "ddp": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+                str(file), "--set", f"output={tmp_path / 'ddp'}"],
+    }  # fmt: skip
+    for name, cmd in runs.items():
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (name, proc.stderr[-3000:])
+    a = read_state_dict(tmp_path / "single" / "ingredients" / "fa_s0")
+    b = read_state_dict(tmp_path / "ddp" / "ingredients" / "fa_s0")
+    base = read_state_dict(tmp_path / "ddp" / "base")
+    assert all(torch.equal(b[k], base[k]) for k in base if k.startswith("visual."))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 0.05
+    one, two = (json.loads((tmp_path / r / "summary.json").read_text())[0]["heldout"] for r in ("single", "ddp"))
+    assert one["n"] == two["n"] and abs(one["auc"] - two["auc"]) <= 0.1
+    config = json.loads((tmp_path / "ddp" / "ingredients" / "fa_s0" / "config.json").read_text())
+    assert config["provenance"]["world_size"] == 2
