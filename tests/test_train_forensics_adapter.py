@@ -79,7 +79,7 @@ def make_masked_dataset(root: Path, name: str = "TinyM", videos: int = 4, frames
 def _config(root: Path, out: Path, **changes) -> Path:
     cfg = yaml.safe_load((REPO / "train" / "configs" / "tiny_forensics_adapter.yaml").read_text())
     cfg["output"] = str(out)
-    cfg["backbone"] = {"width": 64, "layers": 2, "heads": 4, "patch_size": 8, "image_size": 32, "embed_dim": 32}
+    cfg["backbone"] = {"width": 64, "layers": 2, "heads": 2, "patch_size": 8, "image_size": 32, "embed_dim": 32}
     cfg["data"].update(json_root=str(root / "json"), data_root=str(root / "data"), train_dataset="TinyM",
                        batch_size=4, eval_batch_size=8)  # fmt: skip
     cfg["optim"]["epochs"] = 2
@@ -150,7 +150,7 @@ def test_other_modes_in_the_family_and_a_misfit_adapter_are_refused(tmp_path):
     assert result.exit_code == 1 and "trains only forensics_adapter ingredients" in result.output
     heads = _config(tmp_path, tmp_path / "heads")
     result = CliRunner().invoke(main, [str(heads), "--set", "mode_options.forensics_adapter.adapter.bias_heads=16"])
-    assert result.exit_code == 1 and "bias_heads 16 differs from the CLIP tower's heads 4" in result.output
+    assert result.exit_code == 1 and "bias_heads 16 differs from the CLIP tower's heads 2" in result.output
 
 
 @pytest.mark.slow
