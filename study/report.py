@@ -447,8 +447,12 @@ def write_figures(doc: dict[str, Any], test: dict[str, dict[str, SplitScores]], 
         members = [c for c in candidates if c["method"] == group]
         for param in members[0]["params"]:
             if len({str(c["params"].get(param)) for c in members}) > 1:
-                written.append(cache.draw(f"sweep_{group}_{param}.png", [members, param],
-                                          lambda out, m=members, g=group, p=param:
+                others = {str(sorted((k, str(v)) for k, v in c["params"].items() if k != param)) for c in members}
+                shown = members if len(others) < len(members) else [  # a search: every trial its own combination,
+                    {**c, "params": {param: c["params"][param]}} for c in members  # so one line against param
+                ]  # fmt: skip
+                written.append(cache.draw(f"sweep_{group}_{param}.png", [shown, param],
+                                          lambda out, m=shown, g=group, p=param:
                                           figures.plot_param_sweep(m, g, p, out)))  # fmt: skip
     by_dataset: dict[str, list] = {}
     for name in _roc_models(doc):
