@@ -224,7 +224,7 @@ def verdict_table(doc: dict[str, Any]) -> str:
         ])  # fmt: skip
     header = ["group", _picked_by(doc), f"{_score_label(doc)}", "in-domain AUC",
               f"held-out mean frame AUC [{pct}% CI]", f"held-out mean video AUC [{pct}% CI]",
-              "frame Δ vs val-picked ingredient", "verdict", "video Δ", "verdict"]  # fmt: skip
+              f"frame Δ vs {_picked_word(doc)} ingredient", "verdict", "video Δ", "verdict"]  # fmt: skip
     return _table(header, rows)
 
 
@@ -242,7 +242,7 @@ def family_table(doc: dict[str, Any]) -> str | None:
                      _signed_ci(vs["video"]), vs["video"]["verdict"]])  # fmt: skip
     if not rows:
         return None
-    header = ["group", "family", "family's val-picked ingredient", "its held-out AUC", "selected on source val",
+    header = ["group", "family", f"family's {_picked_word(doc)} ingredient", "its held-out AUC", _picked_by(doc),
               "held-out AUC", "frame Δ vs family's ingredient", "verdict", "video Δ", "verdict"]  # fmt: skip
     return _table(header, rows)
 
@@ -250,6 +250,11 @@ def family_table(doc: dict[str, Any]) -> str | None:
 def _picked_by(doc: dict[str, Any]) -> str:
     protocol = doc.get("selection_protocol", "source_val")
     return "selected on source val" if protocol == "source_val" else f"selected by {protocol}"
+
+
+def _picked_word(doc: dict[str, Any]) -> str:
+    protocol = doc.get("selection_protocol", "source_val")
+    return "val-picked" if protocol == "source_val" else f"{protocol}-picked"
 
 
 def _score_label(doc: dict[str, Any]) -> str:
@@ -363,7 +368,7 @@ def write_markdown(doc: dict[str, Any], file: Path, figures: list[str], robustne
         *([f"Models tied on val {doc['selection_metric']} are ordered by val {doc['tie_break']} (same frames)."]
           if doc.get("tie_break") else []),
         f"Intervals: {round(100 * b['confidence'])}% percentile bootstrap, {b['n_boot']} resamples of videos "
-        f"(stratified by label, seed {b['seed']}); Δ = paired difference against the val-picked ingredient "
+        f"(stratified by label, seed {b['seed']}); Δ = paired difference against the {_picked_word(doc)} ingredient "
         f"**{doc['reference']}** on the same resamples.",
         f"Selection protocol for the verdicts: **{doc.get('selection_protocol', 'source_val')}** "
         f"({doc['protocols'][doc.get('selection_protocol', 'source_val')]['reads']}).",
@@ -372,7 +377,7 @@ def write_markdown(doc: dict[str, Any], file: Path, figures: list[str], robustne
         "",
         verdict_table(doc),
         "",
-        *(["## Within each family (against the family's own val-picked ingredient)", "",
+        *([f"## Within each family (against the family's own {_picked_word(doc)} ingredient)", "",
             "Does merging a family beat its best member? (e.g. specialists merged against the best specialist)", "",
             within, ""] if within else []),
         *protocol_markdown(doc),

@@ -257,7 +257,9 @@ def test_held_out_forgery_retrains_without_the_group_and_pairs_every_model(train
     resolved = yaml.safe_load((out / "families" / "tiny" / "config.resolved.yaml").read_text())
     assert resolved["data"]["train_dataset"] == "Tiny-FF-without-FF-NT"
     protocol = doc["protocols"]["nt"]
-    assert doc["selection_protocol"] == "nt" and "nt" in (study.output / "report.md").read_text()
+    report = (study.output / "report.md").read_text()
+    assert doc["selection_protocol"] == "nt" and "Selection protocol for the verdicts: **nt**" in report
+    assert "| group | selected by nt | nt video_auc |" in report and "frame Δ vs nt-picked ingredient" in report
     assert set(protocol["counterparts"]) == set(doc["models"])  # every model has its counterpart
     assert protocol["counterparts"]["task_arithmetic[lambda=1.0]"] == "task_arithmetic[lambda=1.0]"
     summary = json.loads((out / "families" / "tiny" / "summary.json").read_text())
