@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mergekit_clip.options import JSON_ROOT_HELP, Compression, Precision
+from mergekit_clip.structured import StructuredFileError, read_yaml
 from mergekit_clip.tracking import TrackingConfig
 from study.jobs.config import ExecutorConfig
 from study.search_config import SearchSpec
@@ -501,8 +502,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     """Read a study file (``yaml.safe_load``), apply ``--set`` overrides and validate."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
+        raw = read_yaml(path)
+    except StructuredFileError as e:
+        raise StudyConfigError(str(e)) from e
+    except OSError as e:
         raise StudyConfigError(f"{path}: cannot read study file ({e})") from e
     if not isinstance(raw, dict):
         raise StudyConfigError(f"{path}: expected a mapping at the top level")

@@ -20,6 +20,7 @@ from mergekit_clip.detector.io import DetectorFormatError
 from mergekit_clip.distributed import env_is_main
 from mergekit_clip.tracking.options import apply_tracking_options, tracking_options
 from train.config import ConfigError, dump_config, load_config
+from train.finetune import CheckpointError
 from train.sweep import RunExistsError
 
 
@@ -59,7 +60,7 @@ def main(
             rows = run_sweep(config, resume=resume, overwrite=overwrite)
         finally:
             shutdown()
-    except (ConfigError, DatasetError, DetectorFormatError, RunExistsError) as e:
+    except (ConfigError, DatasetError, DetectorFormatError, RunExistsError, CheckpointError) as e:
         raise click.ClickException(str(e)) from e
     if env_is_main():
         for row in rows:

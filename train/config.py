@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from mergekit_clip.options import JSON_ROOT_HELP, Compression
+from mergekit_clip.structured import StructuredFileError, read_yaml
 from mergekit_clip.tracking import TrackingConfig
 from train.modes import MODES
 from train.modes.registry import NoOptions
@@ -253,8 +255,22 @@ def format_validation_errors(error: ValidationError, source: str, what: str, own
             choices = list(owner.model_fields) if owner else []
             lines.append(f"unknown key {key!r}: {_suggest(str(loc[-1]), choices)}")
         else:
-            lines.append(f"{key or '<root>'}: {err['msg']}")
+            lines.append(f"{key or '<root>'}: {err['msg']}{_offending(err)}")
     return f"{source}: invalid {what}\n  " + "\n  ".join(lines)
+
+
+def _offending(err: dict) -> str:
+    """`` (got 'q_prj'; did you mean 'q_proj'?)``: the value refused, and the closest choice of a closed set."""
+    value = err.get("input")
+    if not isinstance(value, (str, int, float, bool)) or err["type"] == "missing":
+        return ""
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    hint = ""
+    if err["type"] == "literal_error" and isinstance(value, str):
+        choices = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f" (got {shown}{hint})"
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -300,8 +316,10 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
+            loaded = read_yaml(path)
+        except StructuredFileError as e:
+            raise ConfigError(str(e)) from e
+        except OSError as e:
             raise ConfigError(f"{path}: cannot read configuration ({e})") from e
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")

@@ -91,7 +91,41 @@ def checkpoint_epoch(run_dir: Path) -> int | None:
     file = Path(run_dir) / CHECKPOINT
     if not file.exists():
         return None
-    return int(torch.load(file, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    return int(load_checkpoint(file, "cpu", mmap=True)["epoch"])
+
+
+class CheckpointError(ValueError):
+    """A ``checkpoint.pt`` this tool cannot resume from (damaged, foreign, or a pickle payload it refuses)."""
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step")
+
+
+def load_checkpoint(file: Path, map_location, mmap: bool = False) -> dict:
+    """A checkpoint ``clip-train`` wrote, loaded with ``weights_only=True`` (a pickle payload never runs); anything
+    else is one :class:`CheckpointError` naming the file."""
+    with open(file, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive; anything else (a bare pickle) is not read at all
+        raise CheckpointError(
+            f"{file}: not a checkpoint clip-train wrote (not a torch zip archive: a bare pickle is never loaded); "
+            "delete it to restart this ingredient, or rerun without --resume"
+        )
+    try:
+        state = torch.load(file, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001  (pickle, zip and torch errors alike: the file is unusable)
+        detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{file}: not a checkpoint clip-train wrote ({type(e).__name__}: {detail}); delete it to restart this "
+            "ingredient, or rerun without --resume"
+        ) from e
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{file}: not a checkpoint clip-train wrote (expected keys {list(CHECKPOINT_KEYS)}, found {found}); "
+            "delete it to restart this ingredient, or rerun without --resume"
+        )
+    return state
 
 
 def _rng_states(info: DistInfo, device: torch.device) -> list[dict]:
@@ -159,11 +193,16 @@ def finetune(
     ckpt_file = run_dir / CHECKPOINT
     start_epoch, step = 0, 0
     if resume and ckpt_file.exists():
-        state = torch.load(ckpt_file, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
+        state = load_checkpoint(ckpt_file, device)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, step = int(state["epoch"]), int(state["step"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            detail = str(e).strip().splitlines()[0][:200]
+            raise CheckpointError(f"{ckpt_file}: does not fit this run ({detail}); delete it to restart this "
+                                  "ingredient, or rerun without --resume") from e  # fmt: skip
         _restore_rng(state.get("rng"), info, device)
     ddp = DistributedDataParallel(model) if info.enabled else model
     optimizer.zero_grad(set_to_none=True)

@@ -27,7 +27,6 @@ Trust rules (both checked before any frame file is opened):
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import re
@@ -125,10 +124,12 @@ def read_dataset_json(dataset: str, json_root: str | os.PathLike) -> dict[str, A
     if not path.is_file():
         known = list_datasets(json_root) if Path(json_root).is_dir() else []
         raise DatasetError(f"unknown dataset {dataset!r}: {path} does not exist (available: {known})")
+    from mergekit_clip.structured import StructuredFileError, read_json
+
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from e
+        doc = read_json(path, walk=False)  # nesting past Python's parser: one error (the reader checks each node)
+    except StructuredFileError as e:
+        raise DatasetError(str(e)) from e
     if not isinstance(doc, dict) or base not in doc:
         keys = list(doc) if isinstance(doc, dict) else type(doc).__name__
         raise DatasetError(f"{path}: expected a top-level key {base!r}, found {keys}")

@@ -7,7 +7,6 @@ files are written into a hidden temporary sibling that is renamed into place onl
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from mergekit_clip.detector.spec import (
 )
 from mergekit_clip.digest import files_sha256
 from mergekit_clip.outputs import atomic_directory  # noqa: F401  (the one output-folder writer)
+from mergekit_clip.structured import StructuredFileError, parse_json, read_json
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -52,7 +52,13 @@ def weight_files(path: str | os.PathLike) -> list[Path]:
         raise DetectorFormatError(f"{path} is not a directory")
     index = path / INDEX_NAME
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            weight_map = read_json(index)["weight_map"]
+            shards = sorted(set(weight_map.values()))
+            if not all(isinstance(s, str) and s and Path(s).name == s for s in shards):
+                raise ValueError("shard names must be plain file names")
+        except (StructuredFileError, KeyError, TypeError, AttributeError, ValueError) as e:
+            raise DetectorFormatError(f"{index}: not a safetensors index ({e})") from e
         return [path / s for s in shards]
     if (path / WEIGHTS_NAME).exists():
         return [path / WEIGHTS_NAME]
@@ -80,15 +86,28 @@ def check_safetensors_file(file: str | os.PathLike) -> dict:
         if header_len > size - 8:
             raise DetectorFormatError(f"{file}: truncated safetensors file (header needs {header_len} bytes)")
         try:
-            header = json.loads(f.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            header = parse_json(f.read(header_len), str(file))
+            end = max((_tensor_end(k, v) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (StructuredFileError, AttributeError, TypeError, ValueError, KeyError, IndexError) as e:
             raise DetectorFormatError(f"{file}: corrupt safetensors header ({e})") from e
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + header_len + end > size:
         raise DetectorFormatError(
             f"{file}: truncated safetensors file ({size} bytes on disk, header describes {8 + header_len + end})"
         )
     return header
+
+
+def _tensor_end(name: str, info: dict) -> int:
+    """Where a header entry's bytes end; its shape and offsets must be non-negative integers that agree."""
+    shape, (start, end) = info["shape"], info["data_offsets"]
+    if not all(isinstance(n, int) and n >= 0 for n in [*shape, start, end]) or end < start:
+        raise ValueError(f"tensor {name}: bad shape {shape} or offsets {[start, end]}")
+    count = 1
+    for n in shape:
+        count *= n
+    if count and (end - start) % count:
+        raise ValueError(f"tensor {name}: {end - start} bytes do not hold {count} values")
+    return end
 
 
 def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -103,7 +122,13 @@ def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, t
                 for key in f.keys():
                     state[key] = f.get_tensor(key)
         else:
-            loaded = torch.load(file, map_location=device, weights_only=True)
+            try:
+                loaded = torch.load(file, map_location=device, weights_only=True)
+            except Exception as e:  # noqa: BLE001  (pickle, zip and torch errors alike: the file is unusable)
+                raise DetectorFormatError(
+                    f"{file}: not a PyTorch weights file this tool can load safely ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:200] if str(e) else 'unreadable'})"
+                ) from e
             if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
                 loaded = loaded["state_dict"]
             if not isinstance(loaded, dict):
@@ -148,9 +173,12 @@ def read_config_json(path: str | os.PathLike) -> dict:
     if not file.exists():
         raise DetectorFormatError(f"{path} has no config.json: not a detector or CLIP model directory")
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise DetectorFormatError(f"{file}: invalid JSON ({e})") from e
+        cfg = read_json(file)
+    except StructuredFileError as e:
+        raise DetectorFormatError(str(e)) from e
+    if not isinstance(cfg, dict):
+        raise DetectorFormatError(f"{file}: expected a JSON object, got {type(cfg).__name__}")
+    return cfg
 
 
 def model_layout(cfg: dict) -> str:
@@ -173,9 +201,9 @@ def spec_from_hf_config(cfg: dict, path: str | os.PathLike | None = None) -> Det
     if path is not None and (Path(path) / HF_PREPROCESSOR_FILE).exists():
         file = Path(path) / HF_PREPROCESSOR_FILE
         try:
-            processor = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise DetectorFormatError(f"{file}: invalid JSON ({e})") from e
+            processor = read_json(file)
+        except StructuredFileError as e:
+            raise DetectorFormatError(str(e)) from e
     try:
         return _spec_from_hf(cfg, processor, source)
     except ValueError as e:
@@ -305,9 +333,10 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", r
     spec = detector_spec(path)
     if require_head and spec.head is None:
         raise DetectorFormatError(f"{path} has no forensic head: it is a bare backbone, not a detector")
+    expected = expected_tensors(spec)  # shapes only: nothing is allocated before the weights agree with them
+    if model_layout(cfg) == ARCHITECTURE:
+        check_header_shapes(path, expected)
     state = open_clip_state_dict(path, spec, cfg)
-    model = build_detector(spec)
-    expected = model.state_dict()
     if "visual.proj" not in state and "visual.proj" in expected:
         # HF vision models without a projection: `pooled`/`patch_mean` heads never read visual.proj.
         if spec.head is not None and spec.head.feature == "projected":
@@ -321,8 +350,42 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", r
         raise DetectorFormatError(f"{path}: unexpected tensor(s) {unexpected[:8]}")
     if wrong:
         raise DetectorFormatError(f"{path}: tensors do not match config.json: {wrong[:6]}")
+    model = build_detector(spec)
     model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=True)
     return model.to(device).eval()
+
+
+def expected_tensors(spec: DetectorSpec) -> dict[str, torch.Tensor]:
+    """The state dict ``spec`` describes, on the meta device (shapes and dtypes, no memory)."""
+    from mergekit_clip.detector.model import build_detector
+
+    with torch.device("meta"):
+        return build_detector(spec).state_dict()
+
+
+def header_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor] | None:
+    """Every tensor of a safetensors model directory as a meta tensor of its header's shape (nothing read but the
+    headers); ``None`` when a weight file is not safetensors."""
+    found: dict[str, torch.Tensor] = {}
+    for file in weight_files(path):
+        if file.suffix != ".safetensors":
+            return None
+        for name, info in check_safetensors_file(file).items():
+            if name != "__metadata__":
+                found[name] = torch.empty(info["shape"], device="meta")
+    return found
+
+
+def check_header_shapes(path: str | os.PathLike, expected: dict[str, torch.Tensor]) -> None:
+    """Refuse weights whose names or shapes (from the safetensors headers) differ from what config.json says."""
+    found = header_tensors(path)
+    if found is None:
+        return
+    missing, wrong = compare_tensors(expected, found, "file", "config")
+    if missing:
+        raise DetectorFormatError(f"{path}: missing tensor(s) {missing[:8]}")
+    if wrong:
+        raise DetectorFormatError(f"{path}: tensors do not match config.json: {wrong[:6]}")
 
 
 def load_provenance(path: str | os.PathLike) -> dict:

@@ -25,21 +25,28 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN mean or an infinite eps in config.json is refused here, not found in the scores
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Upper bounds on geometry: far above any CLIP tower (ViT-bigG/14: width 1664, 48 layers, 16 heads, embed 1280),
+# low enough that an absurd config.json is refused before a tensor is allocated (the weights' shapes are then
+# compared with the config's from the safetensors headers, before any tensor is read).
+MAX_WIDTH, MAX_LAYERS, MAX_HEADS, MAX_IMAGE, MAX_EMBED, MAX_MLP_RATIO = 8192, 128, 128, 4096, 8192, 16.0
 
 
 class BackboneSpec(_Spec):
     """Geometry of an open_clip ViT visual tower (names follow ``open_clip.CLIPVisionCfg``)."""
 
-    image_size: int = Field(224, gt=0, description="input side in pixels")
-    patch_size: int = Field(16, gt=0, description="patch side in pixels")
-    width: int = Field(768, gt=0, description="transformer width (channels)")
-    layers: int = Field(12, gt=0, description="number of residual attention blocks")
-    heads: int = Field(12, gt=0, description="attention heads")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width / width")
-    embed_dim: int = Field(512, gt=0, description="output dim of visual.proj")
+    image_size: int = Field(224, gt=0, le=MAX_IMAGE, description="input side in pixels")
+    patch_size: int = Field(16, gt=0, le=MAX_IMAGE, description="patch side in pixels")
+    width: int = Field(768, gt=0, le=MAX_WIDTH, description="transformer width (channels)")
+    layers: int = Field(12, gt=0, le=MAX_LAYERS, description="number of residual attention blocks")
+    heads: int = Field(12, gt=0, le=MAX_HEADS, description="attention heads")
+    mlp_ratio: float = Field(4.0, gt=0, le=MAX_MLP_RATIO, description="MLP hidden width / width")
+    embed_dim: int = Field(512, gt=0, le=MAX_EMBED, description="output dim of visual.proj")
     act: Literal["gelu", "quick_gelu"] = Field("gelu", description="QuickGELU for OpenAI weights")
-    layer_norm_eps: float = 1e-5
+    layer_norm_eps: float = Field(1e-5, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> BackboneSpec:
@@ -166,7 +173,7 @@ class ForensicsAdapterSpec(_Spec):
 
 
 class PreprocessSpec(_Spec):
-    image_size: int = Field(224, gt=0)
+    image_size: int = Field(224, gt=0, le=MAX_IMAGE)
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"

@@ -204,10 +204,12 @@ def validate_recipe_file(config_file: str) -> None:
             source = f.read()
     except OSError as e:
         raise click.ClickException(f"{config_file}: cannot read the recipe ({e.strerror or e})") from e
+    from mergekit_clip.structured import StructuredFileError, parse_yaml
+
     try:
-        data = yaml.safe_load(source)
-    except yaml.YAMLError as e:
-        raise click.ClickException(f"{config_file}: not valid YAML: {_one_line(e)}") from e
+        data = parse_yaml(source, str(config_file))  # also refuses nesting that would crash mergekit's own parse
+    except StructuredFileError as e:
+        raise click.ClickException(_one_line(e)) from e
     try:
         config = MergeConfiguration.model_validate(data)
     except (ValidationError, RuntimeError, ValueError, TypeError) as e:  # mergekit validators raise RuntimeError

@@ -8,7 +8,6 @@ only those files, so it works on a family copied from a cluster and never import
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -70,12 +69,18 @@ def load_family(root: str | os.PathLike) -> Family:
     summary = root / "summary.json"
     if not summary.is_file():
         raise FamilyError(f"{summary} not found: {root} is not a finished clip-train family (run clip-train first)")
+    from mergekit_clip.structured import StructuredFileError, read_json
+
     try:
-        rows = json.loads(summary.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        rows = read_json(summary)
+    except (OSError, StructuredFileError) as e:
         raise FamilyError(f"{summary}: cannot read ({e})") from e
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r for r in rows):
         raise FamilyError(f"{summary}: expected a list of ingredient rows with a 'name'")
+    for row in rows:  # a name is a folder under ingredients/: never a path that leaves it
+        name = row["name"]
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            raise FamilyError(f"{summary}: ingredient name {name!r} is not a plain folder name")
     base = root / "base"
     if not (base / "config.json").is_file():
         raise FamilyError(f"{base}: the family's shared base is missing (expected a detector dir)")

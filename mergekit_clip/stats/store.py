@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from mergekit_clip.detector.io import DetectorFormatError, weight_files, weights_hash
 from mergekit_clip.digest import file_sha256
 from mergekit_clip.integrity import mismatch, recorded_digest, save_verified
+from mergekit_clip.structured import StructuredFileError, parse_json
 
 STATS_DIR = "merge_stats"
 FORMAT = "mergekit-clip-merge-stats"
@@ -123,6 +124,12 @@ def open_stats(model_dir: str | os.PathLike, kind: str, method: str) -> StatsFil
                 f"{path}: not a mergekit-clip {kind} statistics file (format={metadata.get('format')!r}, "
                 f"kind={metadata.get('kind')!r})"
             )
+        try:
+            axes = parse_json(metadata.get("input_axis", "{}"), f"{path} (metadata input_axis)")
+            if not isinstance(axes, dict) or not all(v in (0, 1) for v in axes.values()):
+                raise StructuredFileError(f"{path}: metadata input_axis must map weight names to 0 or 1")
+        except StructuredFileError as e:
+            raise StatsError(f"{method}: {e}; recompute it with: {stats_command(model_dir, kind)}") from e
         current = weights_hash(model_dir)
         if metadata.get("weights_sha256") != current:
             raise StatsError(
