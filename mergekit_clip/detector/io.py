@@ -88,6 +88,9 @@ def check_safetensors_file(file: str | os.PathLike) -> dict:
         try:
             header = parse_json(f.read(header_len), str(file))
             end = max((_tensor_end(k, v) for k, v in header.items() if k != "__metadata__"), default=0)
+            meta = header.get("__metadata__", {})
+            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                raise ValueError("__metadata__ must map names to strings")
         except (StructuredFileError, AttributeError, TypeError, ValueError, KeyError, IndexError) as e:
             raise DetectorFormatError(f"{file}: corrupt safetensors header ({e})") from e
     if 8 + header_len + end > size:
@@ -97,16 +100,24 @@ def check_safetensors_file(file: str | os.PathLike) -> dict:
     return header
 
 
+# bytes per value of each safetensors dtype
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+
+
 def _tensor_end(name: str, info: dict) -> int:
-    """Where a header entry's bytes end; its shape and offsets must be non-negative integers that agree."""
-    shape, (start, end) = info["shape"], info["data_offsets"]
-    if not all(isinstance(n, int) and n >= 0 for n in [*shape, start, end]) or end < start:
-        raise ValueError(f"tensor {name}: bad shape {shape} or offsets {[start, end]}")
+    """Where a header entry's bytes end; its dtype, shape and offsets must agree (what safetensors would refuse
+    later with a message that does not name the file)."""
+    dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"tensor {name}: unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in [*shape, start, end]):
+        raise ValueError(f"tensor {name}: bad shape {shape!r} or offsets {[start, end]}")
     count = 1
     for n in shape:
         count *= n
-    if count and (end - start) % count:
-        raise ValueError(f"tensor {name}: {end - start} bytes do not hold {count} values")
+    if end - start != count * DTYPE_BYTES[dtype]:
+        raise ValueError(f"tensor {name}: {end - start} bytes do not hold {count} {dtype} values")
     return end
 
 
@@ -341,7 +352,7 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", r
         # HF vision models without a projection: `pooled`/`patch_mean` heads never read visual.proj.
         if spec.head is not None and spec.head.feature == "projected":
             raise DetectorFormatError(f"{path}: head uses projected features but there is no projection")
-        state["visual.proj"] = expected["visual.proj"]
+        state["visual.proj"] = torch.zeros(expected["visual.proj"].shape)  # never read by these heads
     missing, wrong = compare_tensors(expected, state, "file", "config")
     if missing:
         raise DetectorFormatError(f"{path}: missing tensor(s) {missing[:8]}")
@@ -350,8 +361,10 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", r
         raise DetectorFormatError(f"{path}: unexpected tensor(s) {unexpected[:8]}")
     if wrong:
         raise DetectorFormatError(f"{path}: tensors do not match config.json: {wrong[:6]}")
+    loaded = {k: state[k].to(v.dtype) for k, v in expected.items()}
+    _raise_on_nonfinite(path, loaded.items())  # a NaN weight would surface as NaN scores far from its cause
     model = build_detector(spec)
-    model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=True)
+    model.load_state_dict(loaded, strict=True)
     return model.to(device).eval()
 
 

@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mergekit_clip.detector.io import DetectorFormatError, weight_files, weights_hash
+from mergekit_clip.detector.io import DetectorFormatError, check_safetensors_file, weight_files, weights_hash
 from mergekit_clip.digest import file_sha256
 from mergekit_clip.integrity import mismatch, recorded_digest, save_verified
 from mergekit_clip.structured import StructuredFileError, parse_json
@@ -112,9 +112,10 @@ def open_stats(model_dir: str | os.PathLike, kind: str, method: str) -> StatsFil
             raise StatsError(f"{method}: statistics file {path} {reason}; recompute it with: "
                              f"{stats_command(model_dir, kind)}")  # fmt: skip
         try:
+            check_safetensors_file(path)  # dtypes, shapes and offsets agree: get_tensor cannot fail later
             handle = safe_open(str(path), framework="pt", device="cpu")
             metadata = dict(handle.metadata() or {})
-        except (SafetensorError, OSError) as e:
+        except (SafetensorError, OSError, DetectorFormatError) as e:
             raise StatsError(
                 f"{method}: statistics file {path} is not a readable safetensors file ({e}); recompute it with: "
                 f"{stats_command(model_dir, kind)}"
