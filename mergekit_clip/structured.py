@@ -58,7 +58,7 @@ def parse_json(text: str | bytes, source: str, walk: bool = True) -> Any:
     except RecursionError as e:
         raise StructuredFileError(f"{source}: nested deeper than {MAX_DEPTH} levels") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StructuredFileError(f"{source}: invalid JSON ({e})") from e
+        raise StructuredFileError(f"{source}: not valid JSON ({e})") from e
     return check_nesting(data, source) if walk else data
 
 
@@ -75,7 +75,7 @@ def parse_yaml(text: str, source: str) -> Any:
     except RecursionError as e:
         raise StructuredFileError(f"{source}: nested deeper than {MAX_DEPTH} levels") from e
     except yaml.YAMLError as e:
-        raise StructuredFileError(f"{source}: invalid YAML ({' '.join(str(e).split())})") from e
+        raise StructuredFileError(f"{source}: not valid YAML ({' '.join(str(e).split())})") from e
     return check_nesting(data, source, max_nodes=YAML_MAX_NODES)
 
 

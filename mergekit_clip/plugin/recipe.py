@@ -204,6 +204,8 @@ def validate_recipe_file(config_file: str) -> None:
             source = f.read()
     except OSError as e:
         raise click.ClickException(f"{config_file}: cannot read the recipe ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{config_file}: not UTF-8 text ({e})") from e
     from mergekit_clip.structured import StructuredFileError, parse_yaml
 
     try:
@@ -214,7 +216,20 @@ def validate_recipe_file(config_file: str) -> None:
         config = MergeConfiguration.model_validate(data)
     except (ValidationError, RuntimeError, ValueError, TypeError) as e:  # mergekit validators raise RuntimeError
         raise click.ClickException(f"{config_file}: invalid mergekit recipe: {_one_line(e)}") from e
+    _refuse_missing_models(config, config_file)
     _refuse_without_run_merge(config, config_file)
+
+
+def _refuse_missing_models(config, config_file: str) -> None:
+    """A model that is a local folder without config.json, or a path (absolute or ./, ../) that does not exist:
+    named here, before mergekit asks transformers about it (a traceback). Hub ids are left to mergekit."""
+    for ref in config.referenced_models():
+        path = str(ref.model.path)
+        local = Path(path)
+        if local.is_dir() and not (local / "config.json").is_file() and not list(local.glob("*.safetensors")):
+            raise click.ClickException(f"{config_file}: model {path!r} is a folder without config.json or weights")
+        if not local.exists() and (local.is_absolute() or path.startswith(("./", "../"))):
+            raise click.ClickException(f"{config_file}: model {path!r} does not exist")
 
 
 def _refuse_without_run_merge(config, config_file: str) -> None:
