@@ -188,8 +188,11 @@ class Adapter(nn.Module):
         self.ln_pre = nn.LayerNorm(fa.width)
         self.patch_conv = nn.Conv2d(3, fa.width, kernel_size=fa.patch_size, stride=fa.patch_size)
 
-    def positions(self) -> torch.Tensor:
-        """(1, Q + grid^2, width): query positions, then the patch grid's (resized from ``pos_grid``)."""
+    def positions(self, batch: int) -> torch.Tensor:
+        """(batch, Q + grid^2, width): query positions, then the patch grid's (resized from ``pos_grid``).
+
+        Expanded before the concatenation, so each parameter's gradient is a fresh sum, not a slice of the
+        concatenated gradient (DDP warns about the strides of such a slice)."""
         fa = self.fa
         pos = self.vit_model.pos_embed
         if fa.pos_grid != fa.grid:
@@ -197,7 +200,7 @@ class Adapter(nn.Module):
             pos = pos.transpose(1, 2).reshape(1, fa.width, side, side)
             pos = F.interpolate(pos, size=(fa.grid, fa.grid), mode="bilinear", align_corners=False)
             pos = pos.flatten(2).transpose(1, 2)
-        return torch.cat([self.query_pos_embed, pos], dim=1)
+        return torch.cat([self.query_pos_embed.expand(batch, -1, -1), pos.expand(batch, -1, -1)], dim=1)
 
     def forward(
         self, images: torch.Tensor, clip_patches: dict[int, torch.Tensor]
@@ -206,7 +209,7 @@ class Adapter(nn.Module):
         fa = self.fa
         x = self.patch_conv(images).flatten(2).transpose(1, 2)
         n, length = x.shape[0], x.shape[1]
-        pos = self.positions()
+        pos = self.positions(n)
         x = torch.cat([self.query_embed.expand(n, -1, -1), x], dim=1) + pos
         x = self.ln_pre(x)
         patch_tokens = []
