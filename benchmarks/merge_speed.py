@@ -13,9 +13,12 @@ a base and N "fine-tunes" (base + small noise), fp32 safetensors, in two layouts
   ``mergekit-yaml`` with ``MERGEKIT_CLIP_DISABLE=1`` (stock), with our plugin, and a plain merge on the same files;
 * our detector dirs (open_clip names + a 2-logit head) for ``ties``: what the main job merges, plugin only.
 
-Every variant runs as its own subprocess; wall time includes imports. Peak RSS is the child's ``ru_maxrss``
-(it counts the page cache of mmap-ed inputs); peak RssAnon (heap only) is sampled from ``/proc/<pid>/status``
-every 10 ms. Plugin and stock outputs are compared tensor by tensor (``identical`` column).
+Every variant runs as its own subprocess; wall time includes imports, CPU time is the child's user + system time.
+The variants of one merge run interleaved for ``--repeats`` rounds (order rotated); times are median [range] over
+rounds and every speed ratio is the median [range] of the per-round ratios, wall and CPU (see
+benchmarks/_timing.py). Peak RSS is the child's ``ru_maxrss`` (it counts the page cache of mmap-ed inputs); peak
+RssAnon (heap only) is sampled from ``/proc/<pid>/status`` every 10 ms (largest over rounds). Plugin and stock
+outputs are compared tensor by tensor (``identical`` column).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
+
+from benchmarks._timing import REPEATS, Sample, speed_ratio, times
 
 SIZES = {  # HF CLIPVisionConfig geometry of the open_clip towers: (width, mlp width, layers, heads, patch)
     "ViT-B-16": (768, 3072, 12, 12, 16),
@@ -53,6 +58,11 @@ class Result:
     peak_rss_mb: float
     peak_anon_mb: float
     identical: str = ""
+    cpu_s: float = 0.0
+    samples: list = None  # [(wall, cpu)] per round, in round order
+
+    def sample_list(self) -> list[Sample]:
+        return [Sample(w, c) for w, c in (self.samples or [(self.wall_s, self.cpu_s)])]
 
 
 # ---------------------------------------------------------------- ingredients
@@ -262,8 +272,9 @@ def _sample_anon(pid: int, peak: list, done: threading.Event) -> None:
         time.sleep(0.01)
 
 
-def measure(cmd: list[str], env: dict) -> tuple[float, float, float, str]:
-    """Run ``cmd``; wall seconds, peak RSS MB (ru_maxrss), peak RssAnon MB (sampled), stderr tail on failure."""
+def measure(cmd: list[str], env: dict) -> tuple[float, float, float, str, float]:
+    """Run ``cmd``; wall seconds, peak RSS MB (ru_maxrss), peak RssAnon MB (sampled), stderr tail on failure, CPU
+    seconds (the child's user + system)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak, done = [0], threading.Event()
@@ -275,7 +286,7 @@ def measure(cmd: list[str], env: dict) -> tuple[float, float, float, str]:
     done.set()
     proc.returncode = os.waitstatus_to_exitcode(status)
     failed = err[-2000:] if proc.returncode != 0 else ""
-    return wall, usage.ru_maxrss / 1024, peak[0] / 1024, failed
+    return wall, usage.ru_maxrss / 1024, peak[0] / 1024, failed, usage.ru_utime + usage.ru_stime
 
 
 def run_variant(
@@ -284,6 +295,14 @@ def run_variant(
     """Run one merge of ``cfg`` in a child process; ``plain`` runs ``python -m <plain_module> --plain-recipe``
     (the benchmark's own in-memory merge), the others ``mergekit-yaml``. Returns (wall s, max RSS MB, peak anon
     MB, output dir)."""
+    sample, rss, anon, out = run_variant_timed(variant, cfg, work, cuda, plain_module)
+    return sample.wall, rss, anon, out
+
+
+def run_variant_timed(
+    variant: str, cfg: dict, work: Path, cuda: bool, plain_module: str = "benchmarks.merge_speed"
+) -> tuple[Sample, float, float, Path]:
+    """:func:`run_variant` with wall and CPU seconds as a :class:`Sample`."""
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
@@ -302,10 +321,10 @@ def run_variant(
         env["MERGEKIT_CLIP_DISABLE"] = "1" if variant == "stock" else "0"
         if variant == "plugin-index":  # opt-in tie rule: never sorts, not bit-identical on ambiguous ties
             env["MERGEKIT_CLIP_SPARSIFY_TIES"] = "index"
-    wall, rss, anon, failed = measure(cmd, env)
+    wall, rss, anon, failed, cpu = measure(cmd, env)
     if failed:
         raise click.ClickException(f"{variant} {cfg['merge_method']} failed:\n{failed}")
-    return wall, rss, anon, out
+    return Sample(wall, cpu), rss, anon, out
 
 
 def same_output(a: Path, b: Path) -> str:
@@ -333,24 +352,28 @@ def _device_name(cuda: bool) -> str:
 
 
 def _print(results: list[Result]) -> None:
-    click.echo(f"\n{'size':9} {'method':17} {'variant':16} {'n':>2} {'wall s':>7} {'RSS MB':>7} {'anon MB':>7}  same")
+    click.echo(f"\n{'size':9} {'method':17} {'variant':16} {'n':>2} {'wall s, median [range]':>24} "
+               f"{'CPU s':>22} {'RSS MB':>7} {'anon MB':>7}  same")  # fmt: skip
     for r in results:
+        samples = r.sample_list()
         click.echo(
-            f"{r.size:9} {r.method:17} {r.variant:16} {r.ingredients:2d} {r.wall_s:7.1f} "
-            f"{r.peak_rss_mb:7.0f} {r.peak_anon_mb:7.0f}  {r.identical}"
+            f"{r.size:9} {r.method:17} {r.variant:16} {r.ingredients:2d} {times(samples, 'wall').text('.1f'):>24} "
+            f"{times(samples, 'cpu').text('.1f'):>22} {r.peak_rss_mb:7.0f} {r.peak_anon_mb:7.0f}  {r.identical}"
         )
     by = {(r.size, r.method, r.variant, r.ingredients): r for r in results}
-    click.echo("\nratios (same run):")
+    click.echo("\nratios (same run, per round, median [range]):")
     for (size, method, variant, n), r in by.items():
         if variant not in ("plugin", "plugin-index"):
             continue
         stock, plain = by.get((size, method, "stock", n)), by.get((size, method, "plain", n))
         parts = []
-        if stock:
-            parts.append(f"stock/plugin wall {stock.wall_s / r.wall_s:.2f}x")
-        if plain:
+        if stock:  # stock time / plugin time: > 1 = the plugin is faster
+            wall, cpu = (speed_ratio(r.sample_list(), stock.sample_list(), f) for f in ("wall", "cpu"))
+            parts.append(f"stock/plugin wall {wall.ratio_text()} CPU {cpu.ratio_text()}")
+        if plain:  # plugin time / plain time
+            wall, cpu = (speed_ratio(plain.sample_list(), r.sample_list(), f) for f in ("wall", "cpu"))
             anon = r.peak_anon_mb / plain.peak_anon_mb
-            parts.append(f"plugin/plain wall {r.wall_s / plain.wall_s:.2f}x, anon {anon:.2f}x")
+            parts.append(f"plugin/plain wall {wall.ratio_text()} CPU {cpu.ratio_text()}, anon {anon:.2f}x")
         click.echo(f"  {size} {method} {variant} x{n}: " + "; ".join(parts))
     sweep = sorted((r.ingredients, r) for r in results if r.variant == "plugin-sweep")
     if len(sweep) > 1:
@@ -373,9 +396,10 @@ def _print(results: list[Result]) -> None:
 @click.option("--sweep", default="2,4,8", show_default=True, help="Ingredient counts for the memory sweep ('' = none).")
 @click.option("--detector/--no-detector", default=True, show_default=True, help="Also time ties on our detector dirs.")
 @click.option("--cuda", is_flag=True, help="mergekit-yaml --cuda, plain merge on the GPU.")
+@click.option("--repeats", default=REPEATS, show_default=True, help="interleaved rounds of the variants of a merge")
 @click.option("--plain-recipe", type=click.Path(exists=True, path_type=Path), hidden=True)
 @click.option("--plain-out", type=click.Path(path_type=Path), hidden=True)
-def main(quick, root, sizes, methods, ingredients, sweep, detector, cuda, plain_recipe, plain_out) -> None:
+def main(quick, root, sizes, methods, ingredients, sweep, detector, cuda, repeats, plain_recipe, plain_out) -> None:
     """Time mergekit-yaml (plugin / stock) against a plain in-memory torch merge; print figures and ratios."""
     if plain_recipe is not None:
         import yaml
@@ -397,13 +421,22 @@ def main(quick, root, sizes, methods, ingredients, sweep, detector, cuda, plain_
             cfg = recipe(method, hf[: ingredients + 1])
             outs = {}
             variants = ("stock", "plugin", "plain") + (("plugin-index",) if method in TIE_METHODS else ())
+            runs: dict[str, list] = {v: [] for v in variants}
+            for r in range(repeats):  # interleaved: every variant once per round, the order rotated
+                for k in range(len(variants)):
+                    variant = variants[(r + k) % len(variants)]
+                    sample, rss, anon, outs[variant] = run_variant_timed(variant, cfg, root / "work" / variant, cuda)
+                    runs[variant].append((sample, rss, anon))
+                    click.echo(f"  {size} {method} {variant} round {r + 1}: {sample.wall:.1f} s", err=True)
             for variant in variants:
-                wall, rss, anon, outs[variant] = run_variant(variant, cfg, root / "work" / variant, cuda)
-                results.append(Result(size, method, variant, ingredients, wall, rss, anon))
+                samples = [x[0] for x in runs[variant]]
+                wall, cpu = times(samples, "wall").median, times(samples, "cpu").median
+                rss, anon = max(x[1] for x in runs[variant]), max(x[2] for x in runs[variant])
+                results.append(Result(size, method, variant, ingredients, wall, rss, anon, cpu_s=cpu,
+                                      samples=[(x.wall, x.cpu) for x in samples]))  # fmt: skip
                 if variant.startswith("plugin"):
                     results[-1].identical = same_output(outs[variant], outs["stock"])
-                click.echo(f"  {size} {method} {variant}: {wall:.1f} s {results[-1].identical}", err=True)
-                (root / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+            (root / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
         if detector and "ties" in method_list:
             det = make_detector_family(root, size, ingredients)
             wall, rss, anon, _ = run_variant("plugin", recipe("ties", det), root / "work" / "det", cuda)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_benchmark_runs_and_plugin_matches_stock(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks.merge_speed", "--sizes", "tiny", "--methods", "ties"]
-    cmd += ["--sweep", "2,3", "--no-detector", "--root", str(tmp_path)]
+    cmd += ["--sweep", "2,3", "--no-detector", "--root", str(tmp_path), "--repeats", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
