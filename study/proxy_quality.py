@@ -97,6 +97,12 @@ def group_regret(
     held-out AUC among the group's scored models minus the pick's), with its interval on the shared resamples,
     and in how many groups the pick is the oracle. Groups with fewer than two scored models choose nothing and
     are left out, as are the "any merge" / "any soup" unions (their members are counted in their own groups)."""
+    out, _ = _group_regret(members, picks, proxy, held_out, resampled, confidence)
+    return out
+
+
+def _group_regret(members, picks, proxy, held_out, resampled, confidence):
+    """:func:`group_regret` and its per-resample mean regret (None without a group)."""
     from study.selection import ALL_MERGES, ALL_SOUPS
 
     regrets, boots, hits = [], [], 0
@@ -111,9 +117,39 @@ def group_regret(
         boots.append(boot.max(1) - boot[:, i])
         hits += int(observed[i] == observed.max())
     if not regrets:
-        return {"groups": 0, "oracle_picks": 0, "mean_regret": None}
+        return {"groups": 0, "oracle_picks": 0, "mean_regret": None}, None
+    samples = np.mean(boots, axis=0)
     return {"groups": len(regrets), "oracle_picks": hits,
-            "mean_regret": _interval(float(np.mean(regrets)), np.mean(boots, axis=0), confidence)}  # fmt: skip
+            "mean_regret": _interval(float(np.mean(regrets)), samples, confidence)}, samples  # fmt: skip
+
+
+def compare_protocols(
+    a: Mapping[str, float], b: Mapping[str, float], held_out: Mapping[str, float],
+    resampled: Mapping[str, np.ndarray], confidence: float = 0.95, within: tuple | None = None,
+) -> dict[str, Any]:
+    """Protocol ``a`` against ``b`` on the same resamples: the difference of Kendall tau over the models both score,
+    and (``within`` = (members, picks_a, picks_b)) of the mean within-group regret; an interval off 0 separates
+    the two proxies beyond the noise of the held-out sets."""
+    names = [m for m in a if _finite(a.get(m)) and _finite(b.get(m))]
+    out: dict[str, Any] = {"models": len(names)}
+    if len(names) >= 2:
+        observed = np.array([held_out[m] for m in names])
+        boot = np.stack([resampled[m] for m in names], axis=1)
+        xa, xb = np.array([a[m] for m in names]), np.array([b[m] for m in names])
+        estimate = float(kendall_tau_b(xa, observed) - kendall_tau_b(xb, observed))
+        out["kendall_tau"] = _interval(estimate, kendall_tau_b(xa, boot) - kendall_tau_b(xb, boot), confidence)
+    if within is not None:
+        members, picks_a, picks_b = within
+        qa, sa = _group_regret(members, picks_a, a, held_out, resampled, confidence)
+        qb, sb = _group_regret(members, picks_b, b, held_out, resampled, confidence)
+        if sa is not None and sb is not None:
+            estimate = qa["mean_regret"]["estimate"] - qb["mean_regret"]["estimate"]
+            out["within_group_regret"] = _interval(estimate, sa - sb, confidence)
+    return out
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def overall_pick(names: Sequence[str], proxy: Mapping[str, float], ties: Mapping[str, float] | None) -> str:

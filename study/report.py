@@ -141,14 +141,20 @@ def build_study_json(
 def protocols_json(result, models: dict[str, Any], resampled: dict[str, np.ndarray], confidence: float) -> dict:
     """Per protocol: what it read, its picks per group, its proxy quality against held-out AUC (tau, rho, regret
     with video-bootstrap intervals on the shared resamples)."""
-    from study.proxy_quality import group_regret, overall_pick, proxy_quality
+    from study.proxy_quality import compare_protocols, group_regret, overall_pick, proxy_quality
     from study.selection import select_by_scores
 
     held = {n: m["held_out_mean"]["frame"]["estimate"] for n, m in models.items()}
     out = {}
+    baseline = result.proxies.get("source_val")
+    base_selection = result.selections.get("source_val")
     for name, p in result.proxies.items():
         selection = result.selections.get(name) or select_by_scores(result.entries, p.scores, p.ties, p.metric,
                                                                     p.tie_break, name)  # fmt: skip
+        versus = None
+        if baseline is not None and base_selection is not None and name != "source_val":
+            within = (selection.members, selection.selected, base_selection.selected)
+            versus = compare_protocols(p.scores, baseline.scores, held, resampled, confidence, within)
         pick = overall_pick([e.name for e in result.entries], p.scores, p.ties)
         details = {k: v for k, v in p.details.items() if k != "counterparts"}
         out[name] = {
@@ -158,7 +164,8 @@ def protocols_json(result, models: dict[str, Any], resampled: dict[str, np.ndarr
             "picks": dict(selection.selected),
             "quality": {**proxy_quality(p.scores, pick, held, resampled, confidence),
                         "within_groups": group_regret(selection.members, selection.selected, p.scores, held, resampled,
-                                                      confidence)},
+                                                      confidence),
+                        **({"vs_source_val": versus} if versus else {})},
         }  # fmt: skip
     return out
 
@@ -285,14 +292,15 @@ def protocol_table(doc: dict[str, Any], transductive: bool = False) -> str | Non
         within = q.get("within_groups") or {}
         hits = f"{within['oracle_picks']}/{within['groups']}" if within.get("groups") else "n/a"
         rows.append([f"{name}{drives}", p["reads"], str(q["models"]), _q(q["kendall_tau"]), _q(q["spearman_rho"]),
-                     pick, _q(q["regret"], signed=False), _q(within.get("mean_regret"), signed=False),
-                     hits])  # fmt: skip
+                     pick, _q(q["regret"], signed=False), _q(within.get("mean_regret"), signed=False), hits,
+                     _q((q.get("vs_source_val") or {}).get("kendall_tau")),
+                     _q((q.get("vs_source_val") or {}).get("within_group_regret"))])  # fmt: skip
     if not rows:
         return None
     pct = round(100 * doc["bootstrap"]["confidence"])
     header = ["protocol", "reads", "models", f"Kendall tau [{pct}% CI]", f"Spearman rho [{pct}% CI]",
               "overall pick (held-out AUC)", f"regret [{pct}% CI]", f"mean regret within groups [{pct}% CI]",
-              "groups picking their oracle"]  # fmt: skip
+              "groups picking their oracle", "Δ tau vs source_val", "Δ within-group regret vs source_val"]  # fmt: skip
     return _table(header, rows)
 
 
@@ -324,8 +332,9 @@ def protocol_markdown(doc: dict[str, Any]) -> list[str]:
         "a protocol scores: Kendall tau and Spearman rho between its proxy score and the held-out mean frame AUC, "
         "and the regret (best held-out AUC of any model minus its pick's); within groups (each method's grid, the "
         "ingredients, each soup: where a saturated val cannot choose), the mean regret of each group's pick and how "
-        "many groups pick their own oracle. Intervals: the video bootstrap, on the resamples of every other "
-        "interval here (proxy scores fixed). No honest protocol read a test label.", "",
+        "many groups pick their own oracle; Δ columns: the protocol minus source_val on the same resamples (tau "
+        "over the models both score; a negative regret Δ is better). Intervals: the video bootstrap, on the "
+        "resamples of every other interval here (proxy scores fixed). No honest protocol read a test label.", "",
         honest or "", "",
     ]  # fmt: skip
     if trans:

@@ -337,3 +337,21 @@ def test_dev_set_sharing_test_frame_files_is_refused(world, tmp_path):
     with pytest.raises(DevOverlapError, match=r"dev set Tiny-LINKED/val shares frame file .*Tiny-B/test/.* with test "
                                               r"set Tiny-B/test"):  # fmt: skip
         run.validation()
+
+
+def test_compare_protocols_is_paired_on_the_models_both_score():
+    from study.proxy_quality import compare_protocols, kendall_tau_b
+
+    held = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6}
+    rng = np.random.default_rng(1)
+    resampled = {m: v + rng.normal(0, 0.05, 300) for m, v in held.items()}
+    good = {"a": 4.0, "b": 3.0, "c": 2.0, "d": float("nan")}  # d unscored: both taus over a, b, c
+    bad = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+    members = {"g": ["a", "b", "c"]}
+    out = compare_protocols(good, bad, held, resampled, within=(members, {"g": "a"}, {"g": "c"}))
+    assert out["models"] == 3 and out["kendall_tau"]["estimate"] == pytest.approx(2.0)  # +1 - (-1)
+    boot = np.stack([resampled[m] for m in "abc"], 1)
+    diff = kendall_tau_b(np.array([4.0, 3, 2]), boot) - kendall_tau_b(np.array([1.0, 2, 3]), boot)
+    expected = np.quantile(diff, [0.025, 0.975])
+    assert [out["kendall_tau"]["low"], out["kendall_tau"]["high"]] == pytest.approx(list(expected))
+    assert out["within_group_regret"]["estimate"] == pytest.approx(0.0 - 0.2)
