@@ -94,7 +94,7 @@ def _bn(x, sd, key):  # eval-mode BatchNorm over dim 1
     return (x - mean) / torch.sqrt(var + 1e-5) * sd[f"{key}.weight"].reshape(shape) + sd[f"{key}.bias"].reshape(shape)
 
 
-def reference_forward(sd, spec: DetectorSpec, frames):
+def reference_forward(sd, spec: DetectorSpec, frames, gate=None):
     """Logits and boundary map of a ForensicsAdapter, written from the description in the issue/paper."""
     b, fa = spec.backbone, spec.forensics_adapter
     n = frames.shape[0]
@@ -176,6 +176,8 @@ def reference_forward(sd, spec: DetectorSpec, frames):
             h = h.clamp_min(0)
     # boundary map: convs + BN on the per-query maps, transposed conv back to the frame size
     m = maps.reshape(n, q, grid, grid)
+    if gate is not None:  # zero the per-query maps outside the given patches
+        m = m * gate.reshape(n, 1, grid, grid)
     key = "masked_xray_post_process.process"
     m = _bn(F.conv2d(m, sd[f"{key}.0.weight"], sd[f"{key}.0.bias"], padding=1), sd, f"{key}.1").clamp_min(0)
     m = _bn(F.conv2d(m, sd[f"{key}.3.weight"], sd[f"{key}.3.bias"], padding=1), sd, f"{key}.4").clamp_min(0)
@@ -217,6 +219,10 @@ def test_forward_matches_reference(tiny_model, frames):
     torch.testing.assert_close(out.boundary, ref_boundary, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.query_features, ref_feats, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(tiny_model.boundary_map(frames), ref_boundary[:, 0], rtol=1e-4, atol=1e-5)
+    gate = (torch.rand(3, 16, generator=torch.Generator().manual_seed(5)) > 0.5).long()
+    _, gated, _ = reference_forward(tiny_model.state_dict(), tiny_model.spec, frames, gate)
+    torch.testing.assert_close(tiny_model.boundary_map(frames, gate), gated[:, 0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(gated, ref_boundary)
 
 
 @pytest.mark.parametrize("prefix", ["adapter.fusions.2.", "adapter.mask_decoder.attn_mlp.", "rec_attn_clip."])

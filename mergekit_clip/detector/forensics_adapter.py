@@ -396,9 +396,14 @@ class ForensicsAdapterDetector(nn.Module):
         return out if outputs else out.logits
 
     @torch.no_grad()
-    def boundary_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Predicted blending-boundary map (B, S, S) at the frame size (no ground-truth gate)."""
-        return self.forward_outputs(images).boundary[:, 0]
+    def boundary_map(self, images: torch.Tensor, boundary_gate: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted blending-boundary map (B, S, S) at the frame size.
+
+        ``boundary_gate`` (B, grid^2): the ground-truth boundary patches, as the original applies them at test time
+        too. A detector trained with the gate (``gate_boundary``, the paper's default) learned the map only inside
+        those patches, so its ungated map is not meaningful elsewhere; one trained without it predicts on its own.
+        """
+        return self.forward_outputs(images, boundary_gate).boundary[:, 0]
 
     def fake_probability_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=-1)[:, self.fake_index]

@@ -48,7 +48,11 @@ class ForensicsAdapterOptions(ModeOptions):
     alignment_weight: float = Field(10.0, ge=0, description="weight of the CLIP-side loss (paper: 10)")
     intra_blocks: tuple[int, ...] = Field((4, 5, 6), description="adapter blocks the intra loss reads (1-based)")
     temperature: float = Field(0.5, gt=0, description="tau of the intra/alignment terms (paper: 0.5)")
-    gate_boundary: bool = Field(True, description="gate the predicted map to ground-truth boundary patches")
+    gate_boundary: bool = Field(
+        True,
+        description="train the boundary map only on ground-truth boundary patches (the paper); the ungated map is "
+        "then not a prediction elsewhere (see ForensicsAdapterDetector.boundary_map)",
+    )
     blur_kernel_size: int = Field(PAPER_KERNEL_SIZE, gt=0, description="Gaussian blur of the mask (odd)")
     blur_sigma: float = Field(PAPER_SIGMA, ge=0, description="0 = OpenCV's rule for the kernel size")
     patch_threshold: float = Field(PAPER_PATCH_THRESHOLD, description="forged patch: white share above this")
