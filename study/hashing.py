@@ -54,6 +54,7 @@ class FileHashes:
         self.cache_file = cache_file
         self._known: dict[str, dict] = {}
         self._dirty = False
+        self._models: dict[str, tuple[tuple, str]] = {}  # model dir -> (stat of its files, FileHashes.model)
         if cache_file is not None and cache_file.exists():
             try:
                 self._known = json.loads(cache_file.read_text())
@@ -116,8 +117,15 @@ class FileHashes:
         provenance does not and is left out)."""
         from mergekit_clip.detector.io import detector_spec
 
+        files = [Path(model_dir) / "config.json", *weight_files(model_dir)]
+        seen = tuple((s.st_size, s.st_mtime_ns, s.st_ino) for s in map(os.stat, files))
+        known = self._models.get(str(Path(model_dir).absolute()))
+        if known is not None and known[0] == seen:  # asked again in this process (verified, then keyed): a lookup
+            return known[1]
         spec = detector_spec(model_dir).model_dump(mode="json")
-        return canonical_hash({"weights": [self.file(f) for f in weight_files(model_dir)], "spec": spec}, length=64)
+        digest = canonical_hash({"weights": [self.file(f) for f in files[1:]], "spec": spec}, length=64)
+        self._models[str(Path(model_dir).absolute())] = (seen, digest)
+        return digest
 
     def weights_sha256(self, model_dir: Path) -> str:
         """:func:`mergekit_clip.detector.io.weights_hash` (sha256 over the weight files' bytes, what statistics
