@@ -134,7 +134,7 @@ print(json.dumps({**outcome.counts, "scored": run.store.computed}))
 def test_two_workers_share_one_search(world, tmp_path, storage):
     out = tmp_path / "out"
     url = None if storage == "sqlite" else f"journal:{tmp_path / 'journal.log'}"
-    raw = _raw(world, out, trials=6, storage=url)
+    raw = _raw(world, out, trials=4, storage=url)
     (tmp_path / "study.json").write_text(json.dumps(raw))
     (tmp_path / "barrier").mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get(
@@ -144,13 +144,13 @@ def test_two_workers_share_one_search(world, tmp_path, storage):
                               text=True, env=env) for w in (0, 1)]  # fmt: skip
     results = []
     for p in procs:
-        stdout, stderr = p.communicate(timeout=120)
+        stdout, stderr = p.communicate(timeout=600)
         assert p.returncode == 0, stderr[-2000:]
         results.append(json.loads(stdout.strip().splitlines()[-1]))
     study = StudyConfig.model_validate(raw)
     trials = _finished(study)
     keys = {t.user_attrs["key"] for t in trials}
-    assert 6 <= len(trials) <= 7  # the budget over both workers (each may finish one trial past it)
+    assert 4 <= len(trials) <= 5  # the budget over both workers (each may finish one trial past it)
     assert all(r["trials"] >= 1 for r in results)  # both workers ran trials of the one search
     merged_dirs = list((out / "candidates" / GROUP).iterdir())
     assert sum(r["merged"] for r in results) == len(keys) == len(merged_dirs)  # every candidate merged once
