@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,7 +65,10 @@ def open_storage(url: str):
         path = Path(url[len("sqlite:///") :])
         path.parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"creator": _sqlite_connection(path)}
-    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S, **kwargs)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 4/5: one warning per open otherwise
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
+                                          **kwargs)  # fmt: skip
 
 
 def _sqlite_connection(path: Path):
