@@ -16,8 +16,10 @@ merge, not the data pass (``mergekit-clip stats`` is a forward/backward pass ove
 The baseline ("plain") loads every ingredient's full state dict into memory and applies the same per-tensor
 kernels (the functions in ``mergekit_clip/plugin/methods``) in a loop, as a researcher would without mergekit; so
 the ratio is mergekit's overhead (lazy loading, task graph, writing), not a difference of algorithm. Both run as
-subprocesses; wall time includes imports; peak RssAnon (heap) is sampled every 10 ms and peak RSS is
-``ru_maxrss``. The outputs are compared (largest absolute difference over all tensors).
+subprocesses, interleaved for ``--repeats`` rounds (order rotated); wall time includes imports, CPU time is the
+child's user + system; times and the plugin/plain ratio are median [range] over rounds (the ratio per round; see
+benchmarks/_timing.py); peak RssAnon (heap) is sampled every 10 ms and peak RSS is ``ru_maxrss`` (largest over
+rounds). The outputs are compared (largest absolute difference over all tensors).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from pathlib import Path
 
 import click
 
-from benchmarks.merge_speed import make_detector_family, run_variant
+from benchmarks._timing import REPEATS, Sample, speed_ratio, times
+from benchmarks.merge_speed import make_detector_family, run_variant_timed
 from mergekit_clip.plugin.methods import METHOD_MODULES, STATS_KINDS, default_parameters, needs_base
 
 METHODS = tuple(METHOD_MODULES)
@@ -46,6 +49,11 @@ class Result:
     peak_rss_mb: float
     peak_anon_mb: float
     max_abs_diff: float | None = None
+    cpu_s: float = 0.0
+    samples: list = None  # [(wall, cpu)] per round, in round order
+
+    def sample_list(self) -> list[Sample]:
+        return [Sample(w, c) for w, c in (self.samples or [(self.wall_s, self.cpu_s)])]
 
 
 def _tiny_spec():
@@ -185,23 +193,25 @@ def max_difference(a: Path, b: Path) -> float:
 
 
 def _print(results: list[Result]) -> None:
-    header = f"{'size':9} {'method':11} {'variant':7} {'n':>2} {'wall s':>7} {'RSS MB':>7} {'anon MB':>7}"
-    click.echo(f"\n{header}  max|diff|")
+    header = f"{'size':9} {'method':11} {'variant':7} {'n':>2} {'wall s, median [range]':>24} {'CPU s':>20}"
+    click.echo(f"\n{header} {'RSS MB':>7} {'anon MB':>7}  max|diff|")
     for r in results:
         diff = "" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}"
+        samples = r.sample_list()
         click.echo(
-            f"{r.size:9} {r.method:11} {r.variant:7} {r.ingredients:2d} {r.wall_s:7.1f} "
-            f"{r.peak_rss_mb:7.0f} {r.peak_anon_mb:7.0f}  {diff}"
+            f"{r.size:9} {r.method:11} {r.variant:7} {r.ingredients:2d} {times(samples, 'wall').text('.1f'):>24} "
+            f"{times(samples, 'cpu').text('.1f'):>20} {r.peak_rss_mb:7.0f} {r.peak_anon_mb:7.0f}  {diff}"
         )
     by = {(r.method, r.variant): r for r in results}
-    click.echo("\nratios (same run, target <= 1.5x):")
+    click.echo("\nratios (same run, per round, median [range]; target <= 1.5x):")
     for method in dict.fromkeys(r.method for r in results):
         plugin, plain = by.get((method, "plugin")), by.get((method, "plain"))
         if plugin and plain:
             anon, rss = plugin.peak_anon_mb / plain.peak_anon_mb, plugin.peak_rss_mb / plain.peak_rss_mb
-            click.echo(
-                f"  {method}: plugin/plain wall {plugin.wall_s / plain.wall_s:.2f}x, anon {anon:.2f}x, RSS {rss:.2f}x"
-            )
+            # plugin time / plain time: the speed of plain against plugin
+            wall, cpu = (speed_ratio(plain.sample_list(), plugin.sample_list(), f) for f in ("wall", "cpu"))
+            click.echo(f"  {method}: plugin/plain wall {wall.ratio_text()} CPU {cpu.ratio_text()}, anon {anon:.2f}x, "
+                       f"RSS {rss:.2f}x")  # fmt: skip
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -210,9 +220,10 @@ def _print(results: list[Result]) -> None:
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated method names.")
 @click.option("--ingredients", type=click.IntRange(min=2), default=4, show_default=True, help="Specialists.")
 @click.option("--cuda", is_flag=True, help="mergekit-yaml --cuda; the plain merge on the GPU.")
+@click.option("--repeats", default=REPEATS, show_default=True, help="interleaved rounds of plain and plugin")
 @click.option("--plain-recipe", type=click.Path(exists=True, path_type=Path), hidden=True)
 @click.option("--plain-out", type=click.Path(path_type=Path), hidden=True)
-def main(quick, root, methods, ingredients, cuda, plain_recipe, plain_out) -> None:
+def main(quick, root, methods, ingredients, cuda, repeats, plain_recipe, plain_out) -> None:
     """Time each new method in mergekit-yaml against a plain in-memory merge; print figures and ratios."""
     if plain_recipe is not None:
         import yaml
@@ -233,12 +244,18 @@ def main(quick, root, methods, ingredients, cuda, plain_recipe, plain_out) -> No
     results: list[Result] = []
     for method in method_list:
         cfg = recipe(method, paths)
-        outs = {}
-        for variant in ("plain", "plugin"):
-            work = root / "work-methods" / variant
-            wall, rss, anon, outs[variant] = run_variant(variant, cfg, work, cuda, "benchmarks.merge_methods")
-            results.append(Result(size, method, variant, ingredients, wall, rss, anon))
-            click.echo(f"  {size} {method} {variant}: {wall:.1f} s", err=True)
+        outs, runs = {}, {"plain": [], "plugin": []}
+        for r in range(repeats):  # interleaved, the order alternating
+            for variant in ("plain", "plugin") if r % 2 == 0 else ("plugin", "plain"):
+                work, module = root / "work-methods" / variant, "benchmarks.merge_methods"
+                sample, rss, anon, outs[variant] = run_variant_timed(variant, cfg, work, cuda, module)
+                runs[variant].append((sample, rss, anon))
+                click.echo(f"  {size} {method} {variant} round {r + 1}: {sample.wall:.1f} s", err=True)
+        for variant, xs in runs.items():
+            samples = [x[0] for x in xs]
+            results.append(Result(size, method, variant, ingredients, times(samples, "wall").median,
+                                  max(x[1] for x in xs), max(x[2] for x in xs), cpu_s=times(samples, "cpu").median,
+                                  samples=[(x.wall, x.cpu) for x in samples]))  # fmt: skip
         results[-1].max_abs_diff = max_difference(outs["plugin"], outs["plain"])
         (root / "methods_results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
     click.echo(f"load average after: {os.getloadavg()}", err=True)

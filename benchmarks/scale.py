@@ -18,6 +18,11 @@ disk; nothing is downloaded. Each figure is printed as a ratio against its limit
   they exist) on N detectors against a plain in-memory implementation of the same algorithm on the same device
   (:mod:`benchmarks.merge_speed`). Target <= 1.5x.
 
+The eval and merge sections run their two sides interleaved for ``--repeats`` rounds (order rotated) and report the
+median [range] of the per-round ratio, wall and process CPU time (see benchmarks/_timing.py); the train section
+keeps best of ``--repeats`` per mode (interleaving would hold every mode's model and optimiser state in device
+memory at once).
+
 ``--out`` (default ``runs/bench/scale.json``) receives every figure plus the device, torch and CUDA versions.
 """
 
@@ -34,6 +39,7 @@ from pathlib import Path
 import click
 import torch
 
+from benchmarks._timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
 from benchmarks.eval_throughput import make_frames
 
 ARCHS = ("ViT-B-16", "ViT-L-14")
@@ -72,6 +78,17 @@ def best_rate(fn, items: int, repeats: int, device: torch.device) -> float:
     return best
 
 
+def per_item(fn, items: int, device: torch.device) -> Sample:
+    """Wall and CPU seconds per item of one call of ``fn`` (device work finished inside the timing)."""
+
+    def run() -> None:
+        synchronize(device)
+        fn()
+        synchronize(device)
+
+    return measure(run)[1].per(items)
+
+
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -100,7 +117,6 @@ def bench_eval(arch: str, device: torch.device, frames: int, batch: int, workers
                 device=str(device), bf16=precision == "bf16", batch_size=batch, num_workers=workers, progress=False
             )
             predictor.prepare(model)
-            end_to_end = best_rate(lambda p=predictor, m=model: p.score_paths(m, paths), len(paths), repeats, device)
             dtype = next(model.parameters()).dtype
             side = spec.preprocess.image_size
             x = torch.randn(batch, 3, side, side, device=device).to(dtype)
@@ -112,7 +128,15 @@ def bench_eval(arch: str, device: torch.device, frames: int, batch: int, workers
                     for _ in range(steps):
                         m(x)
 
-            model_only = best_rate(forward, steps * batch, repeats, device)
+            def score(p=predictor, m=model):
+                p.score_paths(m, paths)
+
+            score(), forward()  # warm-up: kernels, worker start, allocator
+            cases = {"end_to_end": lambda f=score: per_item(f, len(paths), device),
+                     "model_only": lambda f=forward, n=steps * batch: per_item(f, n, device)}  # fmt: skip
+            samples = interleaved(cases, repeats)
+            wall = speed_ratio(samples["end_to_end"], samples["model_only"], "wall")
+            cpu = speed_ratio(samples["end_to_end"], samples["model_only"], "cpu")
             rows.append(
                 {
                     "section": "eval",
@@ -120,9 +144,12 @@ def bench_eval(arch: str, device: torch.device, frames: int, batch: int, workers
                     "precision": predictor.dtype_name,
                     "batch": batch,
                     "frames": len(paths),
-                    "end_to_end_img_s": end_to_end,
-                    "model_only_img_s": model_only,
-                    "ratio": end_to_end / model_only,
+                    "rounds": repeats,
+                    "end_to_end_img_s": 1 / times(samples["end_to_end"], "wall").median,
+                    "model_only_img_s": 1 / times(samples["model_only"], "wall").median,
+                    "ratio": wall.median,
+                    "ratio_range": [wall.low, wall.high],
+                    "ratio_cpu": cpu.rounded(3),
                     "target": ">= 0.8",
                 }
             )
@@ -231,7 +258,7 @@ def _merge_methods() -> list[str]:
     return methods + [m for m in PLAIN_METHODS if m not in methods]
 
 
-def bench_merge(arch: str, device: torch.device, ingredients: int, root: Path) -> list:
+def bench_merge(arch: str, device: torch.device, ingredients: int, root: Path, repeats: int) -> list:
     from benchmarks import merge_speed
 
     cuda = device.type == "cuda"
@@ -240,19 +267,30 @@ def bench_merge(arch: str, device: torch.device, ingredients: int, root: Path) -
     for method in _merge_methods():
         cfg = _recipe(method, family)
         work = root / "work" / method
-        wall, _, anon, _ = merge_speed.run_variant("plugin", cfg, work / "plugin", cuda)
-        plain_wall, _, plain_anon, _ = merge_speed.run_variant("plain", cfg, work / "plain", cuda)
+        anon = {}
+
+        def run(variant: str, cfg=cfg, work=work, anon=anon) -> Sample:
+            sample, _, anon[variant], _ = merge_speed.run_variant_timed(variant, cfg, work / variant, cuda)
+            return sample
+
+        samples = interleaved({v: (lambda v=v: run(v)) for v in ("plugin", "plain")}, repeats)
+        # plugin time / plain time per round
+        wall = speed_ratio(samples["plain"], samples["plugin"], "wall")
+        cpu = speed_ratio(samples["plain"], samples["plugin"], "cpu")
         rows.append(
             {
                 "section": "merge",
                 "arch": arch,
                 "method": method,
                 "ingredients": ingredients,
-                "mergekit_yaml_s": wall,
-                "plain_in_memory_s": plain_wall,
-                "ratio": wall / plain_wall,
-                "peak_anon_mb": anon,
-                "plain_peak_anon_mb": plain_anon,
+                "rounds": repeats,
+                "mergekit_yaml_s": times(samples["plugin"], "wall").median,
+                "plain_in_memory_s": times(samples["plain"], "wall").median,
+                "ratio": wall.median,
+                "ratio_range": [wall.low, wall.high],
+                "ratio_cpu": cpu.rounded(3),
+                "peak_anon_mb": anon["plugin"],
+                "plain_peak_anon_mb": anon["plain"],
                 "target": "<= 1.5",
             }
         )
@@ -290,7 +328,7 @@ def format_row(row: dict) -> str:
         return (
             f"eval  {row['arch']:9} {row['precision']:14} batch {row['batch']:3}: "
             f"clip-eval {row['end_to_end_img_s']:8.1f} img/s, model only {row['model_only_img_s']:8.1f} img/s "
-            f"-> {row['ratio']:.2f}x (target >= 0.8)"
+            f"-> {_spread(row)} (target >= 0.8)"
         )
     if row["section"] == "train":
         mem = "" if row["peak_mb"] is None else f", peak {row['peak_mb']:.0f} MB"
@@ -303,8 +341,14 @@ def format_row(row: dict) -> str:
     return (
         f"merge {row['arch']:9} {row['method']:16} x{row['ingredients']}: "
         f"mergekit-yaml {row['mergekit_yaml_s']:6.1f} s, "
-        f"plain {row['plain_in_memory_s']:6.1f} s -> {row['ratio']:.2f}x (target <= 1.5)"
+        f"plain {row['plain_in_memory_s']:6.1f} s -> {_spread(row)} (target <= 1.5)"
     )
+
+
+def _spread(row: dict) -> str:
+    low, high = row["ratio_range"]
+    cpu = row["ratio_cpu"]
+    return f"{row['ratio']:.2f}x [{low:.2f}-{high:.2f}] wall, {cpu[0]:.2f}x [{cpu[1]:.2f}-{cpu[2]:.2f}] CPU"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -318,7 +362,8 @@ def format_row(row: dict) -> str:
 @click.option("--train-steps", type=int, default=5, show_default=True, help="timed optimisation steps per repeat")
 @click.option("--workers", type=int, default=None, help="eval DataLoader workers (default: clip-eval's)")
 @click.option("--ingredients", type=int, default=4, show_default=True, help="detectors per merge")
-@click.option("--repeats", type=int, default=2, show_default=True, help="best of N timed runs")
+@click.option("--repeats", type=int, default=REPEATS, show_default=True,
+              help="interleaved rounds (eval, merge: median [range]); train: best of N")  # fmt: skip
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="training precision: auto = bf16 autocast on CUDA, fp32 on CPU (as clip-train's key)")  # fmt: skip
 @click.option("--root", type=click.Path(path_type=Path), default=Path("runs/bench/scale"), show_default=True)
@@ -354,7 +399,7 @@ def main(device, archs, sections, tiny, frames, eval_batch, train_batch, train_s
         if "train" in chosen:
             record(bench_train(arch, device, train_batch, train_steps, repeats, bf16))
         if "merge" in chosen:
-            record(bench_merge(arch, device, ingredients, root))
+            record(bench_merge(arch, device, ingredients, root, repeats))
     click.echo(f"wrote {out}")
 
 

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_benchmark_runs_and_mergekit_matches_the_plain_merge(tmp_path):
-    cmd = [sys.executable, "-m", "benchmarks.merge_methods", "--quick", "--methods", "regmean", "--root", str(tmp_path)]
+    cmd = [sys.executable, "-m", "benchmarks.merge_methods", "--quick", "--methods", "regmean", "--root", str(tmp_path),
+           "--repeats", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "methods_results.json").read_text())
