@@ -24,6 +24,7 @@ import click
 from mergekit_clip.digest import file_sha256
 
 SUFFIX = ".sha256"
+NO_DIGEST = "has no recorded digest"
 
 
 class CacheEntryError(click.ClickException):
@@ -74,7 +75,7 @@ def mismatch(file: str | os.PathLike, actual: str) -> str | None:
     """Why ``file`` (whose content hashes to ``actual``) cannot be trusted, or ``None`` when it can."""
     recorded = recorded_digest(file)
     if recorded is None:
-        return f"has no recorded digest ({digest_path(file).name} missing or damaged)"
+        return f"{NO_DIGEST} ({digest_path(file).name} missing or damaged)"
     if recorded != actual:
         return f"does not match its recorded digest (sha256 {actual[:12]}, recorded {recorded[:12]})"
     return None
@@ -119,5 +120,14 @@ def distrust(
     """A damaged entry: ``remove`` it and say so once (it is rebuilt), or refuse when ``rebuild`` is off."""
     if not rebuild:
         raise CacheEntryError(f"{what} {file} {reason}; refusing to reuse it (run without --no-rebuild to rebuild it)")
-    click.echo(f"Warning: {what} {file} {reason}; rebuilding it", err=True)
+    if reason.startswith(NO_DIGEST):  # a cache from before digests: one line, not one per file
+        if not _legacy_warned:
+            click.echo(f"Warning: {what} {file} {reason}; rebuilding it and every other entry written before "
+                       "digests were recorded", err=True)  # fmt: skip
+            _legacy_warned.append(True)
+    else:
+        click.echo(f"Warning: {what} {file} {reason}; rebuilding it", err=True)
     remove(Path(file))
+
+
+_legacy_warned: list[bool] = []  # this process has said once that entries without a digest are rebuilt

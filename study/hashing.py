@@ -168,7 +168,7 @@ def verified_model(directory: Path, hashes: FileHashes, *, rebuild: bool = True)
     import shutil
 
     from mergekit_clip.detector.io import DetectorFormatError
-    from mergekit_clip.integrity import distrust
+    from mergekit_clip.integrity import NO_DIGEST, distrust
 
     record = read_record(directory)
     if record is None and not (directory / "candidate.json").exists():
@@ -180,7 +180,7 @@ def verified_model(directory: Path, hashes: FileHashes, *, rebuild: bool = True)
         actual, reason = None, f"is unreadable ({e})"
     if actual is not None:
         if recorded is None:
-            reason = f"has no recorded digest (candidate.json lacks {MODEL_DIGEST})"
+            reason = f"{NO_DIGEST} (candidate.json lacks {MODEL_DIGEST})"
         elif recorded != actual:
             reason = f"does not match its recorded digest (now {actual[:12]}, recorded {str(recorded)[:12]})"
         else:

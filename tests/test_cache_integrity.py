@@ -213,3 +213,18 @@ def test_refused_study_leaves_no_output_folder(world, tmp_path):
     assert "ft_b" in line and "holds no detector" in line
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["family", "missing.yml", "typo.yml"]
+
+
+def test_a_cache_from_before_digests_is_rebuilt_with_one_line(study, monkeypatch):
+    import mergekit_clip.integrity as integrity
+
+    monkeypatch.setattr(integrity, "_legacy_warned", [])
+    file, out = study
+    entries = sorted((out / "scores").rglob("*.npz"))
+    for entry in entries:
+        digest_path(entry).unlink()
+    result = run(file)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1 and "written before digests" in warnings[0]
+    assert all(recorded_digest(e) == hashlib.sha256(e.read_bytes()).hexdigest() for e in entries)
