@@ -212,6 +212,7 @@ def main() -> None:
     """
 
 
+# long: the command is its option list plus the scoring loop over models; the loop is what a reader checks
 @main.command("score")
 @click.argument("model_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--datasets", "datasets", multiple=True, required=True, help="test datasets (space or comma separated)")

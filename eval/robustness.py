@@ -122,6 +122,8 @@ def _stack(chunk: list[tuple[torch.Tensor, int, int, bool]]) -> tuple[torch.Tens
     return torch.stack(images), torch.tensor(indices), torch.tensor(positions), torch.tensor(oks)
 
 
+# long: one pass decodes every frame once for all perturbations; the loader, the per-variant caches and the
+# per-variant outputs live together for that pass
 @torch.inference_mode()
 def predict_perturbed(
     predictor: Predictor,

@@ -169,6 +169,35 @@ def greedy_select(
     return kept, log
 
 
+def make_soup_model(
+    dirs: Sequence[str | os.PathLike],
+    names: Sequence[str],
+    method: Literal["uniform", "greedy"],
+    individual: Sequence[float] | None,
+    score: Callable[[Any], float] | None,
+    tie_rule: Literal["keep", "drop"] = "drop",
+):
+    """The soup of ``dirs``: ``uniform`` averages all of them; ``greedy`` runs :func:`greedy_select` over uniform
+    soups built incrementally, ``score(model)`` being a soup's held-out score and ``individual`` the ingredients'.
+    Returns ``(model, member indices, selection log)`` (the log is empty for a uniform soup)."""
+    if method == "uniform":
+        members = list(range(len(dirs)))
+        return build_soup(dirs, members), members, []
+    inc = IncrementalSoup(dirs)
+    pending: dict[tuple[int, ...], Any] = {}
+
+    def soup_score(members: list[int]) -> float:
+        candidate, state = inc.candidate(members)
+        pending[tuple(members)] = state
+        return score(candidate)
+
+    def on_keep(members: list[int]) -> None:
+        inc.accept(members, pending.pop(tuple(members), None))
+
+    members, log = greedy_select(list(names), list(individual), soup_score, tie_rule, on_keep)
+    return build_soup(dirs, members), members, log
+
+
 def write_soup(model, out: str | os.PathLike, provenance: dict[str, Any], overwrite: bool = False) -> Path:
     from mergekit_clip.detector.io import save_detector
 

@@ -7,13 +7,12 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from eval.predict import Predictor
 from eval.provenance import model_provenance, unique_names
-from eval.soup import IncrementalSoup, SoupConfig, build_soup, greedy_select, write_soup
+from eval.soup import SoupConfig, make_soup_model, write_soup
 from mergekit_clip.detector.io import load_detector
 from mergekit_clip.metrics import VideoAggregate, choose_threshold, compute_metrics, video_key
 
@@ -61,34 +60,14 @@ def run_soup(
     ``config.threshold_val`` the soup's threshold on ``threshold_records`` (that dataset's val split) is recorded."""
     names = unique_names(dirs)
     ingredients = [{"name": n, **model_provenance(d)} for n, d in zip(names, dirs)]
-    log: list[dict[str, Any]] = []
-    if config.method == "uniform":
-        members = list(range(len(dirs)))
-        model = build_soup(dirs, members)
-        if records is not None:
-            log.append(
-                {
-                    "ingredient": "uniform soup",
-                    "soup_score": heldout_score(model, predictor, records, config.metric, config.video_aggregate),
-                }
-            )
-    else:
-        individual = [
-            heldout_score(load_detector(d), predictor, records, config.metric, config.video_aggregate) for d in dirs
-        ]
-        inc = IncrementalSoup(dirs)
-        pending: dict[tuple[int, ...], Any] = {}
 
-        def soup_score(members: list[int]) -> float:
-            candidate, state = inc.candidate(members)
-            pending[tuple(members)] = state
-            return heldout_score(candidate, predictor, records, config.metric, config.video_aggregate)
+    def score(model) -> float:
+        return heldout_score(model, predictor, records, config.metric, config.video_aggregate)
 
-        def on_keep(members: list[int]) -> None:
-            inc.accept(members, pending.pop(tuple(members), None))
-
-        members, log = greedy_select(names, individual, soup_score, config.tie_rule, on_keep)
-        model = build_soup(dirs, members)
+    individual = [score(load_detector(d)) for d in dirs] if config.method == "greedy" else None
+    model, members, log = make_soup_model(dirs, names, config.method, individual, score, config.tie_rule)
+    if config.method == "uniform" and records is not None:
+        log.append({"ingredient": "uniform soup", "soup_score": score(model)})
     for entry in log:
         entry["soup_score"] = _clean(entry["soup_score"])
         if "individual" in entry:

@@ -8,7 +8,6 @@ defaults < YAML < ``--set key=value`` (dotted keys); the resolved file is saved 
 
 from __future__ import annotations
 
-import copy
 import itertools
 from pathlib import Path
 from typing import Any, Literal
@@ -16,12 +15,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mergekit_clip import config_files
+from mergekit_clip.config_files import format_validation_errors
 from mergekit_clip.options import JSON_ROOT_HELP, Compression, Precision
 from mergekit_clip.structured import StructuredFileError, read_yaml
 from mergekit_clip.tracking import TrackingConfig
 from study.jobs.config import ExecutorConfig
 from study.search_config import SearchSpec
-from train.config import format_validation_errors
 
 SOUP_METHODS = ("uniform", "greedy")
 
@@ -481,22 +481,9 @@ def _model_at(model: Any, loc: tuple) -> type[BaseModel] | None:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """``a.b=value`` (YAML-parsed value) into a nested dict; ``merges.ties.grid.density=[0.1,0.2]`` works."""
-    from train.config import ConfigError, parse_override  # clip-train's one `--set` syntax
-
-    out = copy.deepcopy(raw)  # order kept: families are listed in the order they are built
-    for item in overrides:
-        try:
-            path, value = parse_override(item)
-        except ConfigError as e:
-            raise StudyConfigError(str(e)) from e
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            node[part] = child if isinstance(child, dict) else {}
-            node = node[part]
-        node[path[-1]] = value
-    return out
+    """``a.b=value`` (YAML-parsed value) into a nested dict; ``merges.ties.grid.density=[0.1,0.2]`` works (unknown
+    keys are named by the validation that follows, with a did-you-mean)."""
+    return config_files.apply_overrides(raw, overrides, error=StudyConfigError)
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:

@@ -43,6 +43,8 @@ def _clean(value: Any) -> Any:
     return value
 
 
+# long: study.json is one document; its sections are built in the order they reference each other (selection,
+# test scores, intervals, verdicts), and each is a few lines
 def build_study_json(
     study, run, result, test: dict[str, dict[str, SplitScores]], robustness: dict[str, Any] | None = None
 ) -> dict[str, Any]:

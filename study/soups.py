@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.soup import IncrementalSoup, build_soup, greedy_select, write_soup
+from eval.soup import make_soup_model, write_soup
 from mergekit_clip.recipe import Family, select_ingredients
 from study.hashing import FileHashes, canonical_hash, write_json_atomic
 
@@ -62,24 +62,7 @@ def make_soup(
 ) -> Path:
     """Build and write the soup; ``individual`` = each pool member's val score, ``val_score(model)`` a soup's."""
     dirs = [str(p) for p in plan.pool_dirs]
-    log: list[dict[str, Any]] = []
-    if plan.method == "uniform":
-        members = list(range(len(dirs)))
-        model = build_soup(dirs, members)
-    else:
-        inc = IncrementalSoup(dirs)
-        pending: dict[tuple[int, ...], Any] = {}
-
-        def soup_score(members: list[int]) -> float:
-            candidate, state = inc.candidate(members)
-            pending[tuple(members)] = state
-            return val_score(candidate)
-
-        def on_keep(members: list[int]) -> None:
-            inc.accept(members, pending.pop(tuple(members), None))
-
-        members, log = greedy_select(list(plan.pool), list(individual), soup_score, plan.tie_rule, on_keep)  # type: ignore[arg-type]
-        model = build_soup(dirs, members)
+    model, members, log = make_soup_model(dirs, list(plan.pool), plan.method, individual, val_score, plan.tie_rule)
     record = {"method": plan.method, "members": [plan.pool[i] for i in members], "pool": list(plan.pool),
               "selection_log": log, "tie_rule": plan.tie_rule, "selected_on": "source val"}  # fmt: skip
     directory = plan.directory(out)

@@ -6,15 +6,15 @@ configuration is written next to the results as ``config.resolved.yaml``.
 
 from __future__ import annotations
 
-import difflib
 import itertools
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from mergekit_clip import config_files
+from mergekit_clip.config_files import format_validation_errors  # noqa: F401  (study.config used it from here)
 from mergekit_clip.options import JSON_ROOT_HELP, Compression
 from mergekit_clip.structured import StructuredFileError, read_yaml
 from mergekit_clip.tracking import TrackingConfig
@@ -234,79 +234,14 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _suggest(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}valid keys: {', '.join(sorted(choices))}"
-
-
-def format_validation_errors(error: ValidationError, source: str, what: str, owner_at) -> str:
-    """One line per problem, led by its key; an unknown key names the closest valid one.
-
-    ``owner_at(loc)`` is the pydantic model that holds the key at ``loc`` (None when unknown). The study file
-    (:mod:`study.config`) formats its errors with this too.
-    """
-    lines = []
-    for err in error.errors():
-        loc = tuple(err["loc"])
-        key = ".".join(map(str, loc))
-        if err["type"] == "extra_forbidden":
-            owner = owner_at(loc[:-1])
-            choices = list(owner.model_fields) if owner else []
-            lines.append(f"unknown key {key!r}: {_suggest(str(loc[-1]), choices)}")
-        else:
-            lines.append(f"{key or '<root>'}: {err['msg']}{_offending(err)}")
-    return f"{source}: invalid {what}\n  " + "\n  ".join(lines)
-
-
-def _offending(err: dict) -> str:
-    """`` (got 'q_prj'; did you mean 'q_proj'?)``: the value refused, and the closest choice of a closed set."""
-    value = err.get("input")
-    if not isinstance(value, (str, int, float, bool)) or err["type"] == "missing":
-        return ""
-    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-    hint = ""
-    if err["type"] == "literal_error" and isinstance(value, str):
-        choices = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
-        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f" (got {shown}{hint})"
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict, refusing keys the schema does not know (with a suggestion)."""
+    return config_files.apply_overrides(raw, overrides, model_at=lambda loc: _model_at(TrainConfig, loc),
+                                        error=ConfigError)  # fmt: skip
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``a.b=value`` -> (["a", "b"], parsed value); values are YAML scalars or flow lists (``[1e-4, 3e-4]``)."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value")
-    key, raw = item.split("=", 1)
-    path = [p for p in key.strip().split(".") if p]
-    if not path:
-        raise ConfigError(f"--set {item!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: cannot parse value ({e})") from e
-    return path, value
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Set dotted keys in a nested dict, refusing keys the schema does not know (with a suggestion)."""
-    out = dict(raw)
-    for item in overrides:
-        path, value = parse_override(item)
-        model: type[BaseModel] | None = TrainConfig
-        node = out
-        for depth, part in enumerate(path):
-            if model is not None and part not in model.model_fields:
-                where = ".".join(path[: depth + 1])
-                raise ConfigError(f"--set {item!r}: unknown key {where!r}: {_suggest(part, list(model.model_fields))}")
-            if depth == len(path) - 1:
-                node[part] = value
-            else:
-                child = node.get(part)
-                node[part] = dict(child) if isinstance(child, dict) else {}
-                node = node[part]
-                model = _model_at(model, (part,)) if model is not None else None
-    return out
+    return config_files.parse_override(item, ConfigError)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> TrainConfig:

@@ -149,6 +149,8 @@ def _restore_rng(states: list[dict] | None, info: DistInfo, device: torch.device
         torch.cuda.set_rng_state(mine["cuda"].cpu(), device)
 
 
+# long: the epoch loop keeps model, optimizer, scheduler, scaler, step and RNG in one frame so that a resumed run
+# is bitwise the uninterrupted one (tests/test_train_resume.py); pieces of it would pass all of them around
 def finetune(
     model,
     train_set: TrainFrames,

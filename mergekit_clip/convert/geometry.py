@@ -65,6 +65,8 @@ def read_hf_config(path: Path) -> dict:
         raise ConversionError(f"{file}: cannot read a Hugging Face config ({e})") from e
 
 
+# long: one pass over the geometry fields, each inferred from a tensor shape and checked against the source's
+# hint with a message naming both; split, the fields would be threaded through helpers in the same order
 def resolve_backbone(
     visual: dict[str, torch.Tensor],
     options: ImportOptions,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NamedTuple
@@ -353,6 +353,27 @@ def video_id(frame_path: str, mode: VideoIdMode = "full") -> str:
     return parent.name if mode == "parent" else str(parent)
 
 
+def video_records(
+    ordered: list[str],
+    label: int,
+    video: Callable[[str], str],
+    dataset: str,
+    frame_num: int | None,
+    root: FrameRoot,
+    where: str,
+) -> list[FrameRecord]:
+    """One video's selected frames as records, whatever the format: evenly spaced picks of its ``ordered``
+    (normalised) paths, each checked under ``root`` (symlinks resolved in strict mode) before anything is opened,
+    with its forgery mask; ``video(rel)`` is the video id a record carries, ``where`` leads the errors."""
+    records = []
+    for rel in select_frames(ordered, frame_num):
+        problem = root.problem(rel)
+        if problem:
+            raise DatasetError(f"{where}: frame path {rel!r} {problem}; {ALLOW_OUTSIDE_HINT}")
+        records.append(FrameRecord(root.path(rel), label, video(rel), dataset, resolve_mask(rel, label, root, where)))
+    return records
+
+
 def load_frames(
     dataset: str,
     split: str,
@@ -401,12 +422,8 @@ def load_frames(
                 raise DatasetError(f"{where}: frame path {raw!r} {problem}; {ALLOW_OUTSIDE_HINT}")
             numbered.append((number, rel))
         ordered = [p for _, p in sorted(numbered)]
-        for rel in select_frames(ordered, frame_num):
-            problem = root.problem(rel)
-            if problem:
-                raise DatasetError(f"{where}: frame path {rel!r} {problem}; {ALLOW_OUTSIDE_HINT}")
-            mask = resolve_mask(rel, label, root, where)
-            records.append(FrameRecord(root.path(rel), label, video_id(rel, video_id_mode), dataset, mask))
+        records += video_records(ordered, label, lambda rel: video_id(rel, video_id_mode), dataset, frame_num, root,
+                                 where)  # fmt: skip
     if not records:
         raise DatasetError(f"{source}: split {split!r} of {dataset} is empty")
     return records

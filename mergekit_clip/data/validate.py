@@ -157,6 +157,14 @@ def validate_dataset(
                     frames_to_check.append((str(raw), root.path(rel)))
             if video.frames:
                 ids[split].add(video_id(str(video.frames[0])))
+    _split_findings(report, ids, bool(by_split["val"]), strict)
+    if check_images != "none":
+        _check_frames(report, frames_to_check, check_images, progress)
+    return report
+
+
+def _split_findings(report: DatasetReport, ids: dict[str, set[str]], has_val: bool, strict: bool) -> None:
+    """Videos shared by train and test (a warning, or an error when ``strict``), and val identical to test."""
     shared = sorted(ids["train"] & ids["test"])
     if shared:
         finding = report.finding(
@@ -166,13 +174,10 @@ def validate_dataset(
         )
         for vid in shared:
             finding.add(vid)
-    if by_split["val"] and ids["val"] == ids["test"]:
+    if has_val and ids["val"] == ids["test"]:
         report.finding("val_equals_test", "note", "val is the test set: selecting on val is test-set selection").add(
-            dataset
+            report.dataset
         )
-    if check_images != "none":
-        _check_frames(report, frames_to_check, check_images, progress)
-    return report
 
 
 def _count_masks(report: DatasetReport, root: FrameRoot, video: VideoEntry, where: str, label: int | None) -> int:

@@ -31,9 +31,8 @@ from mergekit_clip.data.deepfakebench import (
     frame_number,
     lookup_label,
     normalize_frame_path,
-    resolve_mask,
-    select_frames,
     video_id,
+    video_records,
 )
 
 COLUMNS = ("path", "label", "video", "split")
@@ -131,12 +130,8 @@ def load_frames(
         if all(frame_number(p) is not None for p in paths):
             paths.sort(key=lambda p: frame_number(p))
         shown = PurePosixPath(vid).name if video_id_mode == "parent" else vid
-        for rel in select_frames(paths, frame_num):
-            problem = root.problem(rel)
-            if problem:
-                raise DatasetError(f"{source}: video {vid!r}: frame path {rel!r} {problem}; {ALLOW_OUTSIDE_HINT}")
-            mask = resolve_mask(rel, label, root, f"{source}: video {vid!r}")
-            records.append(FrameRecord(root.path(rel), label, shown, dataset, mask))
+        records += video_records(paths, label, lambda _, shown=shown: shown, dataset, frame_num, root,
+                                 f"{source}: video {vid!r}")  # fmt: skip
     if not records:
         raise DatasetError(f"{source}: split {split!r} of {dataset} is empty")
     return records
