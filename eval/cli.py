@@ -387,7 +387,7 @@ def report_command(predictions, video_id, out, video_aggregate, overwrite) -> No
 @click.option("--val-split", default="val", show_default=True, help="held-out split (never test)")
 @choice_option(
     "--metric",
-    selection_metric_names(),
+    selection_metric_names,
     "frame_auc",
     "held-out metric that ranks and admits ingredients (mergekit_clip.metrics registry)",
 )

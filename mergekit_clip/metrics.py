@@ -443,7 +443,12 @@ _m("ece", binary_ece_error, False, False, "frame", f"expected calibration error 
 _m("brier", binary_brier_error, False, False, "frame", "Brier score, mean (P(fake) - label)^2")
 _m("log_loss", binary_log_loss_error, False, False, "frame", "binary cross-entropy of P(fake), clipped at 1e-7")
 
-METRIC_NAMES = metric_names()  # registry order, fixed at import (kept for callers of the old constant)
+
+
+def __getattr__(name: str):
+    if name == "METRIC_NAMES":  # the old constant, now read from the registry each time (later metrics included)
+        return metric_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def compute_metrics(

@@ -100,9 +100,30 @@ def option_for(name: str, field: FieldInfo, *, default_from_model: bool = True) 
                         help=help_text)  # fmt: skip
 
 
-def choice_option(flag: str, choices: Iterable[str], default: str, help_text: str | None = None) -> Callable:
-    """A closed option outside the option models: ``flag`` takes one of ``choices``, its default shown in --help."""
-    return click.option(flag, type=click.Choice(list(choices)), default=default, show_default=True, help=help_text)
+class RegistryChoice(click.Choice):
+    """A ``click.Choice`` over a registry's names as they are when used (help, validation): an entry registered
+    after import is a choice too, and the help lists it."""
+
+    def __init__(self, names: Callable[[], Iterable[str]], case_sensitive: bool = True):
+        self._names = names
+        super().__init__([], case_sensitive)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, value) -> None:  # click.Choice.__init__ assigns it; the registry is the source
+        pass
+
+
+def choice_option(
+    flag: str, choices: Iterable[str] | Callable[[], Iterable[str]], default: str, help_text: str | None = None
+) -> Callable:
+    """A closed option outside the option models: ``flag`` takes one of ``choices`` (names, or a callable giving a
+    registry's names when used), its default shown in --help."""
+    kind = RegistryChoice(choices) if callable(choices) else click.Choice(list(choices))
+    return click.option(flag, type=kind, default=default, show_default=True, help=help_text)
 
 
 def click_options(

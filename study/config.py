@@ -256,7 +256,8 @@ class LearnedCandidate(_Section):
 
 
 class SelectionConfig(_Section):
-    metric: Literal["frame_auc", "video_auc"] = Field("video_auc", description="score on the source val split")
+    metric: str = Field("video_auc", description="score on the source val split: a registered metric that is higher-"
+                        "better and needs no val threshold (mergekit_clip.metrics.selection_metric_names)")  # fmt: skip
     tie_break: str | None = Field(
         "log_loss", description="registered frame metric ordering models tied on `metric` (same val frames); "
         "None = study order"
@@ -266,6 +267,15 @@ class SelectionConfig(_Section):
         "`metric` and `tie_break` above)"
     )  # fmt: skip
     protocol: str = Field("source_val", description="the protocol whose picks drive the verdicts")
+
+    @field_validator("metric")
+    @classmethod
+    def _selectable(cls, value: str) -> str:
+        from mergekit_clip.metrics import selection_metric_names
+
+        if value not in selection_metric_names():
+            raise ValueError(f"metric {value!r}: choose a selection metric from {list(selection_metric_names())}")
+        return value
 
     @field_validator("tie_break")
     @classmethod

@@ -45,9 +45,16 @@ class SplitScores:
 
 
 def metric_value(scores: Mapping[str, SplitScores], metric: str) -> float:
-    """``frame_auc`` / ``video_auc``: the mean over datasets of each dataset's AUC."""
-    level = "video" if metric == "video_auc" else "frame"
-    values = [s.auc(level) for s in scores.values()]
+    """The mean over datasets of each dataset's ``metric`` (any registered one; AUCs on their fast path)."""
+    if metric in ("frame_auc", "video_auc"):
+        values = [s.auc(metric.split("_")[0]) for s in scores.values()]
+    else:
+        from mergekit_clip.metrics import compute_metrics
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one class -> nan, reported as n/a
+            values = [compute_metrics(s.labels, s.scores, list(s.video_ids), names=[metric])[metric]
+                      for s in scores.values()]  # fmt: skip
     return float(np.mean(values)) if values else float("nan")
 
 

@@ -237,7 +237,9 @@ def _check(name: str, layout: str, paths: dict, work: Path) -> str:
     merged_file = out / "model.safetensors"
     merged = load_file(str(merged_file))
     reference, recomputed = _reference(name, cfg, merged)
-    assert recomputed >= 20, f"only {recomputed} tensors compared"  # the tower: 2 layers x 12 + stem and norms
+    # the tower's tensors that differ between the inputs (zero-initialised biases stay equal and take the identity
+    # shortcut); passthrough has one input, so every tensor takes it
+    assert recomputed >= (0 if name == "passthrough" else 10), f"only {recomputed} tensors compared"
     ref_dir = work / f"{layout}__{name}__reference"
     shutil.copytree(out, ref_dir)
     save_file({k: v.contiguous() for k, v in reference.items()}, str(ref_dir / "model.safetensors"))
@@ -271,7 +273,11 @@ def test_method_on_layout_matches_the_reference(method, layout, layouts, tmp_pat
     _check(method, layout, paths, tmp_path)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+# a mergekit-yaml process costs ~10 s here (interpreter, torch, mergekit): two layouts by default, the rest slow
+YAML_FAST = ("detector", "hf_vision")
+
+
+@pytest.mark.parametrize("layout", [pytest.param(x, marks=() if x in YAML_FAST else pytest.mark.slow) for x in LAYOUTS])
 def test_mergekit_yaml_runs_each_layout(layout, layouts, tmp_path):
     cfg = _recipe("ties", layouts[layout])
     proc = run_mergekit_yaml(cfg, tmp_path, "ties", "--no-write-model-card")

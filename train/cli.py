@@ -24,7 +24,18 @@ from train.finetune import CheckpointError
 from train.sweep import RunExistsError
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+class _TrainCommand(click.Command):
+    """clip-train's help lists the training modes registered when it is shown (train/modes/), with their papers."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help_text(ctx, formatter)
+        from train.modes import MODES
+
+        with formatter.section("Modes (sweep.modes)"):
+            formatter.write_dl([(name, mode.paper or mode.trains) for name, mode in MODES.items()])
+
+
+@click.command(cls=_TrainCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--set",
@@ -42,9 +53,7 @@ def main(
 ) -> None:
     """Train a family of CLIP detectors over a sweep (modes x datasets x lrs x seeds), plus their shared base.
 
-    Modes (``sweep.modes``; docs/train.md says which paper each follows): linear_probe, full_finetune, lp_ft,
-    layernorm (GenD), lora, svd_residual (Effort), bitfit, forensics_adapter (ForensicsAdapter; needs forgery
-    masks). Every ingredient is a dense detector folder."""
+    Every ingredient is a dense detector folder; the modes are listed below (docs/train.md has their papers)."""
     try:
         config = load_config(config_file, list(overrides))
         config = config.model_copy(update={"tracking": apply_tracking_options(config.tracking, **tracking)})

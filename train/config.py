@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from mergekit_clip import config_files
 from mergekit_clip.config_files import format_validation_errors  # noqa: F401  (study.config used it from here)
@@ -21,8 +30,15 @@ from mergekit_clip.tracking import TrackingConfig
 from train.modes import MODES
 from train.modes.registry import NoOptions
 
-Mode = Literal[tuple(MODES)]  # the closed set of registered training modes (train/modes/)
-MODE_PREFIX = {name: mode.prefix for name, mode in MODES.items()}
+
+def _registered_mode(name: str) -> str:
+    """A training mode registered now (train/modes/; a mode registered after import counts too)."""
+    if name not in MODES:
+        raise ValueError(f"unknown training mode {name!r}; choose from {list(MODES)}")
+    return name
+
+
+Mode = Annotated[str, AfterValidator(_registered_mode)]
 
 
 class ConfigError(ValueError):
@@ -169,7 +185,7 @@ class TrainConfig(_Section):
             fine_tunes = MODES[mode].fine_tunes
             if not fine_tunes:  # frozen features: no augmentation, its own lr
                 lr, aug = self.optim.probe_lr, 0.0
-            parts = [MODE_PREFIX[mode]]
+            parts = [MODES[mode].prefix]
             if len(datasets) > 1:
                 parts.append(_dataset_tag(dataset))
             if len(lrs) > 1 and fine_tunes:

@@ -19,16 +19,24 @@ from mergekit_clip.convert.forensics_adapter import import_forensics_adapter
 from mergekit_clip.convert.hf import import_hf
 from mergekit_clip.convert.openclip import import_openclip
 from mergekit_clip.digest import files_sha256
+from mergekit_clip.registry import add_entry
 
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth"}
 
-IMPORTERS: dict[str, Callable[[Path, ImportOptions], Converted]] = {
-    "openclip": import_openclip,
-    "deepfakebench": import_deepfakebench,
-    "effort": import_effort,
-    "hf": import_hf,
-    "forensics-adapter": import_forensics_adapter,
-}
+Importer = Callable[[Path, ImportOptions], Converted]
+IMPORTERS: dict[str, Importer] = {}
+
+
+def register_importer(kind: str, importer: Importer) -> Importer:
+    """Add an importer (``mergekit-clip import --from KIND``); the same one again is a no-op, another under a
+    taken name raises naming both."""
+    return add_entry(IMPORTERS, kind, importer, "importer")
+
+
+for _kind, _importer in (("openclip", import_openclip), ("deepfakebench", import_deepfakebench),
+                         ("effort", import_effort), ("hf", import_hf),
+                         ("forensics-adapter", import_forensics_adapter)):  # fmt: skip
+    register_importer(_kind, _importer)
 
 
 # Options that only one kind reads: refusing them elsewhere beats silently ignoring a user's intent.

@@ -19,7 +19,13 @@ import click
 from pydantic import ValidationError
 
 from mergekit_clip.convert.base import ImportOptions
-from mergekit_clip.options import click_options, output_folder
+from mergekit_clip.options import RegistryChoice, click_options, output_folder
+
+
+def _importer_names() -> list[str]:
+    from mergekit_clip.convert import IMPORTERS  # the importers load torch: only when asked
+
+    return list(IMPORTERS)
 
 
 def import_options(func: typing.Callable) -> typing.Callable:
@@ -41,7 +47,7 @@ def _options(values: dict) -> ImportOptions:
     "--from",
     "kind",
     required=True,
-    type=click.Choice(["openclip", "deepfakebench", "effort", "hf", "forensics-adapter"]),
+    type=RegistryChoice(_importer_names),
     help="layout of SOURCE",
 )
 @import_options
