@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mergekit_clip.metrics import VideoAggregate, selection_metric_names
+from mergekit_clip.metrics import VideoAggregate, require_selection_metric
 
 if TYPE_CHECKING:
     import torch
@@ -49,9 +49,7 @@ class SoupConfig(BaseModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        if value not in selection_metric_names():
-            raise ValueError(f"unknown soup metric {value!r} (choose from {list(selection_metric_names())})")
-        return value
+        return require_selection_metric(value, "soup metric")
 
     @model_validator(mode="after")
     def _check(self) -> SoupConfig:

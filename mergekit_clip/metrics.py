@@ -419,6 +419,13 @@ def selection_metric_names() -> tuple[str, ...]:
     return tuple(n for n, m in METRICS.items() if m.higher_is_better and not m.uses_val_threshold)
 
 
+def require_selection_metric(name: str, what: str = "metric") -> str:
+    """``name`` if it is a selection metric now (see :func:`selection_metric_names`), else a ValueError listing them."""
+    if name not in selection_metric_names():
+        raise ValueError(f"{what} {name!r}: choose a selection metric from {list(selection_metric_names())}")
+    return name
+
+
 def lower_is_better() -> frozenset[str]:
     return frozenset(n for n, m in METRICS.items() if not m.higher_is_better)
 

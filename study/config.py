@@ -271,11 +271,9 @@ class SelectionConfig(_Section):
     @field_validator("metric")
     @classmethod
     def _selectable(cls, value: str) -> str:
-        from mergekit_clip.metrics import selection_metric_names
+        from mergekit_clip.metrics import require_selection_metric
 
-        if value not in selection_metric_names():
-            raise ValueError(f"metric {value!r}: choose a selection metric from {list(selection_metric_names())}")
-        return value
+        return require_selection_metric(value)
 
     @field_validator("tie_break")
     @classmethod

@@ -9,6 +9,11 @@ TINY_VISION = dict(
 )
 
 
+# the same tower inside the CLIPModel / CLIPForImageClassification configs of the plugin tests, with a tiny text tower
+TINY_CLIP_VISION = dict(TINY_VISION, projection_dim=32, hidden_act="quick_gelu")
+TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99)
+
+
 def tiny_vision_config(act: str = "quick_gelu", eps: float = 1e-5) -> CLIPVisionConfig:
     """The tiny vision tower with activation ``act`` and LayerNorm epsilon ``eps``."""
     return CLIPVisionConfig(**TINY_VISION, hidden_act=act, layer_norm_eps=eps)

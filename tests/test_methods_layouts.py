@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from convert_support import TINY_CLIP_VISION, TINY_TEXT
 from merge_support import build_open_clip_family, run_mergekit_yaml
 from methods_support import write_tiny_dataset
 from safetensors.torch import load_file, save_file
@@ -41,9 +42,7 @@ from transformers import (
 
 from mergekit_clip.detector.io import load_detector, read_state_dict
 
-VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-              patch_size=8, projection_dim=32, hidden_act="quick_gelu")  # fmt: skip
-TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99)
+VISION, TEXT = TINY_CLIP_VISION, TINY_TEXT
 LAYOUTS = ("detector", "hf_vision", "hf_vision_unprefixed", "hf_vision_projection", "hf_clip_model",
            "hf_classifier_1logit", "hf_classifier_base")  # fmt: skip
 DATA_AWARE = ("regmean", "fisher")

@@ -16,6 +16,7 @@ import subprocess
 import pytest
 import torch
 import yaml
+from convert_support import TINY_CLIP_VISION, TINY_TEXT
 from merge_support import ALL_METHODS, BIN, WEIGHTS, mergekit_env, recipe, run_many, tensors
 from safetensors.torch import save_file
 from transformers import (
@@ -29,11 +30,7 @@ from transformers import (
 
 from mergekit_clip.detector.io import load_detector
 
-VISION = dict(
-    hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-    image_size=32, patch_size=8, projection_dim=32, hidden_act="quick_gelu",
-)  # fmt: skip
-TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99)
+VISION, TEXT = TINY_CLIP_VISION, TINY_TEXT
 BASE_LAYOUTS = ("vision", "vision_unprefixed", "vision_projection", "clip_model", "classifier")
 
 
