@@ -76,6 +76,7 @@ def _study(root: Path, family: Path, output: Path, trials: int):
     })  # fmt: skip
 
 
+# long: a benchmark script read top to bottom: set-up, warm-up, timed rounds of both variants, the table
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--size", type=click.Choice(["small", "ViT-B-16"]), default="small", show_default=True)
 @click.option("--ingredients", default=3, show_default=True)
