@@ -344,6 +344,11 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", r
     spec = detector_spec(path)
     if require_head and spec.head is None:
         raise DetectorFormatError(f"{path} has no forensic head: it is a bare backbone, not a detector")
+    if spec.forensics_adapter is None and spec.preprocess.image_size != spec.backbone.image_size:
+        raise DetectorFormatError(  # the tower's position embedding is fixed: scoring would fail far from here
+            f"{Path(path) / 'config.json'}: preprocess.image_size {spec.preprocess.image_size} differs from "
+            f"backbone.image_size {spec.backbone.image_size}"
+        )
     expected = expected_tensors(spec)  # shapes only: nothing is allocated before the weights agree with them
     if model_layout(cfg) == ARCHITECTURE:
         check_header_shapes(path, expected)
