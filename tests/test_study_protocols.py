@@ -237,7 +237,9 @@ def trained(tmp_path_factory):
         "data": {"json_root": str(root / "json"), "data_root": str(root / "data"), "source": "Tiny-FF",
                  "test": TESTS},
         "families": {"tiny": {"config": str(root / "family.yaml")}},
-        "merges": {"task_arithmetic": {"grid": {"lambda": [0.5, 1.0]}}},
+        "merges": {"task_arithmetic": {"grid": {"lambda": [0.5, 1.0]}},
+                   "ta_search": {"method": "task_arithmetic",
+                                 "search": {"space": {"lambda": [0.3, 1.2]}, "trials": 2}}},
         "soups": {"uniform": {}},
         "selection": {"protocols": {"nt": {"kind": "held_out_forgery", "hold_out": ["FF-NT"]}}, "protocol": "nt"},
         "eval": {"batch_size": 16, "workers": 0},
@@ -273,7 +275,25 @@ def test_held_out_forgery_retrains_without_the_group_and_pairs_every_model(train
     shadow, _ = shadow_study(study, "nt", study.selection.all_protocols()["nt"], write=False)
     sub = StudyRun(shadow, progress=False)
     sub.prepare()
-    for entry in sub.validation().entries:
+    from study.selection import Entry
+
+    searched = [n for n, m in doc["models"].items() if m["group"] == "ta_search"]
+    assert len(searched) == 2 and all(protocol["counterparts"][n] == n for n in searched)  # merged on demand
+    for record in (out / "candidates" / "ta_search").glob("*/candidate.json"):  # a search trial's proxy is its
+        made = json.loads(record.read_text())  # counterpart's (same lambda, retrained family) video AUC on NT fakes
+        if made["name"] not in searched:
+            continue  # the shadow's own fixed point of the group
+        model = record.parent / "model"
+        s = sub.score(Entry(made["name"], "merge", "ta_search", model, sub.hashes.model(model)),
+                      [("Tiny-FF-only-FF-NT", "val")])[("Tiny-FF-only-FF-NT", "val")]  # fmt: skip
+        videos = sorted(set(s.video_ids))
+        mean = [s.scores[s.video_ids == v].mean() for v in videos]
+        label = [int(s.labels[s.video_ids == v][0]) for v in videos]
+        assert doc["models"][made["name"]]["proxies"]["nt"] == pytest.approx(roc_auc_score(label, mean))
+        searched.remove(made["name"])
+    assert not searched
+    entries = [e for e in sub.validation().entries if e.group != "ta_search"]  # its shadow fixed point: no original
+    for entry in entries:
         s = sub.score(entry, [("Tiny-FF-only-FF-NT", "val")])[("Tiny-FF-only-FF-NT", "val")]
         videos = sorted(set(s.video_ids))
         assert {v.split("/")[1] for v in videos} == {"FF-real", "FF-NT"}

@@ -179,6 +179,11 @@ def counterparts(study, shadow, derived: DerivedData) -> dict[str, str]:
     return out
 
 
+def _searched(study, group: str) -> bool:
+    entry = study.merges.get(group)
+    return entry is not None and entry.search is not None
+
+
 class HeldOutForgery(ProtocolKind):
     kind = "held_out_forgery"
 
@@ -212,6 +217,8 @@ class HeldOutForgery(ProtocolKind):
         per_model, paired = {}, {}
         for entry in entries:
             other = theirs.get(names.get(entry.name, entry.name))
+            if other is None and entry.kind == "merge" and _searched(run.study, entry.group):
+                other = self.counterpart(run, name, config, entry)  # a search trial: merged on demand
             if other is None:
                 continue  # not covered: NaN below
             per_model[entry.name] = self._score(sub, state["derived"], other)
@@ -229,17 +236,25 @@ class HeldOutForgery(ProtocolKind):
         """A merge candidate's counterpart: the same group and parameters merged on the retrained family."""
         if entry.kind != "merge":
             return super().score_entry(run, name, config, entry)
+        from study.protocols import labelled_value
+
+        other = self.counterpart(run, name, config, entry)
+        if other is None:
+            return float("nan")  # a family the protocol does not cover
+        return labelled_value(self._score(run.protocol_state[name]["run"], run.protocol_state[name]["derived"], other),
+                              config.metric)  # fmt: skip
+
+    def counterpart(self, run, name, config, entry):
+        """The merged counterpart (an Entry of the shadow run) of a merge candidate, or None when not covered."""
         from mergekit_clip.recipe import build_recipe, select_ingredients
         from study.candidates import MergeCandidate, merge_options, run_merges
         from study.hashing import recipe_key
-        from study.protocols import labelled_value
         from study.selection import Entry
 
-        state = self.shadow_run(run, name, config)
-        sub = state["run"]
+        sub = self.shadow_run(run, name, config)["run"]
         group = sub.study.merges.get(entry.group)
         if group is None:
-            return float("nan")  # a family the protocol does not cover
+            return None
         method = group.method or entry.group
         family = sub.families[sub.study.family_of(group)]
         chosen = select_ingredients(family, group.select)
@@ -250,8 +265,7 @@ class HeldOutForgery(ProtocolKind):
                                    ingredients=tuple(i.name for i in chosen), recipe=recipe, key=key)  # fmt: skip
         run_merges([candidate], sub.out, sub.study, progress=False, hashes=sub.hashes)
         model = candidate.model_dir(sub.out)
-        other = Entry(candidate.name, "merge", candidate.group, model, sub.hashes.model(model))
-        return labelled_value(self._score(sub, state["derived"], other), config.metric)
+        return Entry(candidate.name, "merge", candidate.group, model, sub.hashes.model(model))
 
     def plan_lines(self, name, config, study, study_file) -> list[str]:
         from study.dryrun import plan_commands
