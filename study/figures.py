@@ -94,6 +94,7 @@ def plot_did_merging_help(rows: list[dict], reference: str, out: Path) -> Path:
     ax.axvline(ref["estimate"], color="0.3", linestyle="--", linewidth=1, zorder=1,
                label=f"val-selected ingredient: {reference} ({ref['estimate']:.3f})")  # fmt: skip
     labels, y_of = [], []
+    points: dict[str, list[tuple[float, dict]]] = {kind: [] for kind in KINDS}
     for position, (kind, row) in enumerate(ordered):
         y = len(ordered) - 1 - position
         if row is None:
@@ -102,15 +103,27 @@ def plot_did_merging_help(rows: list[dict], reference: str, out: Path) -> Path:
                         color=_KIND_COLOURS[kind])  # fmt: skip
             labels.append("")
         else:
-            colour, picked = _KIND_COLOURS[kind], bool(row.get("selected"))
-            ax.errorbar(row["estimate"], y, xerr=[[row["estimate"] - row["low"]], [row["high"] - row["estimate"]]],
-                        fmt="o", color=colour, ecolor=colour, capsize=3, markersize=6 if picked else 5, zorder=3,
-                        markerfacecolor=colour if picked else "white")  # fmt: skip
+            points[kind].append((y, row))
             ax.annotate(f"{row['estimate']:.3f}", (row["high"], y), xytext=(4, 0), textcoords="offset points",
                         va="center", fontsize=7, color="0.25")  # fmt: skip
+            picked = bool(row.get("selected"))
             labels.append(row["name"] + ("  (reference)" if row["name"] == reference else "  \u25c0 val pick" if picked
                                          else ""))
         y_of.append(y)
+    for kind, drawn in points.items():  # one error-bar and two marker artists a kind: a figure of 100 models stays fast
+        if not drawn:
+            continue
+        colour = _KIND_COLOURS[kind]
+        ys = [y for y, _ in drawn]
+        est = [r["estimate"] for _, r in drawn]
+        xerr = [[r["estimate"] - r["low"] for _, r in drawn], [r["high"] - r["estimate"] for _, r in drawn]]
+        ax.errorbar(est, ys, xerr=xerr, fmt="none", ecolor=colour, capsize=3, zorder=3)
+        picked = [bool(r.get("selected")) for _, r in drawn]
+        for filled, size in ((True, 36), (False, 25)):
+            chosen = [i for i, p in enumerate(picked) if p == filled]
+            if chosen:
+                ax.scatter([est[i] for i in chosen], [ys[i] for i in chosen], s=size, zorder=4, edgecolors=colour,
+                           facecolors=colour if filled else "white", linewidths=1.2)  # fmt: skip
     ax.set_yticks(y_of, labels, fontsize=8)
     ax.set_ylim(-0.7, len(ordered) - 0.3)
     ax.set_xlabel("held-out mean AUC (95 % video-bootstrap interval)")

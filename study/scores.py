@@ -89,7 +89,8 @@ def _digest(json_root: Path, dataset: str) -> str:
 class ScoreStore:
     """Scores on disk under ``root``; :meth:`get` computes what is missing with the shared predictor."""
 
-    KEEP_LOADED = 4
+    KEEP_LOADED = 4  # models that always stay loaded (the robustness step visits each model per condition)
+    KEEP_LOADED_BYTES = 2 << 30  # more stay while their weights fit: val then test scoring loads each model once
 
     def __init__(
         self, root: Path, data, eval_cfg, loader: RecordsLoader, predictor_factory: Callable, rebuild: bool = True
@@ -101,6 +102,7 @@ class ScoreStore:
         self.computed = 0  # model x split scorings run in this process (tests count them)
         self.writes = True  # False on the ranks > 0 of a job of several tasks: they score, rank 0 writes
         self._models: dict[str, object] = {}  # model hash -> loaded detector, oldest first
+        self._model_bytes: dict[str, int] = {}  # model hash -> size of its weight files
 
     @property
     def predictor(self):
@@ -195,13 +197,20 @@ class ScoreStore:
         return out
 
     def _model(self, model_dir: Path, model_hash: str):
-        """The loaded detector; the last few stay loaded (the robustness step visits each model per condition)."""
-        from mergekit_clip.detector.io import load_detector
+        """The loaded detector. The last ``KEEP_LOADED`` stay loaded, and more while their weight files add up to
+        ``KEEP_LOADED_BYTES``: a study scores every model on val, selects, then scores them on the test sets, and
+        small models then load once instead of twice."""
+        from mergekit_clip.detector.io import load_detector, weight_files
 
         if model_hash not in self._models:
-            while len(self._models) >= self.KEEP_LOADED:
-                self._models.pop(next(iter(self._models)))
+            size = sum(f.stat().st_size for f in weight_files(model_dir))
+            budget = self.KEEP_LOADED_BYTES - size
+            while len(self._models) >= self.KEEP_LOADED and sum(self._model_bytes.values()) > budget:
+                oldest = next(iter(self._models))
+                self._models.pop(oldest)
+                self._model_bytes.pop(oldest, None)
             self._models[model_hash] = load_detector(model_dir)
+            self._model_bytes[model_hash] = size
         return self._models[model_hash]
 
     def _read(self, file: Path) -> SplitScores | None:
