@@ -16,22 +16,26 @@ def model_selection(cfg: dict[str, Any]) -> str:
     Training ingredients carry ``provenance.heldout`` (selected on a source-domain validation split); mergekit
     outputs carry ``provenance.merge.method`` (``mergekit_clip.merge`` in HF layouts); our soups ``provenance.soup``.
     """
-    prov = dict(cfg.get("provenance") or {})
-    merge = prov.get("merge") or (cfg.get("mergekit_clip") or {}).get("merge")
-    soup = prov.get("soup")
+    prov = _mapping(cfg.get("provenance"))  # informational: a damaged field reads as absent, never a crash
+    merge = _mapping(prov.get("merge") or _mapping(cfg.get("mergekit_clip")).get("merge"))
+    soup = _mapping(prov.get("soup"))
     if soup:
         if soup.get("method") == "greedy":
             return f"greedy soup on {soup.get('val_dataset')}/{soup.get('val_split', 'val')}"
         return "uniform soup"
     if merge:
         return f"merge: {merge.get('method', 'unknown')}"
-    heldout = prov.get("heldout")
-    if isinstance(heldout, dict) and heldout.get("dataset"):
+    heldout = _mapping(prov.get("heldout"))
+    if heldout.get("dataset"):
         split = heldout.get("split", "val")
         if split == "test":  # a checkpoint picked on a test set is an oracle, never mixed with honest ones
             return f"ingredient (oracle: selected on {heldout['dataset']}/test)"
         return f"ingredient (held-out {heldout['dataset']}/{split})"
     return "ingredient"
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def model_provenance(path: str | os.PathLike) -> dict[str, Any]:

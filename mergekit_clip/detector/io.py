@@ -408,4 +408,5 @@ def check_header_shapes(path: str | os.PathLike, expected: dict[str, torch.Tenso
 
 def load_provenance(path: str | os.PathLike) -> dict:
     cfg = read_config_json(path)
-    return dict(cfg.get("provenance") or {})
+    provenance = cfg.get("provenance")
+    return dict(provenance) if isinstance(provenance, dict) else {}  # informational: damaged reads as absent
