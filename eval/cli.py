@@ -218,7 +218,7 @@ def main() -> None:
 @click.option("--datasets", "datasets", multiple=True, required=True, help="test datasets (space or comma separated)")
 @click_options(DataOptions)
 @_max_failed_share
-@choice_option("--split", ["train", "val", "test"], "test")
+@choice_option("--split", ["train", "val", "test"], "test", "split of --datasets to score")
 @_VIDEO_ID
 @_run_options
 @_robustness_options
@@ -364,9 +364,9 @@ def _score_perturbed(predictor, model, records, name, dataset, perturbations, me
 @main.command("report")
 @click.argument("predictions", nargs=-1, required=True, type=click.Path(exists=True))
 @_VIDEO_ID
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True)
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="report folder (new)")
 @_VIDEO_AGGREGATE
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 def report_command(predictions, video_id, out, video_aggregate, overwrite) -> None:
     """Rebuild a report from saved per-frame PREDICTIONS (files, prediction folders or report folders)."""
     from eval.report import ReportError, collect_prediction_files, load_predictions, write_report
@@ -382,7 +382,8 @@ def report_command(predictions, video_id, out, video_aggregate, overwrite) -> No
 
 @main.command("soup")
 @click.argument("ingredients", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--method", type=click.Choice(["uniform", "greedy"]), required=True)
+@click.option("--method", type=click.Choice(["uniform", "greedy"]), required=True,
+              help="uniform = average every ingredient; greedy = model-soups' greedy recipe on --val")
 @click.option("--val", "val_dataset", default=None, help="dataset whose held-out split ranks ingredients")
 @click.option("--val-split", default="val", show_default=True, help="held-out split (never test)")
 @choice_option(
@@ -398,7 +399,7 @@ def report_command(predictions, video_id, out, video_aggregate, overwrite) -> No
 @click_options(SoupDataOptions)
 @_run_options
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="soup detector dir (new)")
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="replace an existing soup folder")
 def soup_command(
     ingredients,
     method,
@@ -472,24 +473,25 @@ def soup_command(
                "labelled = cross-entropy on labelled frames; entropy = prediction entropy on unlabelled target "
                "frames (transductive: the output says so)")
 @click.option("--dataset", required=True, help="the frames the coefficients are fitted on")
-@click.option("--split", default="val", show_default=True,
-              help="its split (labelled: never test; entropy: the target split, its labels never read)")
-@click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@choice_option("--split", ["train", "val", "test"], "val",
+               "its split (labelled: never test; entropy: the target split, its labels never read)")
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1), help="optimizer steps")
+@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate of the merge coefficients")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="frames per step")
 @click.option("--max-frames", default=512, show_default=True, type=click.IntRange(min=1),
               help="frames fitted on, evenly spaced over the split")
 @click.option("--init", default=0.3, show_default=True, help="task_arithmetic: every lambda's start")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="seeds the frame batches")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
 @click_options(DataOptions)
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True,
               help="new folder: model/ (the merged detector), recipe.yml (stock mergekit), learned.json")
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 def learn_merge_command(ingredients, base, form, objective, dataset, split, steps, lr, batch_size, max_frames, init,
                         seed, device, out, overwrite, **options) -> None:  # fmt: skip
     """Learn per-ingredient, per-layer-group merge coefficients of INGREDIENTS by gradient descent; write the
-    merged detector and the stock mergekit recipe that reproduces it (``mergekit-yaml OUT/recipe.yml DIR``)."""
+    merged detector and the stock mergekit recipe that reproduces it (mergekit-yaml OUT/recipe.yml DIR)."""
     import shutil
 
     import torch

@@ -124,7 +124,7 @@ def summary(datasets, json_root, data_root, label_dict, compression, allow_outsi
 @output_folder("benchmark folder to write")
 @click.option("--preset", type=click.Choice(["small", "full", "pretrain"]), default="small", show_default=True,
               help="pretrain = the generic pre-training corpus, not a detection benchmark")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="seeds every random choice: same seed, same files")
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
 def synth(out, preset, seed, overwrite) -> None:
     """Write the synthetic DeepfakeBench-format benchmark to OUT (OUT/json, OUT/data, OUT/synth.json)."""

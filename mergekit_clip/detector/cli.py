@@ -21,7 +21,8 @@ from mergekit_clip.options import output_folder
 @click.option("--pretrained", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="local weights file")
 @click.option("--quick-gelu/--no-quick-gelu", default=None, help="QuickGELU activation (OpenAI weights need it)")
 @click.option("--image-size", type=int, help="override the architecture's input size")
-@click.option("--head-feature", type=click.Choice(["pooled", "projected", "patch_mean"]), default="pooled")
+@click.option("--head-feature", type=click.Choice(["pooled", "projected", "patch_mean"]), default="pooled",
+              show_default=True, help="what the head reads: the pooled token, its projection, or the patch mean")
 @click.option("--no-head", is_flag=True, help="write a bare backbone (a merge base) without a forensic head")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the random initialisation")
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists")

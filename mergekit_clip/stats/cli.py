@@ -27,7 +27,7 @@ _RUN = RunOptions.model_fields
 @click.argument("detector_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--kind", type=click.Choice(KINDS), required=True, help="gram (RegMean) or fisher (Fisher merging)")
 @click.option("--dataset", required=True, help="dataset name: <json-root>/<NAME>.json")
-@choice_option("--split", ["train", "val", "test"], "train")
+@choice_option("--split", ["train", "val", "test"], "train", "split of --dataset the statistics are computed on")
 @click_options(DataOptions)
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="cap on frames in total [no cap]")
 @option_for("batch_size", _RUN["batch_size"])
@@ -42,7 +42,7 @@ _RUN = RunOptions.model_fields
 def stats_command(detector_dir, kind, dataset, split, max_frames, fisher_label, **options) -> None:
     """Compute KIND statistics of the detector DETECTOR_DIR on frames of DATASET/SPLIT and store them beside it.
 
-    The statistics belong to the detector (``DETECTOR_DIR/merge_stats/``, where the regmean/fisher methods read
+    The statistics belong to the detector (DETECTOR_DIR/merge_stats/, where the regmean/fisher methods read
     them), so this command takes no output folder."""
     from mergekit_clip.stats.compute import compute_stats
 
