@@ -30,6 +30,7 @@ from mergekit_clip.options import (
     RunOptions,
     choice_option,
     click_options,
+    option_for,
     options_from,
     resolve_device,
     uses_bf16,
@@ -478,12 +479,12 @@ def soup_command(
 @click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1), help="optimizer steps")
 @click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Adam learning rate of the merge coefficients")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="frames per step")
+@option_for("batch_size", RunOptions.model_fields["batch_size"])
 @click.option("--max-frames", default=512, show_default=True, type=click.IntRange(min=1),
               help="frames fitted on, evenly spaced over the split")
 @click.option("--init", default=0.3, show_default=True, help="task_arithmetic: every lambda's start")
 @click.option("--seed", default=0, show_default=True, help="seeds the frame batches")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
+@option_for("device", RunOptions.model_fields["device"])
 @click_options(DataOptions)
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True,
               help="new folder: model/ (the merged detector), recipe.yml (stock mergekit), learned.json")

@@ -48,6 +48,7 @@ from mergekit_clip.data.perturbations import Perturbation
 from mergekit_clip.data.transforms import FrameDecodeError, read_image
 from mergekit_clip.detector.spec import PreprocessSpec
 from mergekit_clip.distributed import DistInfo
+from mergekit_clip.options import resolve_workers
 
 cv2.setNumThreads(1)  # decode parallelism comes from DataLoader workers; OpenCV's own pool fights torch's
 
@@ -285,11 +286,6 @@ class FrameCache:
             self.used += size
 
 
-def default_workers() -> int:
-    """One decode worker per spare core, at most 4 (the main process keeps one for the forward pass)."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
 def _label_groups(records: Sequence[Record]) -> list[str]:
     """Each record's label group (``FF-DF``, ...) where the reader gives one; [] when none does."""
     groups = [str(getattr(r, "label_group", "") or "") for r in records]
@@ -319,7 +315,7 @@ class Predictor:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.bf16, self.batch_size, self.strict, self.progress = bf16, batch_size, strict, progress
-        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.num_workers = resolve_workers(num_workers)
         self.cache = cache
         self.dist = dist or DistInfo()
         if resize not in ("exact", "fast"):

@@ -16,6 +16,7 @@ model, so the CLI and the YAML configs refuse the same values with the same mess
 from __future__ import annotations
 
 import functools
+import os
 import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -178,6 +179,18 @@ def output_folder(help_text: str) -> Callable[[Callable], Callable]:
         return click.argument("out_arg", metavar="[OUT]", required=False, type=click.Path(path_type=Path))(wrapper)
 
     return decorate
+
+
+CheckImages = typing.Literal["none", "exists", "header", "decode"]
+# one default for every command that checks frames: the header read catches missing and truncated files at a
+# fraction of a full decode's cost; ``decode`` is the opt-in thorough check
+CHECK_IMAGES_DEFAULT: CheckImages = "header"
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``--workers`` as given, or for None one decode worker per spare core, at most 4 (the main process keeps one
+    for the forward pass)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1)) if workers is None else workers
 
 
 def resolve_device(device: str) -> str:

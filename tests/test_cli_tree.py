@@ -19,6 +19,13 @@ MARKUP = re.compile(r"``|:(func|class|mod|meth|data):`")
 DIFFERENT_ON_PURPOSE = {
     "--executor": "clip-study status inspects a scheduler's jobs: 'local' has none",
 }
+# flags whose default differs on purpose between commands (each command reads a different stage's data)
+DEFAULT_DIFFERS_ON_PURPOSE = {
+    "--executor": DIFFERENT_ON_PURPOSE["--executor"],
+    "--split": "statistics are computed on train, scores on test, learned merges fit on val",
+    "--max-frames": "a learned merge holds its frames in memory (512); statistics stream them (no cap)",
+    "--head-feature": "import infers it from the head's input width when not given; create builds a new head (pooled)",
+}
 
 
 def _options():
@@ -56,6 +63,26 @@ def test_a_shared_flag_has_one_kind():
         kinds.setdefault(param.opts[0], {})[words] = _kind(param)
     mixed = {flag: uses for flag, uses in kinds.items() if len(set(uses.values())) > 1}
     assert set(mixed) <= set(DIFFERENT_ON_PURPOSE), mixed
+
+
+def _default(param: click.Option) -> str:
+    unset = param.required or param.default is None or "Sentinel" in repr(param.default)
+    return "" if unset or callable(param.default) else repr(param.default)
+
+
+def test_a_shared_flag_has_one_default():
+    defaults: dict[str, dict[str, str]] = {}
+    for words, _, param in _options():
+        defaults.setdefault(param.opts[0], {})[words] = _default(param)
+    mixed = {flag: uses for flag, uses in defaults.items() if len(set(uses.values())) > 1}
+    assert set(mixed) <= set(DEFAULT_DIFFERS_ON_PURPOSE), mixed
+
+
+def test_the_default_check_can_fail():
+    """A flag given another default on one command is caught (the check is not vacuous)."""
+    a = click.Option(["--workers"], type=int, default=None, help="x")
+    b = click.Option(["--workers"], type=int, default=0, help="x")
+    assert _default(a) != _default(b)
 
 
 def cli_table() -> str:

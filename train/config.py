@@ -24,7 +24,7 @@ from pydantic import (
 
 from mergekit_clip import config_files
 from mergekit_clip.config_files import format_validation_errors  # noqa: F401  (study.config used it from here)
-from mergekit_clip.options import JSON_ROOT_HELP, Compression
+from mergekit_clip.options import CHECK_IMAGES_DEFAULT, JSON_ROOT_HELP, CheckImages, Compression
 from mergekit_clip.structured import StructuredFileError, read_yaml
 from mergekit_clip.tracking import TrackingConfig
 from train.modes import MODES
@@ -82,11 +82,15 @@ class DataConfig(_Section):
     compression: Compression = "c23"
     batch_size: int = Field(32, gt=0, description="global batch (split over ranks and accumulation steps)")
     eval_batch_size: int = Field(64, gt=0)
-    workers: int = Field(0, ge=0, le=16, description="DataLoader workers (0-2 on a laptop CPU)")
+    workers: int = Field(
+        0, ge=0, le=16,
+        description="DataLoader workers (0-2 on a laptop CPU); an explicit number, not clip-eval's 'by CPU count', "
+        "because each worker draws its own augmentation stream, so the count is part of the run",
+    )  # fmt: skip
     cache_images: bool = Field(True, description="decode frames once and keep them in memory (small datasets)")
     on_error: Literal["raise", "skip"] = "raise"
-    check_images: Literal["none", "exists", "header", "decode"] = Field(
-        "header",
+    check_images: CheckImages = Field(
+        CHECK_IMAGES_DEFAULT,
         description="frame check before training starts: exists, header (image header read, cheap) or decode (full)",
     )
     allow_outside_root: bool = Field(

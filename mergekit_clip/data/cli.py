@@ -8,13 +8,21 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 import click
 
 from mergekit_clip.data.deepfakebench import DatasetError
 from mergekit_clip.data.formats import list_datasets
-from mergekit_clip.options import DataOptions, option_for, output_folder
+from mergekit_clip.options import (
+    CHECK_IMAGES_DEFAULT,
+    CheckImages,
+    DataOptions,
+    choice_option,
+    option_for,
+    output_folder,
+)
 
 
 def _label_dict(path: Path | None) -> dict[str, int] | None:
@@ -69,8 +77,8 @@ def data() -> None:
               help="folder the frame paths are relative to; without it frames are not checked")  # fmt: skip
 @_label
 @_compression
-@click.option("--check-images", type=click.Choice(["none", "exists", "header", "decode"]), default="decode",
-              show_default=True, help="header = file exists and its image header reads (first/last bytes only)")
+@choice_option("--check-images", typing.get_args(CheckImages), CHECK_IMAGES_DEFAULT,
+               "header = file exists and its image header reads (first/last bytes only); decode = full decode")
 @click.option("--overlap-is-error", is_flag=True, help="treat videos shared between train and test as an error")
 @_allow_outside_root
 @_follow_symlinks

@@ -38,6 +38,7 @@ from mergekit_clip.data.deepfakebench import (
 )
 from mergekit_clip.data.formats import FORMATS, dataset_format, get_format
 from mergekit_clip.data.transforms import FrameDecodeError, FrameMissingError, ImageCheck, check_image
+from mergekit_clip.options import CHECK_IMAGES_DEFAULT, CheckImages
 
 Severity = Literal["error", "warning", "note"]
 EXAMPLES = 5  # example paths kept per finding
@@ -90,7 +91,7 @@ def validate_dataset(
     data_root: str | os.PathLike | None,
     label_dict: Mapping[str, int] | None = None,
     compression: str = "c23",
-    check_images: Literal["none", "exists", "header", "decode"] = "decode",
+    check_images: CheckImages = CHECK_IMAGES_DEFAULT,
     strict: bool = False,
     progress: bool = True,
     allow_outside_root: bool = False,

@@ -17,6 +17,7 @@ from mergekit_clip.options import (
     option_for,
     options_from,
     resolve_device,
+    resolve_workers,
 )
 from mergekit_clip.stats.store import KINDS
 
@@ -61,7 +62,7 @@ def stats_command(detector_dir, kind, dataset, split, max_frames, fisher_label, 
         follow_symlinks=data.follow_symlinks,
         max_frames=max_frames,
         batch_size=run.batch_size,
-        workers=run.workers or 0,
+        workers=resolve_workers(run.workers),
         fisher_label=fisher_label,
         device=resolve_device(run.device),
     )
