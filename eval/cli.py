@@ -315,6 +315,10 @@ def score_command(
                     failures = check_failures(frame_failures(dataset, pred.paths, pred.ok), max_failed_share)
                 except (FrameDecodeError, TooManyFailedFramesError) as e:
                     raise click.ClickException(f"{name} on {dataset}: {e}") from e
+                bad = int((~np.isfinite(np.asarray(pred.scores, dtype=np.float64)[np.asarray(pred.ok)])).sum())
+                if bad:  # named here, not as a metric's ValueError far from its cause
+                    raise click.ClickException(f"{name} ({model_dir}) on {dataset}: {bad} non-finite score(s); "
+                                               "check its config.json preprocessing and weights")  # fmt: skip
                 preds.append(pred)
                 if ctx.is_main:
                     with warnings.catch_warnings():

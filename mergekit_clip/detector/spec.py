@@ -184,6 +184,15 @@ class PreprocessSpec(_Spec):
     def _positive_std(cls, value):
         if any(v <= 0 for v in value):
             raise ValueError(f"std must be positive, got {value}")
+        if any(not 1e-3 <= v <= 10 for v in value):  # pixels are 0..1: anything else overflows the normalisation
+            raise ValueError(f"std must lie in [0.001, 10] (pixels are scaled to 0..1), got {value}")
+        return value
+
+    @field_validator("mean")
+    @classmethod
+    def _pixel_mean(cls, value):
+        if any(not -1 <= v <= 2 for v in value):
+            raise ValueError(f"mean must lie in [-1, 2] (pixels are scaled to 0..1), got {value}")
         return value
 
 
