@@ -23,6 +23,7 @@ import time
 import click
 import torch
 
+from benchmarks._device import device_option
 from mergekit_clip.detector.io import create_detector
 from mergekit_clip.detector.spec import (
     BackboneSpec,
@@ -158,7 +159,7 @@ def images_per_s(mode: str, backbone: BackboneSpec, adapter: ForensicsAdapterSpe
 @click.option("--quick", is_flag=True, help="tiny tower and adapter for the timing (a smoke run, seconds)")
 @click.option("--batch", default=4, show_default=True, type=click.IntRange(2), help="images per optimizer step")
 @click.option("--steps", default=3, show_default=True, type=click.IntRange(1), help="timed steps per mode")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@device_option()
 @click.option("--threads", default=None, type=click.IntRange(1), help="torch CPU threads (None: torch's default)")
 def main(tower_name: str | None, quick: bool, batch: int, steps: int, device: str, threads: int | None) -> None:
     """Trainable parameters of ForensicsAdapter at ViT-L/14 and its training images/s against full fine-tuning."""

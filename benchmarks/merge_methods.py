@@ -3,7 +3,7 @@
 Run::
 
     python -m benchmarks.merge_methods                 # ViT-B/16 x 4 specialists, every method
-    python -m benchmarks.merge_methods --methods tsv_m,regmean --cuda
+    python -m benchmarks.merge_methods --methods tsv_m,regmean --device cuda
     python -m benchmarks.merge_methods --quick         # tiny geometry: a smoke test of the benchmark itself
 
 Ingredients are random-weight detector dirs written under ``--root`` (default ``runs/bench``, git-ignored) by
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import click
 
+from benchmarks._device import device_option
 from benchmarks._timing import REPEATS, Sample, speed_ratio, times
 from benchmarks.merge_speed import make_detector_family, run_variant_timed
 from mergekit_clip.plugin.methods import METHOD_MODULES, STATS_KINDS, default_parameters, needs_base
@@ -219,12 +220,13 @@ def _print(results: list[Result]) -> None:
 @click.option("--root", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True)
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated method names.")
 @click.option("--ingredients", type=click.IntRange(min=2), default=4, show_default=True, help="Specialists.")
-@click.option("--cuda", is_flag=True, help="mergekit-yaml --cuda; the plain merge on the GPU.")
+@device_option("cuda = mergekit-yaml --cuda and the plain merge on the GPU")
 @click.option("--repeats", default=REPEATS, show_default=True, help="interleaved rounds of plain and plugin")
 @click.option("--plain-recipe", type=click.Path(exists=True, path_type=Path), hidden=True)
 @click.option("--plain-out", type=click.Path(path_type=Path), hidden=True)
-def main(quick, root, methods, ingredients, cuda, repeats, plain_recipe, plain_out) -> None:
+def main(quick, root, methods, ingredients, device, repeats, plain_recipe, plain_out) -> None:
     """Time each new method in mergekit-yaml against a plain in-memory merge; print figures and ratios."""
+    cuda = device == "cuda"
     if plain_recipe is not None:
         import yaml
 

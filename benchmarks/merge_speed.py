@@ -4,7 +4,7 @@ Run::
 
     python -m benchmarks.merge_speed --quick          # ViT-B/16 only, ties + task_arithmetic, memory sweep
     python -m benchmarks.merge_speed                  # ViT-B/16 and ViT-L/14, all seven methods
-    python -m benchmarks.merge_speed --cuda           # the same with mergekit-yaml --cuda and torch on the GPU
+    python -m benchmarks.merge_speed --device cuda    # the same with mergekit-yaml --cuda and torch on the GPU
 
 Ingredients are random-weight CLIP vision towers written under ``--root`` (default ``runs/bench``, git-ignored):
 a base and N "fine-tunes" (base + small noise), fp32 safetensors, in two layouts:
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import click
 
+from benchmarks._device import device_option
 from benchmarks._timing import REPEATS, Sample, speed_ratio, times
 
 SIZES = {  # HF CLIPVisionConfig geometry of the open_clip towers: (width, mlp width, layers, heads, patch)
@@ -313,7 +314,7 @@ def run_variant_timed(
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
     if variant == "plain":
         cmd = [sys.executable, "-m", plain_module, "--plain-recipe", str(recipe_file)]
-        cmd += ["--plain-out", str(out)] + (["--cuda"] if cuda else [])
+        cmd += ["--plain-out", str(out), "--device", "cuda" if cuda else "cpu"]
         env["MERGEKIT_CLIP_DISABLE"] = "1"  # the plain merge never imports mergekit anyway
     else:
         cmd = [str(BIN / "mergekit-yaml"), str(recipe_file), str(out), "--no-write-model-card", "--no-copy-tokenizer"]
@@ -395,12 +396,13 @@ def _print(results: list[Result]) -> None:
 @click.option("--ingredients", type=int, default=3, show_default=True, help="Fine-tunes per merge.")
 @click.option("--sweep", default="2,4,8", show_default=True, help="Ingredient counts for the memory sweep ('' = none).")
 @click.option("--detector/--no-detector", default=True, show_default=True, help="Also time ties on our detector dirs.")
-@click.option("--cuda", is_flag=True, help="mergekit-yaml --cuda, plain merge on the GPU.")
+@device_option("cuda = mergekit-yaml --cuda and the plain merge on the GPU")
 @click.option("--repeats", default=REPEATS, show_default=True, help="interleaved rounds of the variants of a merge")
 @click.option("--plain-recipe", type=click.Path(exists=True, path_type=Path), hidden=True)
 @click.option("--plain-out", type=click.Path(path_type=Path), hidden=True)
-def main(quick, root, sizes, methods, ingredients, sweep, detector, cuda, repeats, plain_recipe, plain_out) -> None:
+def main(quick, root, sizes, methods, ingredients, sweep, detector, device, repeats, plain_recipe, plain_out) -> None:
     """Time mergekit-yaml (plugin / stock) against a plain in-memory torch merge; print figures and ratios."""
+    cuda = device == "cuda"
     if plain_recipe is not None:
         import yaml
 

@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 import torch
 
+from benchmarks._device import DEVICES
+from benchmarks._device import resolve as resolve_device
 from benchmarks._timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
 from eval.predict import FrameCache, Predictor
 from eval.robustness import predict_perturbed
@@ -151,11 +153,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds (median and range printed)")
     parser.add_argument("--per-type", action="store_true", help="also one pass per perturbation type")
     parser.add_argument("--separate", action="store_true", help="also one pass per perturbation (the naive way)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda when available")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="as clip-eval's --precision")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="decode workers (clip-eval's default)")
     args = parser.parse_args()
+    args.device = resolve_device(args.device)
     ratios = {}
     for arch in args.arch:
         videos, frames = args.videos or SIZES[arch][0], args.frames or SIZES[arch][1]

@@ -39,6 +39,7 @@ from pathlib import Path
 import click
 import torch
 
+from benchmarks._device import device_option
 from benchmarks._timing import REPEATS, Sample, interleaved, measure, speed_ratio, times
 from benchmarks.eval_throughput import make_frames
 
@@ -352,7 +353,7 @@ def _spread(row: dict) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@device_option()
 @click.option("--archs", default=",".join(ARCHS), show_default=True, help="comma-separated open_clip ViT names")
 @click.option("--sections", default=",".join(SECTIONS), show_default=True, help="comma-separated of eval,train,merge")
 @click.option("--tiny", is_flag=True, help="CPU smoke size: a 2-layer 64 px ViT, few frames and steps")

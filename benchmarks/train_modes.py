@@ -30,6 +30,7 @@ from pathlib import Path
 import click
 import torch
 
+from benchmarks._device import device_option
 from benchmarks._timing import REPEATS, Sample, interleaved, measure, ratio_columns, speed_ratio, times
 from mergekit_clip.detector.io import create_detector, save_detector
 from mergekit_clip.detector.spec import BackboneSpec, DetectorSpec, PreprocessSpec, spec_from_open_clip
@@ -157,7 +158,7 @@ def measure_merge(backbone: str, method: str, repeats: int = REPEATS) -> dict[st
 @click.option("--modes", default="full_finetune,layernorm,lora,svd_residual,bitfit", show_default=True)
 @click.option("--batch", default=8, show_default=True, help="images per step")
 @click.option("--steps", default=3, show_default=True, help="timed steps after one warm-up step")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@device_option()
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16 = autocast, as clip-train's precision key")  # fmt: skip
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
