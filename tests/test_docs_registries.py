@@ -28,11 +28,14 @@ def _names(cell: str) -> list[str]:
 
 
 def _compare(what: str, documented: dict, registered: dict) -> list[str]:
-    problems = [f"{what} lacks a row for {name}" for name in sorted(registered.keys() - documented.keys())]
-    problems += [f"{what} has a row for {name}, which is not registered" for name in sorted(documented.keys() - registered.keys())]  # fmt: skip
-    problems += [f"{what}: {name} is documented as {documented[name]!r}, registered as {registered[name]!r}"
-                 for name in sorted(documented.keys() & registered.keys()) if documented[name] != registered[name]]  # fmt: skip
-    return problems
+    lacking = sorted(registered.keys() - documented.keys())
+    stale = sorted(documented.keys() - registered.keys())
+    differing = [n for n in sorted(documented.keys() & registered.keys()) if documented[n] != registered[n]]
+    return (
+        [f"{what} lacks a row for {name}" for name in lacking]
+        + [f"{what} has a row for {name}, which is not registered" for name in stale]
+        + [f"{what}: {n} is documented as {documented[n]!r}, registered as {registered[n]!r}" for n in differing]
+    )
 
 
 def mode_table_problems() -> list[str]:
