@@ -41,8 +41,11 @@ def _edit_config(detector, edit) -> None:
         (lambda c: c["backbone"].update(layer_norm_eps=float("inf")), "backbone.layer_norm_eps"),
         (lambda c: c["backbone"].update(width=128), "tensors do not match config.json"),  # in bounds, not the file's
         (lambda c: c.update(backbone="wide"), "backbone"),
+        (lambda c: c.update(preprocess=None), "preprocess.image_size 224 differs from backbone.image_size 32"),
+        (lambda c: c["preprocess"].update(mean=[1e308, 0.5, 0.5]), "preprocess.mean"),  # finite, overflows
     ],
-    ids=["absurd-geometry", "absurd-layers", "nan-mean", "inf-eps", "geometry-vs-weights", "type-swapped"],
+    ids=["absurd-geometry", "absurd-layers", "nan-mean", "inf-eps", "geometry-vs-weights", "type-swapped",
+         "null-preprocess", "huge-mean"],
 )
 def test_a_bad_config_is_refused_before_any_tensor_is_allocated(world, detector, monkeypatch, edit, named):
     import torch
@@ -59,6 +62,13 @@ def test_a_bad_config_is_refused_before_any_tensor_is_allocated(world, detector,
     monkeypatch.setattr(model, "build_detector", meta_only)
     _edit_config(detector, edit)
     assert_refused(clip_eval(world, detector), written=[world.out], names=(str(detector), named))
+
+
+def test_a_damaged_provenance_is_informational_only(world, detector):
+    _edit_config(detector, lambda c: c.update(provenance=-1))
+    result = clip_eval(world, detector)
+    assert result.exit_code == 0, result.output
+    shutil.rmtree(world.out)
 
 
 def test_a_deeply_nested_config_is_one_error(world, detector):
