@@ -182,3 +182,21 @@ def test_h264_kernels_equal_the_c_kernels_and_other_processes():
     child = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent)], capture_output=True,
                            text=True, check=True)  # fmt: skip
     assert child.stdout.strip() == digests["clip", 40]
+
+
+def test_register_follows_the_registry_rules():
+    """Same entry again: no-op; another entry under a taken name or alias: refused naming both, nothing left behind."""
+    from mergekit_clip.data.perturbations import _ALIASES, PerturbationType, register
+
+    saturation = PERTURBATIONS["saturation"]
+    assert register(saturation) is saturation
+    other = PerturbationType("saturation", lambda rgb, level, rng: rgb, (1.0,), lambda x: True, "any", "another")
+    with pytest.raises(ValueError, match=r"perturbation 'saturation' is already registered .*refusing"):
+        register(other)
+    assert PERTURBATIONS["saturation"] is saturation
+    # a new name whose alias is another type's ("CS" is saturation's): refused before the name is added
+    clash = PerturbationType("tint", lambda rgb, level, rng: rgb, (1.0,), lambda x: True, "any", "", aliases=("cs",))
+    refused = r"perturbation name 'cs' is already registered \('saturation'\); refusing 'tint'"
+    with pytest.raises(ValueError, match=refused):
+        register(clash)
+    assert "tint" not in PERTURBATIONS and "tint" not in _ALIASES

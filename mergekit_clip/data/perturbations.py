@@ -54,6 +54,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from mergekit_clip.registry import add_entry
+
 Kind = Literal["frame", "video"]
 BLOCK_SIZE = 8  # px, the protocol's occlusion block side
 BLOCK_VALUE = 128  # grey
@@ -291,14 +293,14 @@ _ALIASES: dict[str, str] = {}
 
 
 def register(entry: PerturbationType) -> PerturbationType:
-    """Add a perturbation type; the same object again is a no-op, another one under a taken name an error."""
-    for key in (entry.name, *entry.aliases):
-        owner = _ALIASES.get(key.lower())
-        if owner is not None and PERTURBATIONS[owner] != entry:
-            raise ValueError(f"perturbation name {key!r} is already taken by {owner!r}")
-    PERTURBATIONS[entry.name] = entry
-    for key in (entry.name, *entry.aliases):
-        _ALIASES[key.lower()] = entry.name
+    """Add a perturbation type (:mod:`mergekit_clip.registry`'s rules); its name and aliases (case-insensitive)
+    must not name another type. Every name is checked on a copy first, so a refused entry leaves nothing behind."""
+    names = {key.lower(): entry.name for key in (entry.name, *entry.aliases)}
+    trial = dict(_ALIASES)
+    for key, name in names.items():
+        add_entry(trial, key, name, "perturbation name")
+    add_entry(PERTURBATIONS, entry.name, entry, "perturbation")
+    _ALIASES.update(names)
     return entry
 
 
