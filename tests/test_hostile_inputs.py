@@ -225,3 +225,11 @@ def test_a_family_summary_with_a_path_as_name_is_refused(world, tmp_path):
     raw["output"] = str(tmp_path / "out")
     study.write_text(yaml.safe_dump(raw))
     assert_refused(clip_study(study), written=[tmp_path / "out"], names=(str(family / "summary.json"), "'../../etc'"))
+
+
+def test_a_recipe_missing_a_required_parameter_is_one_error(world, tmp_path):
+    raw = yaml.safe_load((world.root / "recipe.yml").read_text())
+    del raw["models"][1]["parameters"]  # linear needs a weight per model (found by the long fuzz profile)
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(yaml.safe_dump(raw))
+    assert_refused(mergekit_yaml(world, recipe), written=[world.out], names=(str(recipe), "weight"))

@@ -170,7 +170,12 @@ def install_run_merge_hook() -> None:
         options = options.model_copy(update={"write_model_card": False, "copy_tokenizer": False})
         with atomic_directory(out, overwrite=True) as tmp, merge_context(ctx):
             counts_before = _kernel_counts()
-            original(merge_config, str(tmp), options=options, config_source=config_source)
+            try:
+                original(merge_config, str(tmp), options=options, config_source=config_source)
+            except RuntimeError as e:  # mergekit's planner refuses a recipe parameter this way (no file named)
+                if "parameter" not in str(e):
+                    raise
+                raise MergeInputError(f"{current_recipe_file()}: {str(e).splitlines()[0]}") from e
             provenance = merge_provenance(merge_config, inputs, ctx)
             provenance["kernels"] = kernel_report(counts_before)
             if reference.layout == ARCHITECTURE:
