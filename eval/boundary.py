@@ -4,6 +4,9 @@ was trained towards, and the boundary map the model predicts (``model.boundary_m
 
 The frame is the first fake frame of the dataset that has a mask file (else the first fake frame, with an empty
 mask panel saying so), prepared as the model sees it (its own preprocessing; the mask resized and cropped with it).
+A detector trained with the boundary gate (``gate_boundary``, the paper's default, and the original's released
+weights) learned its map only inside the true boundary patches, so its map is drawn gated by them, as the original
+does at test time, and the panel says so; one trained without the gate is drawn ungated (its own prediction).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 
 from eval.provenance import slug
 from mergekit_clip.data.deepfakebench import FrameRecord
-from mergekit_clip.data.masks import boundary_target, read_mask
+from mergekit_clip.data.masks import boundary_patches, boundary_target, read_mask
 from mergekit_clip.data.transforms import build_eval_transform, read_image
 
 
@@ -32,6 +35,16 @@ class BoundaryPanel:
     mask: np.ndarray | None
     target: np.ndarray | None
     boundary: np.ndarray
+    gated: bool = False
+
+
+def trained_gated(config: dict) -> bool:
+    """Whether a detector's ``config.json`` says its boundary head was trained gated (imports of the original: yes)."""
+    provenance = config.get("provenance") or {}
+    options = provenance.get("mode_options") or {}
+    if "gate_boundary" in options:
+        return bool(options["gate_boundary"])
+    return (provenance.get("import") or {}).get("kind") == "forensics-adapter"
 
 
 def predicts_boundaries(model) -> bool:
@@ -45,8 +58,11 @@ def _pick(records: Sequence[FrameRecord]) -> FrameRecord | None:
 
 
 @torch.no_grad()
-def boundary_panel(model, records: Sequence[FrameRecord], model_name: str, dataset: str) -> BoundaryPanel | None:
-    """The panel row of ``dataset`` for ``model`` (None when the dataset has no fake frame)."""
+def boundary_panel(
+    model, records: Sequence[FrameRecord], model_name: str, dataset: str, gated: bool = False
+) -> BoundaryPanel | None:
+    """The panel row of ``dataset`` for ``model`` (None when the dataset has no fake frame); ``gated``: draw the map
+    gated by the true boundary patches (:func:`mergekit_clip.data.masks.boundary_patches` of the mask)."""
     record = _pick(records)
     if record is None:
         return None
@@ -56,7 +72,11 @@ def boundary_panel(model, records: Sequence[FrameRecord], model_name: str, datas
     mask = read_mask(record.mask if has_mask else None, *image.shape[:2])
     tensor, mask_t = transform.with_mask(image, mask)
     device = next(model.parameters()).device
-    boundary = model.boundary_map(tensor[None].to(device)).float().cpu()[0]
+    gate = None
+    if gated:
+        patch = model.spec.forensics_adapter.patch_size
+        gate = boundary_patches(mask_t, patch=patch).flatten()[None].to(device)
+    boundary = model.boundary_map(tensor[None].to(device), gate).float().cpu()[0]
     mean = torch.tensor(model.spec.preprocess.mean).view(3, 1, 1)
     std = torch.tensor(model.spec.preprocess.std).view(3, 1, 1)
     frame = (tensor * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
@@ -68,6 +88,7 @@ def boundary_panel(model, records: Sequence[FrameRecord], model_name: str, datas
         mask=mask_t.numpy() if has_mask else None,
         target=boundary_target(mask_t).numpy() if has_mask else None,
         boundary=boundary.numpy(),
+        gated=gated,
     )
 
 
@@ -87,7 +108,7 @@ def write_boundary_figures(panels: Sequence[BoundaryPanel], directory: Path) -> 
                 (p.frame, f"{p.dataset}: fake frame", None),
                 (p.mask, "forgery mask" if p.mask is not None else "no mask file", "gray"),
                 (p.target, "target 4m(1-m), blurred m", "magma"),
-                (p.boundary, "predicted boundary", "magma"),
+                (p.boundary, "predicted, gated by true patches" if p.gated else "predicted boundary", "magma"),
             ]
             for ax, (img, title, cmap) in zip(ax_row, shown):
                 if img is not None:

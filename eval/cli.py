@@ -243,7 +243,7 @@ def score_command(
     **options,
 ) -> None:
     """Score MODEL_DIRS (detector dirs, mergekit outputs, HF CLIP classifier dirs) on --datasets; write --out."""
-    from eval.boundary import boundary_panel, predicts_boundaries
+    from eval.boundary import boundary_panel, predicts_boundaries, trained_gated
     from eval.predict import (
         FrameDecodeError,
         TooManyFailedFramesError,
@@ -253,7 +253,7 @@ def score_command(
     )
     from eval.provenance import model_provenance, unique_names
     from eval.report import score_predictions, write_report
-    from mergekit_clip.detector.io import DetectorFormatError, load_detector
+    from mergekit_clip.detector.io import DetectorFormatError, load_detector, read_config_json
     from mergekit_clip.distributed import init_distributed, shutdown
 
     data, run = options_from(DataOptions, options), options_from(RunOptions, options)
@@ -335,7 +335,8 @@ def score_command(
                         )
                 preds += _score_perturbed(predictor, model, records[dataset], name, dataset, perturbations, meta, ctx)
                 if ctx.is_main and predicts_boundaries(model):  # ForensicsAdapter: frame, mask, predicted boundary
-                    boundaries.append(boundary_panel(model, records[dataset], name, dataset))
+                    gated = trained_gated(read_config_json(model_dir))
+                    boundaries.append(boundary_panel(model, records[dataset], name, dataset, gated))
             del model
         if ctx.is_main:
             boundaries = [b for b in boundaries if b is not None]

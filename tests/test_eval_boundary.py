@@ -63,6 +63,25 @@ def test_boundary_panel_is_the_frame_its_mask_and_the_models_map(tmp_path):
     with torch.no_grad():
         assert np.allclose(panel.boundary, model.boundary_map(x)[0].numpy(), atol=1e-5)
     assert boundary_panel(model, [r for r in records if r.label == 0], "fa", "Tiny") is None  # no fake frame
+    # trained gated (the paper's default): drawn gated by the true boundary patches. The square (rows 16-39, cols
+    # 20-47) on the 4x4 grid of 16-px patches: (1,1) 12 of 16 columns white, (1,2) all white (no boundary),
+    # (2,1) and (2,2) 8 of 16 rows white
+    gate = torch.zeros(1, 16)
+    gate[0, [5, 9, 10]] = 1.0
+    gated = boundary_panel(model, records, "fa", "Tiny", gated=True)
+    with torch.no_grad():
+        ref, ungated = model.boundary_map(x, gate)[0].numpy(), model.boundary_map(x)[0].numpy()
+    # an untrained head's gated and ungated maps differ little: the panel must be far nearer the gated one
+    assert gated.gated and np.abs(gated.boundary - ref).max() < np.abs(ref - ungated).max() / 20
+
+
+def test_trained_gated_reads_the_provenance():
+    from eval.boundary import trained_gated
+
+    assert trained_gated({"provenance": {"mode_options": {"gate_boundary": True}}})
+    assert not trained_gated({"provenance": {"mode_options": {"gate_boundary": False}}})
+    assert trained_gated({"provenance": {"import": {"kind": "forensics-adapter"}}})  # the original's weights
+    assert not trained_gated({"provenance": {}})
 
 
 def test_eval_report_draws_one_boundary_figure_per_forensics_adapter(tmp_path):
