@@ -349,3 +349,16 @@ def test_missing_and_stale_statistics_name_the_ingredient_and_the_command(regres
     clear_cache()
     with pytest.raises(StatsError, match=r"gram statistics of ingredient .*ft1 are stale.*--kind gram"):
         _merge_dirs("regmean", dirs, weights)
+
+
+def test_method_table_follows_the_registry_rules():
+    """The plugin's method table: the same entry again is a no-op, another target under a taken name is refused
+    naming both, and the table is unchanged."""
+    from mergekit_clip.plugin.methods import register_method_module
+
+    before = dict(METHOD_MODULES)
+    assert register_method_module("tsv_m", before["tsv_m"]) == before["tsv_m"]
+    refused = r"plugin merge method 'tsv_m' is already registered \('mergekit_clip.plugin.methods.tsv_m:tsv_m_merge'\)"
+    with pytest.raises(ValueError, match=refused + r"; refusing 'elsewhere:other'"):
+        register_method_module("tsv_m", "elsewhere:other")
+    assert METHOD_MODULES == before

@@ -2,7 +2,7 @@
 ``mergekit.merge_methods.registry.register()`` so stock ``mergekit-yaml`` (and ``--cuda``) can use them.
 
 One module per method; adding one is one file (a kernel under :func:`._base.method`, the task-vector ones
-through :func:`._base.task_arithmetic`) plus one line in :data:`METHOD_MODULES`. Data-free:
+through :func:`._base.task_arithmetic`) plus one :func:`register_method_module` line. Data-free:
 ``tsv_m``, ``iso_c``, ``iso_cts``, ``cart``, ``real_aware``; data-aware (statistics from ``mergekit-clip stats``):
 ``regmean``, ``fisher``. See docs/merge_methods.md.
 """
@@ -12,16 +12,25 @@ from __future__ import annotations
 import importlib
 import sys
 
-# method name -> "module:attribute" of its MergeMethod object
-METHOD_MODULES = {
-    "tsv_m": "mergekit_clip.plugin.methods.tsv_m:tsv_m_merge",
-    "iso_c": "mergekit_clip.plugin.methods.iso_c:iso_c_merge",
-    "iso_cts": "mergekit_clip.plugin.methods.iso_cts:iso_cts_merge",
-    "cart": "mergekit_clip.plugin.methods.cart:cart_merge",
-    "real_aware": "mergekit_clip.plugin.methods.real_aware:real_aware_merge",
-    "regmean": "mergekit_clip.plugin.methods.regmean:regmean_merge",
-    "fisher": "mergekit_clip.plugin.methods.fisher:fisher_merge",
-}
+from mergekit_clip.registry import add_entry
+
+# method name -> "module:attribute" of its MergeMethod object (imported only when mergekit registers them)
+METHOD_MODULES: dict[str, str] = {}
+
+
+def register_method_module(name: str, target: str) -> str:
+    """Add the plugin method ``name`` defined at ``target`` ("module:attribute"); :mod:`mergekit_clip.registry`'s
+    rules. Register before the plugin registers its methods with mergekit (at ``import mergekit``)."""
+    return add_entry(METHOD_MODULES, name, target, "plugin merge method")
+
+
+register_method_module("tsv_m", "mergekit_clip.plugin.methods.tsv_m:tsv_m_merge")
+register_method_module("iso_c", "mergekit_clip.plugin.methods.iso_c:iso_c_merge")
+register_method_module("iso_cts", "mergekit_clip.plugin.methods.iso_cts:iso_cts_merge")
+register_method_module("cart", "mergekit_clip.plugin.methods.cart:cart_merge")
+register_method_module("real_aware", "mergekit_clip.plugin.methods.real_aware:real_aware_merge")
+register_method_module("regmean", "mergekit_clip.plugin.methods.regmean:regmean_merge")
+register_method_module("fisher", "mergekit_clip.plugin.methods.fisher:fisher_merge")
 
 # data-aware methods -> the kind of `mergekit-clip stats` file each ingredient needs
 STATS_KINDS = {"regmean": "gram", "fisher": "fisher"}
