@@ -166,6 +166,9 @@ def _trainable_modes() -> dict:
 
     Read from clip-train's mode registry (:mod:`train.modes`), with each mode's default options, so every mode this
     checkout has is measured. A probe-only mode trains the head; LP-FT is timed in its second (fine-tuning) stage.
+    A mode that trains on forgery masks builds its own detector kind (ForensicsAdapter: frozen tower + adapter), not
+    the plain detector this section times: ``python -m benchmarks.forensics_adapter`` measures it against full
+    fine-tuning of the same tower.
     """
     from train.modes import MODES
 
@@ -180,7 +183,7 @@ def _trainable_modes() -> dict:
 
         return prepare
 
-    return {name: prepare_for(mode) for name, mode in MODES.items()}
+    return {name: prepare_for(mode) for name, mode in MODES.items() if not mode.needs_masks}
 
 
 def _train_rate(model, params, device, batch, side, steps, repeats, bf16) -> tuple[float, float | None]:
