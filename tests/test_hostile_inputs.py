@@ -233,3 +233,11 @@ def test_a_recipe_missing_a_required_parameter_is_one_error(world, tmp_path):
     recipe = tmp_path / "recipe.yml"
     recipe.write_text(yaml.safe_dump(raw))
     assert_refused(mergekit_yaml(world, recipe), written=[world.out], names=(str(recipe), "weight"))
+
+
+def test_a_recipe_with_an_unknown_dtype_is_one_error(world, tmp_path):
+    raw = yaml.safe_load((world.root / "recipe.yml").read_text())
+    raw["dtype"] = "fmoat32"  # one flipped bit (found by the long fuzz profile)
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(yaml.safe_dump(raw))
+    assert_refused(mergekit_yaml(world, recipe), written=[world.out], names=(str(recipe), "fmoat32"))

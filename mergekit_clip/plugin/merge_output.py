@@ -172,8 +172,8 @@ def install_run_merge_hook() -> None:
             counts_before = _kernel_counts()
             try:
                 original(merge_config, str(tmp), options=options, config_source=config_source)
-            except RuntimeError as e:  # mergekit's planner refuses a recipe parameter this way (no file named)
-                if "parameter" not in str(e):
+            except RuntimeError as e:  # mergekit refuses a recipe parameter or dtype this way (no file named)
+                if "parameter" not in str(e) and "dtype" not in str(e):
                     raise
                 raise MergeInputError(f"{current_recipe_file()}: {str(e).splitlines()[0]}") from e
             provenance = merge_provenance(merge_config, inputs, ctx)
