@@ -275,7 +275,6 @@ def _run_study(study: StudyConfig, loader, progress: bool, rebuild: bool, merge_
         resolved.write_text(dump_study(study))
     run = StudyRun(study, loader, progress, rebuild)
     run.prepare()
-    key = inputs_key(study, run.hashes)  # after the families exist, before anything reads them
     result = run.validation()
     if merge_counts is not None:
         result.merges = dict(merge_counts)
@@ -294,5 +293,7 @@ def _run_study(study: StudyConfig, loader, progress: bool, rebuild: bool, merge_
     write_json_atomic(study.output / "study.json", doc)
     log_study(study, doc)
     run.hashes.save()
-    record_outputs(study, key, output_files(study))
+    # the key of the inputs as this run leaves them: the study itself writes some (merge statistics beside the
+    # ingredients), so a key taken before them would never match the next run's
+    record_outputs(study, inputs_key(study, run.hashes), output_files(study))
     return doc

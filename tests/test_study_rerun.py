@@ -77,6 +77,21 @@ def test_rerun_of_a_finished_study_touches_nothing_and_imports_no_mergekit(world
     assert "Did merging help?" in second
 
 
+def test_a_study_that_writes_statistics_is_up_to_date_on_its_second_run(world, tmp_path, capsys):
+    """The study computes RegMean statistics beside the ingredients: the recorded key must include them."""
+    from study.config import StudyConfig
+    from study.runner import run_study
+
+    raw = raw_study(world, tmp_path / "out")
+    raw["merges"] = {"regmean": {}}
+    raw["stats"] = {"dataset": "source", "max_frames": 8}
+    run_study(StudyConfig.model_validate(raw), progress=False)
+    assert list((world / "family" / "ingredients").glob("*/merge_stats/*.safetensors"))
+    capsys.readouterr()
+    run_study(StudyConfig.model_validate(raw), progress=False)
+    assert "is up to date" in capsys.readouterr().out
+
+
 def test_a_changed_input_is_not_reused(world, tmp_path):
     from study.config import StudyConfig
     from study.runner import run_study
