@@ -292,8 +292,9 @@ def _run_study(study: StudyConfig, loader, progress: bool, rebuild: bool, merge_
     write_outputs(study, run, result, test, doc)
     write_json_atomic(study.output / "study.json", doc)
     log_study(study, doc)
-    run.hashes.save()
     # the key of the inputs as this run leaves them: the study itself writes some (merge statistics beside the
     # ingredients), so a key taken before them would never match the next run's
-    record_outputs(study, inputs_key(study, run.hashes), output_files(study))
+    key = inputs_key(study, run.hashes)
+    run.hashes.save()  # after the key: its file hashes are then known to the next run, which writes nothing
+    record_outputs(study, key, output_files(study))
     return doc
