@@ -9,21 +9,12 @@ import torch
 from click.testing import CliRunner
 from fa_support import tiny_fa_spec
 from merge_support import ALL_METHODS, WEIGHTS, assert_bitwise, recipe, run_mergekit_yaml, tensors
-from methods_support import DATASET, write_tiny_dataset
+from methods_support import DATASET, PLUGIN_PARAMS, write_tiny_dataset
 
 from mergekit_clip.detector.io import create_detector, detector_spec, load_detector, save_detector
 from mergekit_clip.plugin.methods import METHOD_MODULES, method_objects, needs_base
 from mergekit_clip.stats.store import clear_cache
 
-PLUGIN_PARAMS = {
-    "tsv_m": {"alpha": 0.8},
-    "iso_c": {"alpha": 1.2},
-    "iso_cts": {"alpha": 1.0, "common_fraction": 0.7},
-    "cart": {"rank_ratio": 0.2, "scale": 1.0},
-    "real_aware": {"shared_rank_ratio": 0.2, "residual_rank_ratio": 0.1},
-    "regmean": {"off_diagonal_scale": 0.9},
-    "fisher": {},
-}
 INGREDIENTS = ("ft0", "ft1", "ft2")
 CHECKED = "adapter.vit_model.blocks.1.attn.qkv.weight"  # a 2-D adapter tensor every plugin method transforms
 

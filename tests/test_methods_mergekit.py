@@ -8,23 +8,13 @@ import torch
 from click.testing import CliRunner
 from merge_support import build_open_clip_family, run_many, run_mergekit_yaml, tensors
 from mergekit.merge_methods.base import TensorGroup
-from methods_support import DATASET, write_tiny_dataset
+from methods_support import DATASET, PLUGIN_PARAMS, write_tiny_dataset
 
 from mergekit_clip.cli import main
 from mergekit_clip.detector.io import load_detector
 from mergekit_clip.plugin.methods import METHOD_MODULES, method_objects, needs_base
 from mergekit_clip.stats.store import clear_cache
 
-# most differ from the defaults: a parameter lost on its way to the kernel shows as a mismatch
-PARAMS = {
-    "tsv_m": {"alpha": 0.8},
-    "iso_c": {"alpha": 1.2},
-    "iso_cts": {"alpha": 1.0, "common_fraction": 0.7},
-    "cart": {"rank_ratio": 0.2, "scale": 1.0},
-    "real_aware": {"shared_rank_ratio": 0.2, "residual_rank_ratio": 0.1},
-    "regmean": {"off_diagonal_scale": 0.9},
-    "fisher": {},
-}
 CHECKED = ("visual.transformer.resblocks.0.attn.in_proj_weight", "visual.transformer.resblocks.1.mlp.c_proj.weight")
 
 
@@ -43,7 +33,7 @@ def family(tmp_path_factory, tiny_spec):
 
 def _recipe(method: str, paths: dict) -> dict:
     models = [{"model": str(paths[f"ft{i}"])} for i in range(4)]
-    cfg = {"merge_method": method, "models": models, "dtype": "float32", "parameters": PARAMS[method]}
+    cfg = {"merge_method": method, "models": models, "dtype": "float32", "parameters": PLUGIN_PARAMS[method]}
     if needs_base(method):
         cfg["base_model"] = str(paths["base"])
     return cfg
@@ -57,7 +47,7 @@ def _direct(method: str, paths: dict, name: str) -> torch.Tensor:
         ids, inputs, base_index = [str(paths["base"]), *ids], [tensors(paths["base"])[name], *inputs], 0
     group = TensorGroup.from_tensors(inputs, ids=ids, base_index=base_index, name=name)
     clear_cache()
-    (out,) = method_objects()[method]((group,), parameters=PARAMS[method])
+    (out,) = method_objects()[method]((group,), parameters=PLUGIN_PARAMS[method])
     return out
 
 
