@@ -73,29 +73,18 @@ def build_family(root: Path, size: str, ingredients: int) -> Path:
     return root
 
 
-def build_data(root: Path, image: int, videos: int, frames: int) -> None:
-    """Two datasets (``videos`` real + ``videos`` fake per split, ``frames`` PNG frames each, fakes brighter)."""
-    import cv2
+def build_data(root: Path, videos: int, frames: int) -> None:
+    """Two datasets in the tests' tiny DeepfakeBench layout (``videos`` real + ``videos`` fake per split, 32 px
+    frames, fakes brighter; the eval transform resizes them to the model's input)."""
+    import sys
 
     if (root / "json" / f"{TEST}.json").exists():
         return
-    rng = np.random.default_rng(0)
-    for name in (SOURCE, TEST):
-        groups: dict = {"DF_real": {}, "DF_fake": {}}
-        for split in ("train", "val", "test"):
-            for label, group in ((0, "DF_real"), (1, "DF_fake")):
-                node = groups[group].setdefault(split, {})
-                for v in range(videos):
-                    video = f"{name}/{split}/{group}/{v:03d}"
-                    paths = []
-                    for f in range(frames):
-                        img = rng.integers(0, 160, (image, image, 3), dtype=np.uint8) + np.uint8(40 * label)
-                        (root / "data" / video).mkdir(parents=True, exist_ok=True)
-                        cv2.imwrite(str(root / "data" / video / f"{f}.png"), img)
-                        paths.append(f"{video}/{f}.png")
-                    node[f"{v:03d}"] = {"label": group, "frames": paths}
-        (root / "json").mkdir(parents=True, exist_ok=True)
-        (root / "json" / f"{name}.json").write_text(json.dumps({name: groups}))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from study_support import make_dataset
+
+    for seed, name in enumerate((SOURCE, TEST)):
+        make_dataset(root / "json", root / "data", name, videos=videos, frames=frames, seed=seed)
 
 
 def make_study(root: Path, family: Path, densities: list[float], out: str):
@@ -180,7 +169,7 @@ def main(size: str, candidates: int, repeats: int, videos: int, root: Path) -> N
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     root = root.absolute() / size
     family_dir = build_family(root / "family", size, ingredients=3)
-    build_data(root, SIZES[size][4], videos, frames=2)
+    build_data(root, videos, frames=2)
     densities = [round(0.2 + 0.6 * k / max(1, candidates - 1), 3) for k in range(candidates)]
     study_n, study_0 = make_study(root, family_dir, densities, "study_n"), make_study(root, family_dir, [], "study_0")
     recipes = [c.recipe for c in plan_merges(study_n, {"bench": load_family(family_dir)}, None)]
